@@ -1,0 +1,191 @@
+"""Suites: which tasks a run scores, how each is read, and how they are weighted.
+
+A suite is a TOML file (see ``suites/*.toml`` and the README). Each ``[[tasks]]`` entry is either a
+real mteb task (``task = "KorSTS"``) or a custom local task (``type = "STS"`` plus ``data = DIR``)
+that reads the documented JSONL layout.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.resources import suites_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CATEGORIES = ("STS", "NLI", "Clustering", "Retrieval")
+
+# The value rule a category uses on the leaderboard (PROTOCOL.md, "Per-task value").
+DEFAULT_VALUE_RULE = {
+    "STS": "sts-mean8",
+    "NLI": "cosine_ap",
+    "Clustering": "v_measure",
+    "Retrieval": "ndcg-5-10",
+}
+
+# Custom local task types and the mteb task type each one becomes.
+CUSTOM_TYPES = {
+    "STS": "STS",
+    "PairClassification": "PairClassification",
+    "Clustering": "Clustering",
+    "Retrieval": "Retrieval",
+}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One benchmark task of a suite: one pytest item, one leaderboard column."""
+
+    column: str  # leaderboard column, also the pytest item name
+    task: str  # mteb task name (or the custom task's name)
+    split: str
+    subset: str  # hf_subset; "default" when the dataset has none
+    category: str  # one of CATEGORIES
+    value_rule: str  # see scoring.task_value
+    custom_type: str | None = None  # None for mteb tasks, else a key of CUSTOM_TYPES
+    data_dir: Path | None = None  # custom tasks: root of the JSONL layout
+
+    @property
+    def marker(self) -> str:
+        """The pytest marker of the task's category (``-m retrieval``)."""
+        return self.category.lower()
+
+    @property
+    def is_custom(self) -> bool:
+        return self.custom_type is not None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    scheme: str  # weighting scheme, a key of scoring.SCHEMES
+    tasks: tuple[TaskSpec, ...]
+    path: Path
+    description: str = ""
+
+    def task(self, column: str) -> TaskSpec:
+        for spec in self.tasks:
+            if spec.column == column:
+                return spec
+        raise KoembedError(f"suite {self.name!r} has no task {column!r}")
+
+
+def shipped_suites() -> dict[str, Path]:
+    """Names of the suites shipped with the plugin, mapped to their files."""
+    return {p.stem: p for p in sorted(suites_dir().glob("*.toml"))}
+
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    shipped = shipped_suites()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".toml" or path.exists() or "/" in name_or_path:
+        if not path.is_file():
+            raise KoembedError(
+                f"suite file {str(path)!r} does not exist; pass a shipped suite name "
+                f"({', '.join(shipped)}) or the path of a suite TOML file"
+            )
+        return path
+    raise KoembedError(
+        f"unknown suite {name_or_path!r}; shipped suites are {', '.join(shipped)} "
+        "(or pass the path of a suite TOML file)"
+    )
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read a shipped suite by name, or a suite TOML file by path."""
+    path = resolve_suite_path(name_or_path)
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise KoembedError(f"suite file {path} is not valid TOML: {exc}") from None
+    return parse_suite(raw, path)
+
+
+def _field(entry: dict[str, Any], key: str, where: str, default: Any = None) -> Any:
+    value = entry.get(key, default)
+    if value is None:
+        raise KoembedError(f"{where}: missing required key {key!r}")
+    if not isinstance(value, str) or not value.strip():
+        raise KoembedError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
+    from pytest_koembed.scoring import SCHEMES, check_value_rule
+
+    name = raw.get("name", path.stem)
+    scheme = raw.get("scheme", "ko-leaderboard-v1")
+    if scheme not in SCHEMES:
+        raise KoembedError(
+            f"suite {path}: unknown weighting scheme {scheme!r}; choose one of {', '.join(SCHEMES)}"
+        )
+    entries = raw.get("tasks")
+    if not isinstance(entries, list) or not entries:
+        raise KoembedError(f"suite {path}: no [[tasks]] entries")
+    tasks: list[TaskSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries, start=1):
+        where = f"suite {path}, task #{i}"
+        if not isinstance(entry, dict):
+            raise KoembedError(f"{where}: each [[tasks]] entry must be a table")
+        unknown = set(entry) - {
+            "column", "task", "split", "subset", "category", "value", "type", "data",
+        }
+        if unknown:
+            raise KoembedError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        task = _field(entry, "task", where)
+        column = _field(entry, "column", where, default=task)
+        where = f"suite {path}, task {column!r}"
+        category = _field(entry, "category", where)
+        if category not in CATEGORIES:
+            raise KoembedError(
+                f"{where}: category {category!r} is not one of {', '.join(CATEGORIES)}"
+            )
+        value_rule = _field(entry, "value", where, default=DEFAULT_VALUE_RULE[category])
+        check_value_rule(value_rule, where)
+        custom_type = entry.get("type")
+        data_dir: Path | None = None
+        if custom_type is not None:
+            if custom_type not in CUSTOM_TYPES:
+                raise KoembedError(
+                    f"{where}: type {custom_type!r} is not one of {', '.join(CUSTOM_TYPES)}"
+                )
+            data = _field(entry, "data", where)
+            data_dir = (path.parent / data).resolve()
+        elif "data" in entry:
+            raise KoembedError(
+                f"{where}: 'data' needs 'type' (a custom local task); for a local copy of an "
+                "mteb task use --koembed-data-dir"
+            )
+        if column in seen:
+            raise KoembedError(f"{where}: column {column!r} appears twice")
+        seen.add(column)
+        tasks.append(
+            TaskSpec(
+                column=column,
+                task=task,
+                split=_field(entry, "split", where, default="test"),
+                subset=_field(entry, "subset", where, default="default"),
+                category=category,
+                value_rule=value_rule,
+                custom_type=custom_type,
+                data_dir=data_dir,
+            )
+        )
+    return Suite(
+        name=name,
+        scheme=scheme,
+        tasks=tuple(tasks),
+        path=path,
+        description=str(raw.get("description", "")),
+    )
