@@ -1,0 +1,169 @@
+"""The ``koembed`` console script.
+
+Subcommands (``koembed SUBCOMMAND --help``):
+
+- ``leaderboard``: print the leaderboard tables computed from the shipped baselines, optionally
+  with runs (``--add RUN.json``) ranked among them.
+
+To add a subcommand, write a ``_register_NAME(subparsers)`` function that adds its parser and sets
+``func`` (a callable taking the parsed namespace and returning the exit status), and append it to
+:data:`SUBCOMMANDS`. A :class:`KoembedError` raised by ``func`` is printed as one line on stderr
+with exit status 2; so is any usage error.
+
+This module imports neither pytest nor torch nor mteb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from pytest_koembed import __version__
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.scoring import SCHEMES
+from pytest_koembed.suite import load_suite, shipped_suites
+from pytest_koembed.tables import (
+    TABLE_CHOICES,
+    entry_from_run,
+    leaderboard_tables,
+    read_run_record,
+    render_tables,
+    run_suite_name,
+)
+
+PROG = "koembed"
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+Subparsers = Any  # argparse's _SubParsersAction, which is private
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    records = [(path, read_run_record(path)) for path in args.add]
+    suite_name = args.suite
+    if suite_name is None and args.baseline:
+        from pytest_koembed.leaderboards import load_leaderboard
+
+        suite_name = load_leaderboard(args.baseline).suite
+    if suite_name is None and records:
+        suite_name = run_suite_name(records[0][1])
+    suite = load_suite(suite_name or "ko-leaderboard-v1")
+    runs = [
+        entry_from_run(record, suite, source=f"run record {path!r}") for path, record in records
+    ]
+    tables = leaderboard_tables(
+        suite, runs, baseline=args.baseline, table=args.table, scheme=args.scheme
+    )
+    sys.stdout.write(render_tables(tables))
+    return 0
+
+
+def _register_leaderboard(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "leaderboard",
+        help="print the leaderboard tables (published baselines, plus runs with --add)",
+        description=(
+            "Print a suite's leaderboard tables, computed from the published per-task values "
+            "shipped in baselines/ (averages, weighted average and rank are recomputed), in the "
+            "leaderboard's own Markdown layout. --add puts runs in as extra ranked rows."
+        ),
+    )
+    p.add_argument(
+        "--suite",
+        default=None,
+        help=(
+            "suite name or TOML path (shipped: "
+            f"{', '.join(shipped_suites())}); default: the --add run's suite, else "
+            "ko-leaderboard-v1"
+        ),
+    )
+    p.add_argument(
+        "--table",
+        default="all",
+        choices=TABLE_CHOICES,
+        help="which table to print (default: all)",
+    )
+    p.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="RUN.json",
+        help="a run record written by --koembed-json, ranked as an extra row (repeatable)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="NAME",
+        help=(
+            "only this baseline leaderboard (e.g. ko-leaderboard-v2-sparse, or a CSV path); "
+            "default: every shipped baseline of the suite"
+        ),
+    )
+    p.add_argument(
+        "--scheme",
+        default=None,
+        choices=list(SCHEMES),
+        help="weighting scheme for the overall table (default: the suite's)",
+    )
+    p.set_defaults(func=_cmd_leaderboard)
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_register_leaderboard]
+"""Functions that each register one subcommand on the ``koembed`` parser."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``koembed`` argument parser with every subcommand of :data:`SUBCOMMANDS`."""
+    parser = _Parser(
+        prog=PROG,
+        description="pytest-koembed: the Korean text-embedding leaderboard, from the command line",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
+    for register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``koembed``; returns the exit status (0 ok, 2 bad input, with one line on stderr)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.error("choose a subcommand: " + ", ".join(parser_choices(parser)))
+    except SystemExit as exc:  # usage error (already printed), --help or --version
+        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
+    try:
+        return int(func(args))
+    except KoembedError as exc:
+        message = " ".join(str(exc).split())
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        return USAGE_ERROR
+    except BrokenPipeError:  # e.g. `koembed leaderboard | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def parser_choices(parser: argparse.ArgumentParser) -> list[str]:
+    """Names of the subcommands registered on ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
