@@ -1,0 +1,1066 @@
+"""Task data: the local JSONL layout, mteb task objects ready to evaluate, pair de-duplication.
+
+This module knows nothing of pytest. It hands ``evaluation.py`` a :class:`PreparedTask`: a real
+mteb task object whose data is already loaded (from a local copy, a custom local task, or the
+Hugging Face Hub through mteb), restricted to one split and one subset, in the exact shape the
+task's evaluator reads, with pair datasets de-duplicated as the leaderboard states.
+
+The local layout (the same for ``--koembed-data-dir``, custom tasks and the shipped sample data)
+lives in ``ROOT/<task>/<subset>/<split>/``::
+
+    STS                  pairs.jsonl   {"sentence1": str, "sentence2": str, "score": number}
+    PairClassification   pairs.jsonl   {"sentence1": str, "sentence2": str, "label": 0 or 1}
+    Clustering           texts.jsonl   {"text": str, "label": str, "set": str (optional)}
+    Retrieval            corpus.jsonl  {"id": str, "text": str, "title": str (optional)}
+                         queries.jsonl {"id": str, "text": str}
+                         qrels.jsonl   {"query_id": str, "doc_id": str, "score": int}
+
+``mteb`` and ``datasets`` are imported lazily: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_koembed.errors import KoembedError
+
+if TYPE_CHECKING:
+    from mteb.abstasks.abstask import AbsTask
+
+    from pytest_koembed.suite import TaskSpec
+
+__all__ = [
+    "LAYOUT",
+    "PairRows",
+    "PreparedTask",
+    "RetrievalRows",
+    "TextRows",
+    "dedupe_pairs",
+    "export_task",
+    "layout_dir",
+    "prepare_task",
+    "read_pairs",
+    "read_retrieval",
+    "read_texts",
+    "unique_pair_indices",
+]
+
+# What each task kind reads, for error messages and the README.
+LAYOUT: dict[str, str] = {
+    "STS": 'pairs.jsonl with lines {"sentence1": str, "sentence2": str, "score": number}',
+    "PairClassification": (
+        'pairs.jsonl with lines {"sentence1": str, "sentence2": str, "label": 0 or 1}'
+    ),
+    "Clustering": 'texts.jsonl with lines {"text": str, "label": str, "set": str (optional)}',
+    "Retrieval": (
+        'corpus.jsonl {"id", "text", "title"?}, queries.jsonl {"id", "text"} and '
+        'qrels.jsonl {"query_id", "doc_id", "score"}'
+    ),
+}
+
+_PAIRS_FILE = "pairs.jsonl"
+_TEXTS_FILE = "texts.jsonl"
+_CORPUS_FILE = "corpus.jsonl"
+_QUERIES_FILE = "queries.jsonl"
+_QRELS_FILE = "qrels.jsonl"
+
+# Internal task kinds: the four custom types plus mteb's legacy clustering.
+_LEGACY = "ClusteringLegacy"
+
+_MAIN_SCORE = {
+    "STS": "cosine_spearman",
+    "PairClassification": "max_ap",
+    "Clustering": "v_measure",
+    _LEGACY: "v_measure",
+    "Retrieval": "ndcg_at_10",
+}
+
+
+@dataclass
+class PreparedTask:
+    """An mteb task ready for ``mteb.evaluate``, and what it holds."""
+
+    task: AbsTask  # data loaded, restricted to spec.split and spec.subset (data_loaded=True)
+    n_examples: int  # pairs / texts / queries scored, after de-duplication
+    sizes: dict[
+        str, int
+    ]  # {"pairs": n} / {"texts": n, "sets": k} / {"queries", "documents", "qrels"}
+    duplicates_dropped: int  # pairs removed by de-duplication (0 for clustering and retrieval)
+    source: str  # "local:<abs dir>" or "hub:<dataset path>@<revision>"
+
+
+# ---------------------------------------------------------------------------------------------
+# De-duplication
+# ---------------------------------------------------------------------------------------------
+
+
+def unique_pair_indices(sentence1: Sequence[Any], sentence2: Sequence[Any]) -> list[int]:
+    """Indices of the pairs to keep: the first occurrence of each pair, (A, B) equal to (B, A)."""
+    if len(sentence1) != len(sentence2):
+        raise ValueError(f"pair columns differ in length: {len(sentence1)} != {len(sentence2)}")
+    seen: set[tuple[Any, Any]] = set()
+    kept: list[int] = []
+    for i, (a, b) in enumerate(zip(sentence1, sentence2, strict=True)):
+        key = (a, b) if (str(a), str(b)) <= (str(b), str(a)) else (b, a)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(i)
+    return kept
+
+
+def dedupe_pairs(
+    sentence1: Sequence[Any], sentence2: Sequence[Any], *others: Sequence[Any]
+) -> tuple[tuple[list[Any], ...], int]:
+    """Drop repeated pairs, (A, B) and (B, A) alike, keeping the first occurrence.
+
+    Returns the kept columns, in the order given (``sentence1, sentence2, *others``), and the
+    number of pairs dropped.
+    """
+    for other in others:
+        if len(other) != len(sentence1):
+            raise ValueError(f"column lengths differ: {len(other)} != {len(sentence1)}")
+    kept = unique_pair_indices(sentence1, sentence2)
+    columns = tuple([column[i] for i in kept] for column in (sentence1, sentence2, *others))
+    return columns, len(sentence1) - len(kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the layout
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PairRows:
+    """STS or pair-classification rows as read (before de-duplication)."""
+
+    sentence1: list[str]
+    sentence2: list[str]
+    values: list[Any]  # float scores (STS) or 0/1 labels (pair classification)
+    path: Path
+
+
+@dataclass
+class TextRows:
+    """Clustering rows as read."""
+
+    texts: list[str]
+    labels: list[str]
+    sets: list[str] | None  # one set name per row, or None when no row has a "set"
+    path: Path
+
+    def grouped(self) -> list[tuple[str, list[str], list[str]]]:
+        """(set name, texts, labels) per clustering set, sets in order of first appearance."""
+        if self.sets is None:
+            return [("", list(self.texts), list(self.labels))]
+        groups: dict[str, tuple[list[str], list[str]]] = {}
+        for text, label, name in zip(self.texts, self.labels, self.sets, strict=True):
+            texts, labels = groups.setdefault(name, ([], []))
+            texts.append(text)
+            labels.append(label)
+        return [(name, texts, labels) for name, (texts, labels) in groups.items()]
+
+
+@dataclass
+class RetrievalRows:
+    """Retrieval files as read; queries without any qrel are already dropped."""
+
+    corpus_ids: list[str]
+    corpus_titles: list[str]
+    corpus_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    relevant_docs: dict[str, dict[str, int]]
+    queries_without_qrels: int
+    path: Path
+
+    @property
+    def n_qrels(self) -> int:
+        return sum(len(docs) for docs in self.relevant_docs.values())
+
+
+def layout_dir(root: Path, task: str, subset: str, split: str) -> Path:
+    """Where the layout of one task split lives under a data root."""
+    return Path(root) / task / subset / split
+
+
+def _iter_jsonl(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; one-line KoembedError on anything wrong."""
+    if not path.is_file():
+        raise KoembedError(f"missing file {path} (the {kind} layout needs {LAYOUT[kind]})")
+    found = False
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise KoembedError(
+                    f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise KoembedError(
+                    f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            if not isinstance(obj, dict):
+                raise KoembedError(
+                    f"{path}:{lineno}: expected a JSON object, got {_json_type(obj)}"
+                )
+            found = True
+            yield lineno, obj
+    if not found:
+        raise KoembedError(f"{path} is empty (the {kind} layout needs {LAYOUT[kind]})")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _require(obj: dict[str, Any], key: str, where: str, kind: str) -> Any:
+    if key not in obj:
+        raise KoembedError(f"{where}: missing key {key!r} (the {kind} layout needs {LAYOUT[kind]})")
+    return obj[key]
+
+
+def _text(obj: dict[str, Any], key: str, where: str, kind: str) -> str:
+    value = _require(obj, key, where, kind)
+    if not isinstance(value, str):
+        raise KoembedError(f"{where}: {key!r} must be a string, got {_json_type(value)}")
+    if not value.strip():
+        raise KoembedError(f"{where}: {key!r} is empty")
+    return value
+
+
+def _ident(obj: dict[str, Any], key: str, where: str, kind: str) -> str:
+    value = _require(obj, key, where, kind)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise KoembedError(f"{where}: {key!r} must be a string, got {_json_type(value)}")
+    text = str(value)
+    if not text.strip():
+        raise KoembedError(f"{where}: {key!r} is empty")
+    return text
+
+
+def _number(obj: dict[str, Any], key: str, where: str, kind: str) -> float:
+    value = _require(obj, key, where, kind)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise KoembedError(f"{where}: {key!r} must be a number, got {_json_type(value)}")
+    if not math.isfinite(value):
+        raise KoembedError(f"{where}: {key!r} is not a finite number ({value})")
+    return float(value)
+
+
+def _label01(obj: dict[str, Any], key: str, where: str, kind: str) -> int:
+    value = _require(obj, key, where, kind)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 1):
+        shown = json.dumps(value, ensure_ascii=False)
+        raise KoembedError(f"{where}: {key!r} must be 0 or 1, got {shown}")
+    return int(value)
+
+
+def read_pairs(
+    directory: Path,
+    kind: str,
+    *,
+    score_range: tuple[float, float] | None = None,
+    task_name: str = "",
+) -> PairRows:
+    """Read ``pairs.jsonl`` of an STS (``kind="STS"``) or pair-classification split.
+
+    ``score_range`` (STS only) rejects scores outside the task's own scale.
+    """
+    if kind not in ("STS", "PairClassification"):
+        raise ValueError(f"read_pairs: kind must be STS or PairClassification, not {kind!r}")
+    path = Path(directory) / _PAIRS_FILE
+    s1: list[str] = []
+    s2: list[str] = []
+    values: list[Any] = []
+    for lineno, obj in _iter_jsonl(path, kind):
+        where = f"{path}:{lineno}"
+        s1.append(_text(obj, "sentence1", where, kind))
+        s2.append(_text(obj, "sentence2", where, kind))
+        if kind == "STS":
+            score = _number(obj, "score", where, kind)
+            if score_range is not None and not score_range[0] <= score <= score_range[1]:
+                lo, hi = score_range
+                raise KoembedError(
+                    f"{where}: score {score:g} is outside the {task_name or 'task'} scale "
+                    f"{lo:g}..{hi:g}"
+                )
+            values.append(score)
+        else:
+            values.append(_label01(obj, "label", where, kind))
+    return PairRows(sentence1=s1, sentence2=s2, values=values, path=path)
+
+
+def read_texts(directory: Path) -> TextRows:
+    """Read ``texts.jsonl`` of a clustering split."""
+    kind = "Clustering"
+    path = Path(directory) / _TEXTS_FILE
+    texts: list[str] = []
+    labels: list[str] = []
+    sets: list[str] = []
+    with_set: int | None = None  # line of the first row with a "set"
+    without_set: int | None = None
+    for lineno, obj in _iter_jsonl(path, kind):
+        where = f"{path}:{lineno}"
+        texts.append(_text(obj, "text", where, kind))
+        label = _require(obj, "label", where, kind)
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise KoembedError(f"{where}: 'label' must be a string, got {_json_type(label)}")
+        if not str(label).strip():
+            raise KoembedError(f"{where}: 'label' is empty")
+        labels.append(str(label))
+        if "set" in obj and obj["set"] is not None:
+            sets.append(_ident(obj, "set", where, kind))
+            with_set = lineno if with_set is None else with_set
+        else:
+            sets.append("")
+            without_set = lineno if without_set is None else without_set
+        if with_set is not None and without_set is not None:
+            raise KoembedError(
+                f"{where}: 'set' must be given on every row or on none (line {with_set} has "
+                f"one, line {without_set} has none)"
+            )
+    return TextRows(
+        texts=texts, labels=labels, sets=sets if with_set is not None else None, path=path
+    )
+
+
+def read_retrieval(directory: Path) -> RetrievalRows:
+    """Read ``corpus.jsonl``, ``queries.jsonl`` and ``qrels.jsonl`` of a retrieval split."""
+    kind = "Retrieval"
+    directory = Path(directory)
+    corpus_path = directory / _CORPUS_FILE
+    queries_path = directory / _QUERIES_FILE
+    qrels_path = directory / _QRELS_FILE
+    for path in (corpus_path, queries_path, qrels_path):
+        if not path.is_file():
+            raise KoembedError(f"missing file {path} (the {kind} layout needs {LAYOUT[kind]})")
+
+    doc_line: dict[str, int] = {}
+    corpus_ids: list[str] = []
+    titles: list[str] = []
+    doc_texts: list[str] = []
+    for lineno, obj in _iter_jsonl(corpus_path, kind):
+        where = f"{corpus_path}:{lineno}"
+        doc_id = _ident(obj, "id", where, kind)
+        if doc_id in doc_line:
+            raise KoembedError(
+                f"{where}: duplicate id {doc_id!r} (first on line {doc_line[doc_id]})"
+            )
+        doc_line[doc_id] = lineno
+        title = obj.get("title")
+        if title is None:
+            title = ""
+        elif not isinstance(title, str):
+            raise KoembedError(f"{where}: 'title' must be a string, got {_json_type(title)}")
+        corpus_ids.append(doc_id)
+        titles.append(title)
+        doc_texts.append(_text(obj, "text", where, kind))
+
+    query_line: dict[str, int] = {}
+    query_ids: list[str] = []
+    query_texts: list[str] = []
+    for lineno, obj in _iter_jsonl(queries_path, kind):
+        where = f"{queries_path}:{lineno}"
+        query_id = _ident(obj, "id", where, kind)
+        if query_id in query_line:
+            raise KoembedError(
+                f"{where}: duplicate id {query_id!r} (first on line {query_line[query_id]})"
+            )
+        query_line[query_id] = lineno
+        query_ids.append(query_id)
+        query_texts.append(_text(obj, "text", where, kind))
+
+    relevant: dict[str, dict[str, int]] = {}
+    qrel_line: dict[tuple[str, str], int] = {}
+    for lineno, obj in _iter_jsonl(qrels_path, kind):
+        where = f"{qrels_path}:{lineno}"
+        query_id = _ident(obj, "query_id", where, kind)
+        doc_id = _ident(obj, "doc_id", where, kind)
+        score = _number(obj, "score", where, kind)
+        if score != int(score):
+            raise KoembedError(
+                f"{where}: 'score' must be an integer relevance grade, got {score:g}"
+            )
+        if query_id not in query_line:
+            raise KoembedError(f"{where}: query_id {query_id!r} is not in {queries_path.name}")
+        if doc_id not in doc_line:
+            raise KoembedError(f"{where}: doc_id {doc_id!r} is not in {corpus_path.name}")
+        if (query_id, doc_id) in qrel_line:
+            raise KoembedError(
+                f"{where}: duplicate qrel for query {query_id!r} and doc {doc_id!r} "
+                f"(first on line {qrel_line[query_id, doc_id]})"
+            )
+        qrel_line[query_id, doc_id] = lineno
+        relevant.setdefault(query_id, {})[doc_id] = int(score)
+
+    # mteb's own loader keeps only the queries that have qrels; do the same.
+    keep = [i for i, query_id in enumerate(query_ids) if query_id in relevant]
+    return RetrievalRows(
+        corpus_ids=corpus_ids,
+        corpus_titles=titles,
+        corpus_texts=doc_texts,
+        query_ids=[query_ids[i] for i in keep],
+        query_texts=[query_texts[i] for i in keep],
+        relevant_docs={query_ids[i]: relevant[query_ids[i]] for i in keep},
+        queries_without_qrels=len(query_ids) - len(keep),
+        path=directory,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks after de-duplication
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_sts(path: Path, scores: Sequence[float]) -> None:
+    if len(scores) < 2:
+        raise KoembedError(
+            f"{path}: STS needs at least 2 distinct pairs to correlate, has {len(scores)} "
+            "after de-duplication"
+        )
+    if len(set(scores)) < 2:
+        raise KoembedError(
+            f"{path}: every score is {scores[0]:g}; STS needs differing scores to correlate"
+        )
+
+
+def _check_labels01(path: Path, labels: Sequence[int]) -> None:
+    present = set(labels)
+    if present != {0, 1}:
+        only = next(iter(present)) if present else "none"
+        raise KoembedError(
+            f"{path}: every pair has label {only}; pair classification needs both 0 and 1"
+        )
+
+
+def _check_clustering(rows: TextRows) -> None:
+    for name, _texts, labels in rows.grouped():
+        if len(set(labels)) < 2:
+            which = f"clustering set {name!r}" if rows.sets is not None else "every row"
+            raise KoembedError(
+                f"{rows.path}: {which} has the single label {labels[0]!r}; clustering needs "
+                "at least 2 labels per set"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# mteb tasks: kinds, lookup, shapes
+# ---------------------------------------------------------------------------------------------
+
+
+def _kind_of(task: AbsTask) -> str | None:
+    from mteb.abstasks.clustering import AbsTaskClustering
+    from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
+    from mteb.abstasks.pair_classification import AbsTaskPairClassification
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.sts import AbsTaskSTS
+
+    for base, kind in (
+        (AbsTaskSTS, "STS"),
+        (AbsTaskPairClassification, "PairClassification"),
+        (AbsTaskClusteringLegacy, _LEGACY),
+        (AbsTaskClustering, "Clustering"),
+        (AbsTaskRetrieval, "Retrieval"),
+    ):
+        if isinstance(task, base):
+            return kind
+    return None
+
+
+def _layout_kind(kind: str) -> str:
+    return "Clustering" if kind == _LEGACY else kind
+
+
+def _known_task_names() -> list[str]:
+    try:
+        from mteb.get_tasks import _TASKS_REGISTRY
+
+        return list(_TASKS_REGISTRY)
+    except Exception:  # pragma: no cover - private name moved
+        return []
+
+
+def _get_mteb_task(spec: TaskSpec) -> tuple[AbsTask, str]:
+    """The real mteb task restricted to spec.split / spec.subset, and its kind."""
+    import difflib
+
+    import mteb
+
+    try:
+        probe = mteb.get_task(spec.task)
+    except KeyError:
+        close = difflib.get_close_matches(spec.task, _known_task_names(), n=3)
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise KoembedError(
+            f"unknown mteb task {spec.task!r}{hint}; use an mteb task name "
+            "(mteb.get_tasks()) or declare a custom local task with type and data"
+        ) from None
+    kind = _kind_of(probe)
+    if kind is None:
+        raise KoembedError(
+            f"mteb task {spec.task!r} is of type {probe.metadata.type}, which koembed does not "
+            "score (STS, PairClassification, Clustering, Retrieval)"
+        )
+    metadata = probe.metadata
+    if spec.split not in metadata.eval_splits:
+        raise KoembedError(
+            f"mteb task {spec.task!r} has no evaluation split {spec.split!r}; "
+            f"valid: {', '.join(metadata.eval_splits)}"
+        )
+    if metadata.is_multilingual:
+        subsets = list(metadata.hf_subsets)
+        if spec.subset not in subsets:
+            raise KoembedError(
+                f"mteb task {spec.task!r} has no subset {spec.subset!r}; "
+                f"valid: {_name_some(spec.subset, subsets)}"
+            )
+        # what mteb.get_task(name, eval_splits=..., hf_subsets=...) does, on the probe itself
+        probe.filter_eval_splits([spec.split])
+        probe.filter_languages(None, hf_subsets=[spec.subset])
+    else:
+        if spec.subset != "default":
+            raise KoembedError(
+                f'mteb task {spec.task!r} has no subsets; use subset = "default", '
+                f"not {spec.subset!r}"
+            )
+        probe.filter_eval_splits([spec.split])
+    return probe, kind
+
+
+def _name_some(wanted: str, names: Sequence[str], limit: int = 12) -> str:
+    """All names when few; else the closest and the Korean ones, and how many there are."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    import difflib
+
+    close = difflib.get_close_matches(wanted, list(names), n=3, cutoff=0.5)
+    korean = [n for n in names if n.lower().startswith("ko") or "kor" in n.lower()]
+    picked = list(dict.fromkeys([*close, *korean]))[:limit]
+    return f"{', '.join(picked)} ... ({len(names)} in all)"
+
+
+def _wrap(task: AbsTask, spec: TaskSpec, data_split: Any, *, retrieval: bool) -> Any:
+    """Put one split's data where ``AbsTask.evaluate`` looks for it."""
+    from datasets import DatasetDict
+
+    if retrieval:
+        return {spec.subset: {spec.split: data_split}}
+    if task.metadata.is_multilingual:
+        return {spec.subset: DatasetDict({spec.split: data_split})}
+    return DatasetDict({spec.split: data_split})
+
+
+def _inject(task: AbsTask, dataset: Any) -> None:
+    task.dataset = dataset
+    task.data_loaded = True
+
+
+def _sts_columns(task: AbsTask) -> tuple[str, str]:
+    names = task.column_names  # type: ignore[attr-defined]
+    if not (isinstance(names[0], str) and isinstance(names[1], str)):
+        raise KoembedError(f"{task.metadata.name}: multimodal STS tasks are not supported")
+    return names[0], names[1]
+
+
+def _pc_columns(task: AbsTask) -> tuple[str, str, str]:
+    c1 = task.input1_column_name  # type: ignore[attr-defined]
+    c2 = task.input2_column_name  # type: ignore[attr-defined]
+    if not (isinstance(c1, str) and isinstance(c2, str)):
+        raise KoembedError(
+            f"{task.metadata.name}: multimodal pair classification tasks are not supported"
+        )
+    return c1, c2, task.label_column_name  # type: ignore[attr-defined]
+
+
+def _sts_dataset(task: AbsTask, s1: list[str], s2: list[str], scores: list[float]) -> Any:
+    from datasets import Dataset
+
+    c1, c2 = _sts_columns(task)
+    return Dataset.from_dict({c1: s1, c2: s2, "score": scores})
+
+
+def _pc_dataset(task: AbsTask, s1: list[str], s2: list[str], labels: list[int]) -> Any:
+    """Pair classification as ONE row of lists: a flat split of exactly one row is misread."""
+    from datasets import Dataset
+
+    c1, c2, cl = _pc_columns(task)
+    return Dataset.from_dict({c1: [s1], c2: [s2], cl: [labels]})
+
+
+def _fast_clustering_dataset(task: AbsTask, texts: list[str], labels: list[str]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {task.input_column_name: texts, task.label_column_name: labels}  # type: ignore[attr-defined]
+    )
+
+
+def _legacy_clustering_dataset(task: AbsTask, rows: TextRows) -> Any:
+    from datasets import Dataset
+
+    groups = rows.grouped()
+    return Dataset.from_dict(
+        {
+            task.input_column_name: [texts for _, texts, _ in groups],  # type: ignore[attr-defined]
+            task.label_column_name: [labels for _, _, labels in groups],  # type: ignore[attr-defined]
+        }
+    )
+
+
+def _retrieval_split(rows: RetrievalRows) -> dict[str, Any]:
+    from datasets import Dataset
+
+    return {
+        "corpus": Dataset.from_dict(
+            {"id": rows.corpus_ids, "title": rows.corpus_titles, "text": rows.corpus_texts}
+        ),
+        "queries": Dataset.from_dict({"id": rows.query_ids, "text": rows.query_texts}),
+        "relevant_docs": rows.relevant_docs,
+        "top_ranked": None,
+    }
+
+
+def _embedded_count(task: AbsTask, n: int) -> int:
+    """How many texts mteb's fast clustering embeds out of n."""
+    max_docs = getattr(task, "max_document_to_embed", None)
+    fraction = getattr(task, "max_fraction_of_documents_to_embed", None)
+    if max_docs is not None:
+        return min(n, int(max_docs))
+    if fraction is not None:
+        return min(n, int(fraction * n))
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Local data into a task object
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_local(
+    task: AbsTask, kind: str, spec: TaskSpec, directory: Path, rows: Any = None
+) -> PreparedTask:
+    """Read the layout in ``directory`` (unless already read) and inject it into ``task``."""
+    source = f"local:{directory.resolve()}"
+    if kind in ("STS", "PairClassification"):
+        if rows is None:
+            score_range = None
+            if kind == "STS":
+                score_range = (float(task.min_score), float(task.max_score))  # type: ignore[attr-defined]
+            rows = read_pairs(directory, kind, score_range=score_range, task_name=spec.task)
+        (s1, s2, values), dropped = dedupe_pairs(rows.sentence1, rows.sentence2, rows.values)
+        if kind == "STS":
+            _check_sts(rows.path, values)
+            data = _sts_dataset(task, s1, s2, values)
+        else:
+            _check_labels01(rows.path, values)
+            data = _pc_dataset(task, s1, s2, values)
+        _inject(task, _wrap(task, spec, data, retrieval=False))
+        return PreparedTask(task, len(s1), {"pairs": len(s1)}, dropped, source)
+
+    if kind in ("Clustering", _LEGACY):
+        if rows is None:
+            rows = read_texts(directory)
+        if kind == "Clustering" and rows.sets is not None:
+            raise KoembedError(
+                f"{rows.path}: {spec.task} clusters all its texts at once; remove the 'set' key "
+                "(clustering sets are for tasks like KlueMrcDomainClustering)"
+            )
+        _check_clustering(rows)
+        if kind == "Clustering":
+            data = _fast_clustering_dataset(task, rows.texts, rows.labels)
+            n_texts = _embedded_count(task, len(rows.texts))
+            n_sets = 1
+        else:
+            data = _legacy_clustering_dataset(task, rows)
+            n_texts = len(rows.texts)
+            n_sets = len(rows.grouped())
+        _inject(task, _wrap(task, spec, data, retrieval=False))
+        return PreparedTask(task, n_texts, {"texts": n_texts, "sets": n_sets}, 0, source)
+
+    if rows is None:
+        rows = read_retrieval(directory)
+    if not rows.query_ids:
+        raise KoembedError(f"{directory / _QRELS_FILE}: no query has a qrel")
+    _inject(task, _wrap(task, spec, _retrieval_split(rows), retrieval=True))
+    sizes = {
+        "queries": len(rows.query_ids),
+        "documents": len(rows.corpus_ids),
+        "qrels": rows.n_qrels,
+    }
+    return PreparedTask(task, len(rows.query_ids), sizes, 0, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom local tasks
+# ---------------------------------------------------------------------------------------------
+
+
+def _custom_task(spec: TaskSpec, kind: str, attrs: dict[str, Any]) -> AbsTask:
+    """A real mteb task class, built on the fly, for a custom local task."""
+    from mteb.abstasks.clustering import AbsTaskClustering
+    from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
+    from mteb.abstasks.pair_classification import AbsTaskPairClassification
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.sts import AbsTaskSTS
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    base: type[AbsTask] = {
+        "STS": AbsTaskSTS,
+        "PairClassification": AbsTaskPairClassification,
+        "Clustering": AbsTaskClustering,
+        _LEGACY: AbsTaskClusteringLegacy,
+        "Retrieval": AbsTaskRetrieval,
+    }[kind]
+    eval_langs: Any = ["kor-Hang"]
+    if spec.subset != "default":
+        eval_langs = {spec.subset: ["kor-Hang"]}
+    metadata = TaskMetadata(
+        name=spec.task,
+        description=(
+            f"Local custom {_layout_kind(kind)} task read by pytest-koembed from "
+            f"{spec.data_dir}; not an mteb task."
+        ),
+        dataset={"path": f"local/{spec.task}", "revision": "local"},
+        type=_layout_kind(kind),
+        category="t2t",
+        modalities=["text"],
+        eval_splits=[spec.split],
+        eval_langs=eval_langs,
+        main_score=_MAIN_SCORE[kind],
+        date=None,
+        domains=None,
+        task_subtypes=None,
+        license=None,
+        annotations_creators=None,
+        dialect=[],
+        sample_creation=None,
+        bibtex_citation="",
+    )
+    safe = "".join(ch if ch.isalnum() else "_" for ch in spec.task)
+    cls = type(
+        f"KoembedCustom_{safe}",
+        (base,),
+        {"metadata": metadata, "__module__": __name__, **attrs},
+    )
+    return cls()
+
+
+def _prepare_custom(spec: TaskSpec, root: Path | None) -> PreparedTask:
+    kind = spec.custom_type or ""
+    if kind not in LAYOUT:
+        raise KoembedError(
+            f"custom task {spec.task!r}: type {kind!r} is not one of {', '.join(LAYOUT)}"
+        )
+    if root is None:
+        raise KoembedError(f"custom task {spec.task!r} has no data directory")
+    directory = layout_dir(root, spec.task, spec.subset, spec.split)
+    attrs: dict[str, Any] = {}
+    rows: Any
+    if kind == "STS":
+        rows = read_pairs(directory, kind)
+        # Correlations ignore the scale; declare mteb's 0..5 when the data fits, else its range.
+        lo, hi = min(rows.values), max(rows.values)
+        attrs["min_score"], attrs["max_score"] = (0, 5) if lo >= 0 and hi <= 5 else (lo, hi)
+    elif kind == "PairClassification":
+        rows = read_pairs(directory, kind)
+    elif kind == "Clustering":
+        rows = read_texts(directory)
+        if rows.sets is not None:
+            kind = _LEGACY
+        else:
+            # cluster every text (mteb's default embeds only 4% of them)
+            attrs["max_fraction_of_documents_to_embed"] = None
+            attrs["max_document_to_embed"] = None
+    else:
+        rows = read_retrieval(directory)
+    task = _custom_task(spec, kind, attrs)
+    return _load_local(task, kind, spec, directory, rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hub, through mteb
+# ---------------------------------------------------------------------------------------------
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]  # ConnectionError, HfHubHTTPError, ...
+    try:
+        from datasets.exceptions import DatasetsError
+
+        errors.append(DatasetsError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import httpx
+
+        errors.append(httpx.HTTPError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _hub_split(task: AbsTask, spec: TaskSpec, kind: str) -> Any:
+    dataset: Any = task.dataset
+    where = dataset
+    if kind == "Retrieval" or task.metadata.is_multilingual:
+        key = spec.subset
+        if key not in dataset:
+            raise KoembedError(
+                f"mteb loaded no subset {spec.subset!r} for {spec.task} "
+                f"(it has {', '.join(map(str, dataset))})"
+            )
+        where = dataset[key]
+    if spec.split not in where:
+        raise KoembedError(
+            f"mteb loaded no split {spec.split!r} for {spec.task} "
+            f"(it has {', '.join(map(str, where))})"
+        )
+    return where[spec.split]
+
+
+def _pair_table(data_split: Any, columns: Sequence[str]) -> tuple[dict[str, list[Any]], bool]:
+    """A pair dataset's columns, from flat rows or from one row of lists (``True`` then)."""
+    if isinstance(data_split, list):
+        if len(data_split) == 1 and isinstance(data_split[0], Mapping):
+            row = data_split[0]
+            return {c: list(row[c]) for c in columns}, True
+        return {c: [r[c] for r in data_split] for c in columns}, False
+    if isinstance(data_split, Mapping):
+        return {c: list(data_split[c]) for c in columns}, True
+    if len(data_split) == 1 and isinstance(data_split[0][columns[0]], list):
+        row = data_split[0]
+        return {c: list(row[c]) for c in columns}, True
+    return {c: list(data_split[c]) for c in columns}, False
+
+
+def _load_hub(task: AbsTask, kind: str, spec: TaskSpec) -> PreparedTask:
+    dataset_meta = task.metadata.dataset
+    path = dataset_meta.get("path", spec.task)
+    source = f"hub:{path}@{dataset_meta.get('revision', '')}"
+    try:
+        task.load_data()
+    except _hub_errors() as exc:
+        raise KoembedError(
+            f"cannot download {path} for {spec.task} from the Hugging Face Hub "
+            f"({_short_reason(exc)}); run with --koembed-data-dir DIR pointing at a local copy "
+            f"in the documented layout (DIR/{spec.task}/{spec.subset}/{spec.split}/: "
+            f"{LAYOUT[_layout_kind(kind)]})"
+        ) from exc
+    except Exception as exc:  # a dataset mteb cannot read: still one line for the user
+        raise KoembedError(
+            f"cannot load {path} for {spec.task} through mteb ({_short_reason(exc)}); "
+            "a local copy can be given with --koembed-data-dir DIR"
+        ) from exc
+    if kind == "Retrieval":
+        task.convert_v1_dataset_format_to_v2(num_proc=None)  # type: ignore[attr-defined]
+    data_split = _hub_split(task, spec, kind)
+
+    if kind == "STS":
+        c1, c2 = _sts_columns(task)
+        table, one_row = _pair_table(data_split, [c1, c2, "score"])
+        kept = unique_pair_indices(table[c1], table[c2])
+        dropped = len(table[c1]) - len(kept)
+        if one_row or not hasattr(data_split, "select"):
+            data = _sts_dataset(task, *([table[c][i] for i in kept] for c in (c1, c2, "score")))
+        else:
+            data = data_split.select(kept) if dropped else data_split
+        _inject(task, _wrap(task, spec, data, retrieval=False))
+        return PreparedTask(task, len(kept), {"pairs": len(kept)}, dropped, source)
+
+    if kind == "PairClassification":
+        cols = _pc_columns(task)
+        table, _ = _pair_table(data_split, cols)
+        (s1, s2, labels), dropped = dedupe_pairs(*(table[c] for c in cols))
+        data = _pc_dataset(task, s1, s2, labels)
+        _inject(task, _wrap(task, spec, data, retrieval=False))
+        return PreparedTask(task, len(s1), {"pairs": len(s1)}, dropped, source)
+
+    if kind == "Clustering":
+        n = _embedded_count(task, len(data_split))
+        _inject(task, _wrap(task, spec, data_split, retrieval=False))
+        return PreparedTask(task, n, {"texts": n, "sets": 1}, 0, source)
+
+    if kind == _LEGACY:
+        texts = data_split[task.input_column_name]  # type: ignore[attr-defined]
+        n = sum(len(t) for t in texts)
+        _inject(task, _wrap(task, spec, data_split, retrieval=False))
+        return PreparedTask(task, n, {"texts": n, "sets": len(texts)}, 0, source)
+
+    relevant = data_split["relevant_docs"]
+    with_qrels = {q for q, docs in relevant.items() if len(docs) > 0}
+    n_queries = sum(1 for q in data_split["queries"]["id"] if q in with_qrels)
+    sizes = {
+        "queries": n_queries,
+        "documents": len(data_split["corpus"]),
+        "qrels": sum(len(relevant[q]) for q in with_qrels),
+    }
+    _inject(task, {spec.subset: {spec.split: data_split}})
+    return PreparedTask(task, n_queries, sizes, 0, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_task(spec: TaskSpec, data_dir: Path | None) -> PreparedTask:
+    """An mteb task for ``spec``, loaded and ready for ``mteb.evaluate``.
+
+    Custom tasks (``spec.custom_type``) read ``spec.data_dir`` (else ``data_dir``). mteb tasks read
+    ``data_dir/<task>/<subset>/<split>/`` when ``data_dir`` is given, else the Hub through mteb.
+    Raises KoembedError (one line) on unknown tasks, splits or subsets, bad data, or no Hub.
+    """
+    if spec.custom_type is not None:
+        root = spec.data_dir if spec.data_dir is not None else data_dir
+        return _prepare_custom(spec, root)
+    task, kind = _get_mteb_task(spec)
+    if data_dir is None:
+        return _load_hub(task, kind, spec)
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise KoembedError(f"data directory {root} does not exist (--koembed-data-dir)")
+    directory = layout_dir(root, spec.task, spec.subset, spec.split)
+    return _load_local(task, kind, spec, directory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the layout (mirror Hub data for air-gapped runs)
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able scalar (numpy scalars become Python numbers)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _label_decoder(dataset: Any, column: str) -> Any:
+    """ClassLabel ids back to their names; any other label to str."""
+    features = getattr(dataset, "features", None) or {}
+    int2str = getattr(features.get(column), "int2str", None)
+    if int2str is not None:
+        return lambda v: str(int2str(int(v)))
+    return lambda v: str(_plain(v))
+
+
+def export_task(spec: TaskSpec, prepared: PreparedTask | AbsTask, out_dir: Path) -> Path:
+    """Write the loaded rows of a task in the layout under ``out_dir``; return the split folder.
+
+    Pass the :class:`PreparedTask` from :func:`prepare_task` (or a loaded task restricted to the
+    same split and subset). ``--koembed-data-dir out_dir`` then scores the same rows offline.
+    """
+    task = prepared.task if isinstance(prepared, PreparedTask) else prepared
+    if not task.data_loaded or task.dataset is None:
+        raise KoembedError(f"export_task: {spec.task} has no loaded data")
+    kind = spec.custom_type or _kind_of(task)
+    if kind == "Clustering" and _kind_of(task) == _LEGACY:
+        kind = _LEGACY
+    if kind is None:
+        raise KoembedError(f"export_task: {spec.task} is not a task type koembed scores")
+    data_split = _hub_split(task, spec, kind)
+    directory = layout_dir(Path(out_dir), spec.task, spec.subset, spec.split)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    if kind == "STS":
+        c1, c2 = _sts_columns(task)
+        table, _ = _pair_table(data_split, [c1, c2, "score"])
+        _write_jsonl(
+            directory / _PAIRS_FILE,
+            [
+                {"sentence1": a, "sentence2": b, "score": float(_plain(s))}
+                for a, b, s in zip(table[c1], table[c2], table["score"], strict=True)
+            ],
+        )
+    elif kind == "PairClassification":
+        c1, c2, cl = _pc_columns(task)
+        table, _ = _pair_table(data_split, [c1, c2, cl])
+        _write_jsonl(
+            directory / _PAIRS_FILE,
+            [
+                {"sentence1": a, "sentence2": b, "label": int(_plain(y))}
+                for a, b, y in zip(table[c1], table[c2], table[cl], strict=True)
+            ],
+        )
+    elif kind == "Clustering":
+        text_col, label_col = task.input_column_name, task.label_column_name  # type: ignore[attr-defined]
+        name = _label_decoder(data_split, label_col)
+        _write_jsonl(
+            directory / _TEXTS_FILE,
+            [
+                {"text": t, "label": name(y)}
+                for t, y in zip(data_split[text_col], data_split[label_col], strict=True)
+            ],
+        )
+    elif kind == _LEGACY:
+        text_col, label_col = task.input_column_name, task.label_column_name  # type: ignore[attr-defined]
+        sets = list(zip(data_split[text_col], data_split[label_col], strict=True))
+        rows: list[dict[str, Any]] = []
+        for i, (texts, labels) in enumerate(sets):
+            for t, y in zip(texts, labels, strict=True):
+                row: dict[str, Any] = {"text": t, "label": str(_plain(y))}
+                if len(sets) > 1:
+                    row["set"] = str(i)
+                rows.append(row)
+        _write_jsonl(directory / _TEXTS_FILE, rows)
+    else:
+        corpus = data_split["corpus"]
+        titles = corpus["title"] if "title" in corpus.column_names else [""] * len(corpus)
+        _write_jsonl(
+            directory / _CORPUS_FILE,
+            [
+                {"id": str(i), "title": title or "", "text": text}
+                for i, title, text in zip(corpus["id"], titles, corpus["text"], strict=True)
+            ],
+        )
+        queries = data_split["queries"]
+        _write_jsonl(
+            directory / _QUERIES_FILE,
+            [
+                {"id": str(i), "text": text}
+                for i, text in zip(queries["id"], queries["text"], strict=True)
+            ],
+        )
+        _write_jsonl(
+            directory / _QRELS_FILE,
+            [
+                {"query_id": str(q), "doc_id": str(d), "score": int(_plain(s))}
+                for q, docs in data_split["relevant_docs"].items()
+                for d, s in docs.items()
+            ],
+        )
+    return directory
