@@ -23,7 +23,8 @@ class TaskScore:
     status: str = "ok"  # "ok" or "error"
     value: float | None = None  # leaderboard value x100, unrounded
     shown: float | None = None  # value rounded half-up to 2 decimals (what tables show)
-    scores: dict[str, float] = field(default_factory=dict)  # all raw mteb scores, 0-1 scale
+    # all raw mteb scores, 0-1 scale; None where mteb gave NaN
+    scores: dict[str, float | None] = field(default_factory=dict)
     main_score: str | None = None  # mteb's main score key for the task
     n_examples: int = 0  # pairs / texts / queries scored, after de-duplication
     sizes: dict[str, int] = field(default_factory=dict)  # e.g. {"queries": 20, "documents": 60}

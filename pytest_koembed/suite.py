@@ -139,7 +139,14 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         if not isinstance(entry, dict):
             raise KoembedError(f"{where}: each [[tasks]] entry must be a table")
         unknown = set(entry) - {
-            "column", "task", "split", "subset", "category", "value", "type", "data",
+            "column",
+            "task",
+            "split",
+            "subset",
+            "category",
+            "value",
+            "type",
+            "data",
         }
         if unknown:
             raise KoembedError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")

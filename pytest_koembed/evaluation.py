@@ -1,0 +1,282 @@
+"""Run one task of a suite through ``mteb.evaluate`` and turn the result into a ``TaskScore``.
+
+This and ``data.py`` are the only modules that talk to mteb. Any encoder object works: a
+``LoadedEncoder`` from ``encoders.py``, a user's own class with ``encode(list[str])``, or a
+``SentenceTransformer``. ``make_adapter`` gives it the mteb ``AbsEncoder`` interface, applies the
+prompt chosen for the task and role, and checks every batch of embeddings before mteb scores it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.records import TaskScore
+from pytest_koembed.scoring import round_half_up, task_value
+from pytest_koembed.suite import TaskSpec
+
+# Resolves the exact prompt for a task and a role ("query", "document" or "symmetric").
+PromptResolver = Callable[[TaskSpec, str], "str | None"]
+
+
+def _no_prompts(spec: TaskSpec, role: str) -> str | None:
+    return None
+
+
+def _accepts_keyword(func: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def check_embeddings(array: Any, n_texts: int, where: str) -> np.ndarray:
+    """Return the encoder output as a float32 matrix, or raise a one-line KoembedError."""
+    if hasattr(array, "detach"):  # torch tensor, possibly bf16 on a GPU
+        array = array.detach().float().cpu().numpy()
+    try:
+        matrix = np.asarray(array, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise KoembedError(f"{where}: encoder output is not a numeric array ({exc})") from None
+    if matrix.ndim != 2:
+        raise KoembedError(
+            f"{where}: encoder returned an array of shape {matrix.shape}; expected "
+            f"({n_texts}, dim), one row per text"
+        )
+    if matrix.shape[0] != n_texts:
+        raise KoembedError(f"{where}: encoder returned {matrix.shape[0]} rows for {n_texts} texts")
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        rows = int(bad.any(axis=1).sum())
+        raise KoembedError(
+            f"{where}: encoder returned NaN or inf values in {rows} of {n_texts} embeddings "
+            "(check the dtype: fp16 overflows are a common cause; try --koembed-dtype fp32)"
+        )
+    zero = ~matrix.any(axis=1)
+    if zero.any():
+        raise KoembedError(
+            f"{where}: encoder returned {int(zero.sum())} all-zero embeddings of {n_texts}; "
+            "cosine similarity is undefined for them"
+        )
+    return matrix
+
+
+def make_adapter(
+    encoder: Any,
+    spec: TaskSpec,
+    prompts: PromptResolver,
+    *,
+    model_name: str,
+    revision: str | None,
+    similarity: str = "cosine",
+) -> Any:
+    """Wrap any encoder in mteb's ``AbsEncoder`` interface for one task.
+
+    The adapter records the exact prompt used per role (``used_prompts``) for the run record.
+    """
+    from mteb.models.abs_encoder import AbsEncoder
+    from mteb.models.model_meta import ModelMeta, ScoringFunction
+    from mteb.types import PromptType
+
+    class _Adapter(AbsEncoder):
+        def __init__(self) -> None:
+            self.model = encoder
+            self.used_prompts: dict[str, str | None] = {}
+            self.dimension: int | None = None
+            self.mteb_model_meta = ModelMeta.create_empty(
+                overwrites={
+                    "name": model_name,
+                    "revision": revision or "no_revision_available",
+                    "similarity_fn_name": ScoringFunction.from_str(similarity),
+                    "languages": ["kor-Hang"],
+                    "modalities": ["text"],
+                }
+            )
+
+        def _call(self, texts: list[str], role: str) -> Any:
+            prompt = prompts(spec, role)
+            self.used_prompts[role] = prompt
+            method = self.model.encode
+            if role == "query" and callable(getattr(self.model, "encode_query", None)):
+                method = self.model.encode_query
+            elif role == "document" and callable(getattr(self.model, "encode_document", None)):
+                method = self.model.encode_document
+            if prompt is None:
+                return method(texts)
+            if _accepts_keyword(method, "prompt"):
+                return method(texts, prompt=prompt)
+            # The encoder takes no prompt argument: prepend it, as sentence-transformers does.
+            return method([prompt + text for text in texts])
+
+        def encode(
+            self,
+            inputs: Iterable[dict[str, Any]],
+            *,
+            task_metadata: Any,
+            hf_split: str,
+            hf_subset: str,
+            prompt_type: Any = None,
+            **kwargs: Any,
+        ) -> np.ndarray:
+            if prompt_type == PromptType.query:
+                role = "query"
+            elif prompt_type == PromptType.document:
+                role = "document"
+            else:
+                role = "symmetric"
+            texts = [text for batch in inputs for text in batch["text"]]
+            where = f"{spec.column} ({role} texts)"
+            try:
+                raw = self._call(texts, role)
+            except KoembedError:
+                raise
+            except Exception as exc:  # a user's encoder: name it, keep it to one line
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise KoembedError(
+                    f"{where}: the encoder raised {type(exc).__name__}: {message}"
+                ) from exc
+            matrix = check_embeddings(raw, len(texts), where)
+            if self.dimension is None:
+                self.dimension = matrix.shape[1]
+            elif matrix.shape[1] != self.dimension:
+                raise KoembedError(
+                    f"{where}: encoder returned {matrix.shape[1]}-dim embeddings after "
+                    f"{self.dimension}-dim ones in the same task; dimensions must not change"
+                )
+            return matrix
+
+    return _Adapter()
+
+
+def _split_scores(result: Any, spec: TaskSpec) -> dict[str, Any]:
+    """Pick the one scores dict of the spec's split and subset out of mteb's TaskResult."""
+    entries = result.scores.get(spec.split)
+    if not entries:
+        raise KoembedError(
+            f"{spec.column}: mteb returned no scores for split {spec.split!r} "
+            f"(got {', '.join(result.scores) or 'none'})"
+        )
+    for entry in entries:
+        if entry.get("hf_subset") == spec.subset:
+            return dict(entry)
+    subsets = ", ".join(str(e.get("hf_subset")) for e in entries)
+    raise KoembedError(
+        f"{spec.column}: mteb returned no scores for subset {spec.subset!r} (got {subsets})"
+    )
+
+
+def _numeric_scores(entry: dict[str, Any]) -> dict[str, float | None]:
+    """Keep the metric values; drop bookkeeping keys and nested per-run lists.
+
+    Non-finite values (mteb's ``nauc_*`` are NaN on small data) become None, as JSON has no NaN.
+    """
+    scores: dict[str, float | None] = {}
+    for key, value in entry.items():
+        if key in {"hf_subset", "languages", "mteb_version"}:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        scores[key] = float(value) if math.isfinite(value) else None
+    return scores
+
+
+def evaluate_task(
+    spec: TaskSpec,
+    encoder: Any,
+    *,
+    data_dir: Path | None = None,
+    prompts: PromptResolver | None = None,
+    model_name: str = "koembed-model",
+    revision: str | None = None,
+    similarity: str = "cosine",
+    batch_size: int = 32,
+) -> TaskScore:
+    """Evaluate one task and score it by the leaderboard's rule.
+
+    Raises KoembedError (one line) when the data, the encoder or the scores are unusable.
+    """
+    import mteb
+
+    from pytest_koembed.data import prepare_task
+
+    started = time.perf_counter()
+    prepared = prepare_task(spec, data_dir)
+    adapter = make_adapter(
+        encoder,
+        spec,
+        prompts or _no_prompts,
+        model_name=model_name,
+        revision=revision,
+        similarity=similarity,
+    )
+    try:
+        # cache=None: mteb's result cache keys only by model, revision and task, so it would
+        # silently hand back scores computed on other data.
+        result = mteb.evaluate(
+            adapter,
+            prepared.task,
+            cache=None,
+            overwrite_strategy="always",
+            show_progress_bar=False,
+            encode_kwargs={"batch_size": batch_size, "show_progress_bar": False},
+            raise_error=True,
+        )
+    except KoembedError:
+        raise
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None:  # mteb may wrap our one-line errors
+            if isinstance(cause, KoembedError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise KoembedError(f"{spec.column}: mteb failed: {type(exc).__name__}: {message}") from exc
+    if not result.task_results:
+        raise KoembedError(f"{spec.column}: mteb returned no result")
+    entry = _split_scores(result.task_results[0], spec)
+    scores = _numeric_scores(entry)
+    value = task_value(spec.value_rule, scores)
+    if not math.isfinite(value):
+        raise KoembedError(f"{spec.column}: the {spec.value_rule} value is {value}")
+    return TaskScore(
+        column=spec.column,
+        task=spec.task,
+        split=spec.split,
+        subset=spec.subset,
+        category=spec.category,
+        value_rule=spec.value_rule,
+        status="ok",
+        value=value,
+        shown=round_half_up(value, 2),
+        scores=scores,
+        main_score=prepared.task.metadata.main_score,
+        n_examples=prepared.n_examples,
+        sizes=dict(prepared.sizes),
+        duplicates_dropped=prepared.duplicates_dropped,
+        seconds=time.perf_counter() - started,
+        prompts=dict(adapter.used_prompts),
+        source=prepared.source,
+    )
+
+
+def failed_score(spec: TaskSpec, error: str, seconds: float) -> TaskScore:
+    """The record of a task that could not be evaluated."""
+    return TaskScore(
+        column=spec.column,
+        task=spec.task,
+        split=spec.split,
+        subset=spec.subset,
+        category=spec.category,
+        value_rule=spec.value_rule,
+        status="error",
+        seconds=seconds,
+        error=error,
+    )

@@ -1,0 +1,431 @@
+"""pytest glue: options, one item per suite task, fixtures, and results to the controller.
+
+Everything else lives in plain modules that know nothing of pytest: suite -> data/evaluation ->
+scoring -> reports. Under pytest-xdist each item's ``TaskScore`` travels to the controller as an
+attribute of its test report (pytest serialises report attributes), and only the controller
+writes the summary and files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.records import TaskScore
+from pytest_koembed.suite import CATEGORIES, Suite, TaskSpec, load_suite
+
+CATEGORY_MARKERS = {category.lower(): category for category in CATEGORIES}
+
+
+@dataclass
+class KoembedSession:
+    """State of one pytest run with the plugin active (kept in ``config.stash``)."""
+
+    model: str
+    suite: Suite
+    scheme: str
+    data_dir: Path | None
+    json_path: Path | None
+    batch_size: int
+    started: float = field(default_factory=time.time)
+    scores: dict[str, TaskScore] = field(default_factory=dict)  # by column
+    encoder_infos: list[dict[str, Any]] = field(default_factory=list)  # one per worker
+    selected: list[str] = field(default_factory=list)  # columns collected and not deselected
+
+
+SESSION_KEY = pytest.StashKey[KoembedSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("koembed", "Korean embedding benchmark (pytest-koembed)")
+    group.addoption(
+        "--koembed-model",
+        metavar="MODEL",
+        help="model to benchmark: a local model directory or a Hugging Face Hub id. "
+        "Nothing of the plugin runs without it.",
+    )
+    group.addoption(
+        "--koembed-suite",
+        metavar="NAME|PATH",
+        help="suite to run: a shipped name (ko-leaderboard-v1 [default], ko-leaderboard-v2, "
+        "sample) or the path of a suite TOML file",
+    )
+    group.addoption(
+        "--koembed-data-dir",
+        metavar="DIR",
+        help="read task data from DIR/<mteb task>/<subset>/<split>/*.jsonl instead of the Hub",
+    )
+    group.addoption(
+        "--koembed-json", metavar="PATH", help="write the run record (all scores) to PATH"
+    )
+    group.addoption(
+        "--koembed-scheme",
+        metavar="NAME",
+        help="weighting scheme for the weighted average (default: the suite's own)",
+    )
+    group.addoption("--koembed-revision", metavar="REV", help="model revision (Hub models)")
+    group.addoption(
+        "--koembed-dtype",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="weights dtype; auto = half precision for LLM-based models on GPU, fp32 otherwise",
+    )
+    group.addoption(
+        "--koembed-device",
+        default="auto",
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="device; under -n each worker takes its own GPU",
+    )
+    group.addoption(
+        "--koembed-pooling",
+        metavar="cls|mean|last",
+        help="override the pooling of transformers (non sentence-transformers) models",
+    )
+    group.addoption(
+        "--koembed-batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="encode batch size (default 32; halves on CUDA out-of-memory)",
+    )
+    group.addoption(
+        "--koembed-max-length", type=int, default=None, metavar="N", help="max tokens per text"
+    )
+    group.addoption(
+        "--koembed-trust-remote-code",
+        action="store_true",
+        help="allow models that ship their own code (off by default)",
+    )
+    group.addoption(
+        "--koembed-instructions",
+        metavar="PATH",
+        help="instruction profiles file (same format as the shipped one) to use instead",
+    )
+    group.addoption(
+        "--koembed-no-instructions",
+        action="store_true",
+        help="encode every text without any instruction or prompt",
+    )
+    parser.addini("koembed_suite", "default suite for --koembed-suite", default=None)
+    parser.addini("koembed_data_dir", "default for --koembed-data-dir", default=None)
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(f"koembed_{name}")
+    if value is None:
+        try:
+            value = config.getini(f"koembed_{name}")
+        except ValueError:
+            value = None
+    return value or None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "koembed: a Korean embedding benchmark task")
+    for marker, category in CATEGORY_MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: a koembed task of category {category}")
+    model = config.getoption("koembed_model")
+    if not model:
+        return
+    from pytest_koembed.scoring import SCHEMES
+
+    try:
+        suite = load_suite(_option(config, "suite") or "ko-leaderboard-v1")
+    except KoembedError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    scheme = config.getoption("koembed_scheme") or suite.scheme
+    if scheme not in SCHEMES:
+        raise pytest.UsageError(
+            f"unknown --koembed-scheme {scheme!r}; choose one of {', '.join(SCHEMES)}"
+        )
+    data_dir_option = _option(config, "data_dir")
+    data_dir = Path(data_dir_option).expanduser().resolve() if data_dir_option else None
+    if data_dir is not None and not data_dir.is_dir():
+        raise pytest.UsageError(
+            f"--koembed-data-dir {data_dir_option}: no such directory (expected the layout "
+            "DIR/<mteb task>/<subset>/<split>/*.jsonl)"
+        )
+    json_option = config.getoption("koembed_json")
+    session = KoembedSession(
+        model=model,
+        suite=suite,
+        scheme=scheme,
+        data_dir=data_dir,
+        json_path=Path(json_option).resolve() if json_option else None,
+        batch_size=config.getoption("koembed_batch_size") or 32,
+    )
+    config.stash[SESSION_KEY] = session
+    if not _is_worker(config):
+        config.pluginmanager.register(KoembedController(config, session), "koembed-controller")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        _share_cpu_threads()
+    if worker and config.getoption("koembed_device") in ("auto", "cuda"):
+        # Must happen before anything initialises CUDA in this worker process.
+        from pytest_koembed.encoders import pin_worker_gpu
+
+        pin_worker_gpu(worker, os.environ)
+
+
+def _share_cpu_threads() -> None:
+    """Give each xdist worker its share of the CPU cores.
+
+    Every worker's torch and scikit-learn would otherwise start one OpenMP thread per core, and
+    n workers x n spinning threads on n cores run several times slower than one process.
+    """
+    if "OMP_NUM_THREADS" in os.environ:  # the user decided
+        return
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import sys
+
+    if "torch" in sys.modules:  # already imported (e.g. by a conftest): tell it directly
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class KoembedGroup(pytest.Collector):
+    """A container node (``koembed`` and its categories) so ids read koembed::Retrieval::X."""
+
+    def collect(self) -> list[pytest.Item | pytest.Collector]:  # pragma: no cover - unused
+        return []
+
+
+class KoembedItem(pytest.Function):
+    """One benchmark task. A ``pytest.Function`` so that fixtures (and overrides) apply."""
+
+    koembed_spec: TaskSpec
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.koembed_spec.data_dir or self.session.path, None, self.nodeid
+
+
+def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prompts: Any) -> None:
+    """Evaluate the item's task with the session's encoder and record the score."""
+    from pytest_koembed.evaluation import evaluate_task, failed_score
+
+    item = request.node
+    spec: TaskSpec = item.koembed_spec
+    session = request.config.stash[SESSION_KEY]
+    info = _encoder_info(koembed_encoder, session.model)
+    item.koembed_encoder_info = info
+    started = time.perf_counter()
+    try:
+        score = evaluate_task(
+            spec,
+            koembed_encoder,
+            data_dir=session.data_dir,
+            prompts=koembed_prompts,
+            model_name=info["name"],
+            revision=info.get("revision"),
+            similarity=info.get("similarity") or "cosine",
+            batch_size=session.batch_size,
+        )
+    except KoembedError as exc:
+        item.koembed_score = failed_score(spec, str(exc), time.perf_counter() - started)
+        pytest.fail(str(exc), pytrace=False)
+    item.koembed_score = score
+    item.user_properties.append(("koembed_value", score.shown))
+    if score.main_score and score.main_score in score.scores:
+        item.user_properties.append((score.main_score, score.scores[score.main_score]))
+    from pytest_koembed.scoring import rule_keys
+
+    for key in rule_keys(spec.value_rule):
+        if key in score.scores and key != score.main_score:
+            item.user_properties.append((key, score.scores[key]))
+
+
+def _encoder_info(encoder: Any, model: str) -> dict[str, Any]:
+    """What the summary says about the encoder: its own info, or what we can see of it."""
+    info = getattr(encoder, "info", None)
+    if info is not None and hasattr(info, "to_dict"):
+        info = info.to_dict()
+    if isinstance(info, dict):
+        data = dict(info)
+        data.setdefault("name", model)
+        return data
+    return {
+        "name": model,
+        "row_name": model,
+        "loader": f"custom ({type(encoder).__module__}.{type(encoder).__qualname__})",
+    }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Append one item per suite task; tryfirst so that -k / -m deselection sees them."""
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None:
+        return
+    root = KoembedGroup.from_parent(session, name="koembed", nodeid="koembed")
+    groups: dict[str, KoembedGroup] = {}
+    added: list[pytest.Item] = []
+    for spec in state.suite.tasks:
+        group = groups.get(spec.category)
+        if group is None:
+            group = KoembedGroup.from_parent(root, name=spec.category)
+            groups[spec.category] = group
+        item = KoembedItem.from_parent(group, name=spec.column, callobj=_run_task)
+        item.koembed_spec = spec
+        item.add_marker("koembed")
+        item.add_marker(spec.marker)
+        added.append(item)
+    items.extend(added)
+    # Report them like any collected node, so "collected N items" counts them.
+    session.ihook.pytest_collectreport(
+        report=pytest.CollectReport(root.nodeid, "passed", None, added)
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash.get(SESSION_KEY, None)
+    if state is None:
+        return
+    state.selected = [i.koembed_spec.column for i in session.items if isinstance(i, KoembedItem)]
+
+
+@pytest.fixture(scope="session")
+def koembed_encoder(request: pytest.FixtureRequest) -> Any:
+    """The encoder under test, built once per session (per xdist worker).
+
+    Override this fixture in your rootdir ``conftest.py`` to benchmark any object with
+    ``encode(list[str]) -> array`` (optionally ``encode_query`` / ``encode_document``).
+    """
+    from pytest_koembed.encoders import EncoderOptions, load_encoder
+
+    config = request.config
+    state = config.stash[SESSION_KEY]
+    options = EncoderOptions(
+        model=state.model,
+        revision=config.getoption("koembed_revision"),
+        dtype=config.getoption("koembed_dtype"),
+        device=config.getoption("koembed_device"),
+        pooling=config.getoption("koembed_pooling"),
+        batch_size=state.batch_size,
+        max_length=config.getoption("koembed_max_length"),
+        trust_remote_code=config.getoption("koembed_trust_remote_code"),
+    )
+    try:
+        return load_encoder(options)
+    except KoembedError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def koembed_prompts(request: pytest.FixtureRequest, koembed_encoder: Any) -> Any:
+    """The prompt for each task and role (query / document / symmetric)."""
+    from pytest_koembed.instructions import build_prompt_plan
+
+    config = request.config
+    state = config.stash[SESSION_KEY]
+    info = _encoder_info(koembed_encoder, state.model)
+    profile = config.getoption("koembed_instructions")
+    try:
+        plan = build_prompt_plan(
+            info.get("row_name") or info["name"],
+            info.get("model_prompts"),
+            Path(profile) if profile else None,
+            bool(config.getoption("koembed_no_instructions")),
+        )
+    except KoembedError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return plan.prompt_for
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None] | Any:
+    """Attach the task's score to its report, so it reaches the controller under xdist."""
+    report = yield
+    if not isinstance(item, KoembedItem):
+        return report
+    score = getattr(item, "koembed_score", None)
+    if report.when == "call" and score is not None:
+        report.koembed_score = score.to_dict()
+    elif report.failed and score is None and report.when in ("setup", "call"):
+        from pytest_koembed.evaluation import failed_score
+
+        reason = str(report.longreprtext).strip().splitlines()
+        report.koembed_score = failed_score(
+            item.koembed_spec, reason[-1] if reason else "failed", report.duration
+        ).to_dict()
+    info = getattr(item, "koembed_encoder_info", None)
+    if info is not None:
+        report.koembed_encoder_info = info
+    return report
+
+
+class KoembedController:
+    """Collects task scores on the controller (the only process that writes anything)."""
+
+    def __init__(self, config: pytest.Config, state: KoembedSession) -> None:
+        self.config = config
+        self.state = state
+
+    @property
+    def journal(self) -> Path | None:
+        """A copy of the record in pytest's cache dir, kept even without --koembed-json."""
+        cache = getattr(self.config, "cache", None)  # set by cacheprovider, after our configure
+        return cache.mkdir("koembed") / "last-run.json" if cache is not None else None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "koembed_score", None)
+        if data is None:
+            return
+        score = TaskScore.from_dict(data)
+        self.state.scores[score.column] = score
+        info = getattr(report, "koembed_encoder_info", None)
+        if info is not None and info not in self.state.encoder_infos:
+            self.state.encoder_infos.append(info)
+        self.write(complete=False)
+
+    def record(self, *, complete: bool) -> dict[str, Any]:
+        from pytest_koembed.reports import run_record
+
+        state = self.state
+        return run_record(
+            model=state.model,
+            suite=state.suite,
+            scheme=state.scheme,
+            scores=state.scores,
+            encoder_infos=state.encoder_infos,
+            selected=state.selected,
+            started=state.started,
+            complete=complete,
+        )
+
+    def write(self, *, complete: bool) -> None:
+        """Rewrite the run record after every finished task: a killed run keeps what it finished."""
+        from pytest_koembed.reports import write_json
+
+        record = self.record(complete=complete)
+        for path in (self.state.json_path, self.journal):
+            if path is not None:
+                write_json(record, path)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.write(complete=True)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from pytest_koembed.reports import summary_lines
+
+        terminalreporter.section("koembed summary")
+        for line in summary_lines(self.record(complete=True)):
+            terminalreporter.write_line(line)
+        if self.state.json_path is not None:
+            terminalreporter.write_line(f"run record written to {self.state.json_path}")

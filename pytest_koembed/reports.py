@@ -1,0 +1,218 @@
+"""The run record (``--koembed-json``) and the terminal summary, built from TaskScores.
+
+Plain functions: no pytest, no mteb, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pytest_koembed import __version__
+from pytest_koembed.records import TaskScore
+from pytest_koembed.scoring import SCHEMES, format_value, summarize
+from pytest_koembed.suite import CATEGORIES, Suite
+
+VERSIONED_PACKAGES = ("mteb", "sentence-transformers", "transformers", "torch")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _model_block(model: str, encoder_infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """One description of the model; fields that differ between xdist workers become lists."""
+    if not encoder_infos:
+        return {"name": model, "row_name": model}
+    block: dict[str, Any] = dict(encoder_infos[0])
+    for key in block:
+        values = []
+        for info in encoder_infos:
+            value = info.get(key)
+            if value not in values:
+                values.append(value)
+        if len(values) > 1:
+            block[key] = values  # e.g. device: ["cuda:0", "cuda:1"]
+    block.setdefault("row_name", block.get("name", model))
+    return block
+
+
+def run_record(
+    *,
+    model: str,
+    suite: Suite,
+    scheme: str,
+    scores: Mapping[str, TaskScore],
+    encoder_infos: list[dict[str, Any]],
+    selected: Iterable[str],
+    started: float,
+    complete: bool,
+    finished: float | None = None,
+) -> dict[str, Any]:
+    """Everything a run produced, as JSON-able data, tasks in suite order."""
+    selected_set = set(selected) | set(scores)
+    tasks = [scores[s.column].to_dict() for s in suite.tasks if s.column in scores]
+    not_run = [s.column for s in suite.tasks if s.column in selected_set and s.column not in scores]
+    deselected = [s.column for s in suite.tasks if s.column not in selected_set]
+    rows = []
+    for spec in suite.tasks:
+        if spec.column in deselected:
+            continue
+        score = scores.get(spec.column)
+        ok = score is not None and score.status == "ok"
+        rows.append((spec.column, spec.category, score.value if ok and score else None))
+    summary = summarize(rows, scheme)
+    weighted = summary.weighted
+    # The weighted average is the leaderboard's number only over the whole suite.
+    partial = bool(deselected)
+    if partial:
+        weighted = None
+    finished_ts = finished if finished is not None else datetime.now(timezone.utc).timestamp()
+    return {
+        "koembed_version": __version__,
+        "complete": complete,
+        "started": _iso(started),
+        "finished": _iso(finished_ts),
+        "model": _model_block(model, encoder_infos),
+        "suite": {"name": suite.name, "path": str(suite.path), "tasks": len(suite.tasks)},
+        "scheme": scheme,
+        "scheme_description": SCHEMES[scheme].description,
+        "versions": package_versions(),
+        "tasks": tasks,
+        "not_run": not_run,
+        "deselected": deselected,
+        "category_averages": dict(summary.category_averages),
+        "incomplete_categories": sorted(summary.incomplete),
+        "weighted_average": weighted,
+        "weighted_average_note": (
+            "not computed: tasks were deselected (-k/-m), the suite is partial"
+            if partial and summary.weighted is not None
+            else None
+        ),
+    }
+
+
+def write_json(record: Mapping[str, Any], path: Path) -> None:
+    """Write atomically (temp file + rename): a reader never sees half a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, ensure_ascii=False, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
+    rows = []
+    for task in record["tasks"]:
+        ok = task["status"] == "ok"
+        rows.append(
+            {
+                "task": task["column"],
+                "category": task["category"],
+                "value": _fmt(task["shown"]) if ok else "ERROR",
+                "n": task["n_examples"] if ok else "",
+                "dup": task["duplicates_dropped"] if ok else "",
+                "seconds": f"{task['seconds']:.1f}",
+            }
+        )
+    for column in record["not_run"]:
+        rows.append(
+            {"task": column, "category": "", "value": "NOT RUN", "n": "", "dup": "", "seconds": ""}
+        )
+    return pd.DataFrame(rows, columns=["task", "category", "value", "n", "dup", "seconds"])
+
+
+def _aligned(table: pd.DataFrame, left: tuple[str, ...]) -> list[str]:
+    """Text columns left-aligned, numbers right-aligned, two spaces apart."""
+    cells = table.astype(str)
+    widths = {c: max([len(c), *cells[c].str.len()]) for c in cells.columns}
+
+    def line(values: dict[str, str]) -> str:
+        parts = [
+            values[c].ljust(widths[c]) if c in left else values[c].rjust(widths[c])
+            for c in cells.columns
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line({c: c for c in cells.columns})] + [
+        line(row) for row in cells.to_dict(orient="records")
+    ]
+
+
+def summary_lines(record: Mapping[str, Any]) -> list[str]:
+    """The ``koembed summary`` section of the terminal report."""
+    suite = record["suite"]
+    lines = [f"suite {suite['name']}: {len(record['tasks'])} of {suite['tasks']} tasks scored"]
+    table = task_table(record)
+    if not table.empty:
+        lines.extend(_aligned(table, left=("task", "category")))
+    for task in record["tasks"]:
+        if task["status"] != "ok":
+            lines.append(f"  {task['column']}: {task['error']}")
+    averages = record["category_averages"]
+    parts = [
+        f"{category} {_fmt(averages[category])}"
+        + (" (incomplete)" if category in record["incomplete_categories"] else "")
+        for category in CATEGORIES
+        if category in averages
+    ]
+    if parts:
+        lines.append("category averages: " + " | ".join(parts))
+    scheme = record["scheme"]
+    weighted = record["weighted_average"]
+    note = record.get("weighted_average_note")
+    formula = record["scheme_description"].split(":")[0]
+    lines.append(
+        "weighted average "
+        + (format_value(weighted) if weighted is not None else "n/a")
+        + f" (scheme {scheme}: {formula})"
+        + (f"; {note}" if note else "")
+    )
+    model = record["model"]
+    lines.append(
+        "model: {row} (loader {loader}, pooling {pooling}, dtype {dtype}, device {device}, "
+        "max length {max_length})".format(
+            row=model.get("row_name") or model.get("name"),
+            loader=model.get("loader", "?"),
+            pooling=model.get("pooling", "?"),
+            dtype=model.get("dtype", "?"),
+            device=model.get("device", "?"),
+            max_length=model.get("max_length", "?"),
+        )
+    )
+    versions = record["versions"]
+    lines.append(
+        "versions: "
+        + ", ".join(
+            f"{name} {versions.get(name) or 'not installed'}" for name in VERSIONED_PACKAGES
+        )
+    )
+    return lines

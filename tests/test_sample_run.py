@@ -1,0 +1,124 @@
+"""The main job: the sample suite with a real model, serial and under xdist."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_koembed.scoring import round_half_up
+
+pytestmark = pytest.mark.usefixtures("offline")
+
+SAMPLE_COLUMNS = ["sample-sts", "sample-pairs", "sample-clustering", "sample-retrieval"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sample-run")
+
+
+@pytest.fixture(scope="module")
+def sample_args(minilm_dir: Path) -> list[str]:
+    return [f"--koembed-model={minilm_dir}", "--koembed-suite=sample"]
+
+
+@pytest.fixture(scope="module")
+def serial_run(run_pytest, workdir: Path, sample_args: list[str]) -> tuple[Any, dict]:
+    record = workdir / "serial.json"
+    junit = workdir / "junit.xml"
+    result = run_pytest(workdir, *sample_args, f"--koembed-json={record}", f"--junitxml={junit}")
+    return result, json.loads(record.read_text(encoding="utf-8"))
+
+
+def test_every_task_passes_and_the_summary_is_printed(serial_run) -> None:
+    result, _ = serial_run
+    assert result.ret == 0, result.stdout
+    assert "4 passed" in result.stdout
+    result.fnmatch_lines(
+        [
+            "*= koembed summary =*",
+            "suite sample: 4 of 4 tasks scored",
+            "task*category*value*n*dup*seconds*",
+            "sample-sts*STS*",
+            "sample-pairs*NLI*",
+            "sample-clustering*Clustering*",
+            "sample-retrieval*Retrieval*",
+            "category averages: STS * | NLI * | Clustering * | Retrieval *",
+            "weighted average [[]ko-leaderboard-v1: *]: *",
+            "model: * (loader sentence-transformers, pooling mean, dtype fp32, device cpu, *",
+            "versions: mteb 2.*, sentence-transformers *, transformers *, torch *",
+        ]
+    )
+
+
+def test_run_record_is_consistent(serial_run) -> None:
+    _, record = serial_run
+    assert record["complete"] is True
+    assert record["suite"]["name"] == "sample"
+    assert [t["column"] for t in record["tasks"]] == SAMPLE_COLUMNS
+    for task in record["tasks"]:
+        assert task["status"] == "ok"
+        assert task["shown"] == round_half_up(task["value"], 2)
+        assert 0 < task["value"] <= 100
+        assert task["n_examples"] > 0
+        assert task["scores"], "all raw mteb scores are kept"
+    sts = record["tasks"][0]
+    keys = [
+        "pearson", "spearman", "cosine_pearson", "cosine_spearman", "manhattan_pearson",
+        "manhattan_spearman", "euclidean_pearson", "euclidean_spearman",
+    ]  # fmt: skip
+    assert sts["value"] == pytest.approx(100 * sum(sts["scores"][k] for k in keys) / 8)
+    retrieval = record["tasks"][3]
+    assert retrieval["value"] == pytest.approx(
+        50 * (retrieval["scores"]["ndcg_at_5"] + retrieval["scores"]["ndcg_at_10"])
+    )
+    averages = record["category_averages"]
+    assert averages["STS"] == sts["shown"]
+    expected = round_half_up(
+        averages["Retrieval"] / 3
+        + averages["Clustering"] / 3
+        + (averages["STS"] + averages["NLI"]) / 9,
+        2,
+    )
+    assert record["weighted_average"] == expected
+    assert set(record["versions"]) >= {"mteb", "sentence-transformers", "transformers", "torch"}
+
+
+def test_junit_xml_carries_the_values(serial_run, workdir: Path) -> None:
+    _, record = serial_run
+    tree = ET.parse(workdir / "junit.xml")
+    values = {}
+    for case in tree.iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        values[case.get("name")] = float(props["koembed_value"])
+    assert values == {t["column"]: t["shown"] for t in record["tasks"]}
+
+
+def test_xdist_gives_the_same_summary_and_values(
+    serial_run, run_pytest, workdir: Path, sample_args: list[str]
+) -> None:
+    serial_result, serial_record = serial_run
+    record_path = workdir / "parallel.json"
+    result = run_pytest(workdir, *sample_args, f"--koembed-json={record_path}", "-n", "2")
+    assert result.ret == 0, result.stdout
+    parallel = json.loads(record_path.read_text(encoding="utf-8"))
+
+    def values(record: dict) -> list:
+        return [(t["column"], t["value"], t["scores"], t["n_examples"]) for t in record["tasks"]]
+
+    assert values(parallel) == values(serial_record)
+    assert parallel["category_averages"] == serial_record["category_averages"]
+    assert parallel["weighted_average"] == serial_record["weighted_average"]
+
+    def summary(result: Any) -> list[str]:
+        lines = result.lines
+        start = next(i for i, line in enumerate(lines) if "koembed summary" in line)
+        # seconds differ between runs; compare everything else
+        return [line.rsplit(None, 1)[0] if line.startswith("sample-") else line
+                for line in lines[start + 1 : start + 12]]  # fmt: skip
+
+    assert summary(result) == summary(serial_result)
