@@ -48,7 +48,7 @@ def test_every_task_passes_and_the_summary_is_printed(serial_run) -> None:
             "sample-clustering*Clustering*",
             "sample-retrieval*Retrieval*",
             "category averages: STS * | NLI * | Clustering * | Retrieval *",
-            "weighted average [[]ko-leaderboard-v1: *]: *",
+            "weighted average * (scheme ko-leaderboard-v1: R/3 + C/3 + (S+N)/9)",
             "model: * (loader sentence-transformers, pooling mean, dtype fp32, device cpu, *",
             "versions: mteb 2.*, sentence-transformers *, transformers *, torch *",
         ]
