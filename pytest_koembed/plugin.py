@@ -233,8 +233,12 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
             batch_size=session.batch_size,
         )
     except KoembedError as exc:
-        item.koembed_score = failed_score(spec, str(exc), time.perf_counter() - started)
-        pytest.fail(str(exc), pytrace=False)
+        error = str(exc)
+    else:
+        error = None
+    if error is not None:  # failed outside the except block: no chained traceback in the report
+        item.koembed_score = failed_score(spec, error, time.perf_counter() - started)
+        pytest.fail(error, pytrace=False)
     item.koembed_score = score
     item.user_properties.append(("koembed_value", score.shown))
     if score.main_score and score.main_score in score.scores:
@@ -322,7 +326,8 @@ def koembed_encoder(request: pytest.FixtureRequest) -> Any:
     try:
         return load_encoder(options)
     except KoembedError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        error = str(exc)
+    pytest.fail(error, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -342,8 +347,10 @@ def koembed_prompts(request: pytest.FixtureRequest, koembed_encoder: Any) -> Any
             bool(config.getoption("koembed_no_instructions")),
         )
     except KoembedError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    return plan.prompt_for
+        error = str(exc)
+    else:
+        return plan.prompt_for
+    pytest.fail(error, pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)

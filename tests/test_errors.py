@@ -58,7 +58,7 @@ def test_model_path_that_is_not_a_model(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(errors=1)
     out = _failure_lines(result)
     assert str(not_a_model) in out
-    result.stdout.fnmatch_lines(["*sample-sts: *", "*config.json*"])
+    result.stdout.fnmatch_lines(["*sample-sts: --koembed-model *config.json*"])
 
 
 def test_nan_embeddings_fail_the_task(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,21 @@
+"""Benchmark this repo's own model with pytest-koembed.
+
+Overriding the plugin's session fixture ``koembed_encoder`` in the rootdir ``conftest.py`` is
+all it takes: any object with ``encode(list[str]) -> array`` works (``encode_query`` /
+``encode_document`` are used for retrieval when present, a ``prompt=`` keyword when accepted).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from toy_encoder import ToyNgramEncoder
+
+
+@pytest.fixture(scope="session")
+def koembed_encoder() -> ToyNgramEncoder:
+    checkpoint = os.environ.get("TOY_CHECKPOINT")  # e.g. the directory your training run saved
+    if checkpoint:
+        return ToyNgramEncoder.load(checkpoint)
+    return ToyNgramEncoder(seed=0)

@@ -1,0 +1,1228 @@
+"""Load an embedding model the way the Korean leaderboard does, on CPU or GPU.
+
+The leaderboard's numbers depend on how a model is loaded, pooled, prompted and cast
+(``PROTOCOL.md``, "Rules the leaderboard states"). ``load_encoder`` follows those rules:
+
+* **Loader.** sentence-transformers when the model ships a sentence-transformers config
+  (``modules.json``): its own modules decide pooling and normalisation, and prompts go through
+  ``SentenceTransformer.encode(..., prompt=...)`` so that prompt-aware pooling works. Otherwise
+  transformers ``AutoModel`` with the pooling the model declares (a sentence-transformers
+  ``*Pooling/config.json`` or a ``pooling`` / ``pooling_mode`` / ``pooler_type`` key in
+  ``config.json``), falling back to mean pooling for encoders and last-token pooling with left
+  padding for decoder LLMs (Qwen2/Qwen3, Llama, Mistral, Gemma, ...). ``--koembed-pooling``
+  overrides either way. On the transformers path the prompt is prepended to the text and the
+  embeddings are L2-normalised, as the model cards of such models do.
+* **EOS for last-token pooling.** Decoder embedders pool the hidden state of a final
+  end-of-sequence token. Qwen3-Embedding's tokenizer appends ``<|endoftext|>`` itself (its
+  post-processor), e5-mistral and NV-Embed add the EOS by hand. On the transformers path with
+  last-token pooling we therefore check whether the tokenizer already ends every input with the
+  EOS token; if it does not, we truncate to ``max_length - 1`` tokens and append it ourselves.
+  The EOS is ``<|endoftext|>`` for Qwen-family models (what Qwen3-Embedding and gte-Qwen2 pool
+  on), else the tokenizer's ``eos_token``. ``EncoderOptions.append_eos`` forces it on or off.
+  The sentence-transformers path is left exactly as the model's authors configured it.
+* **dtype.** ``auto`` follows the leaderboard: LLM-based models in half precision on a GPU
+  (the precision the leaderboard row used when the shipped profile names it, else the
+  checkpoint's half dtype, else bf16 where the GPU supports it and fp16 otherwise), fp32
+  everywhere else. The row name carries ``-fp16`` / ``-bf16`` when not fp32.
+* **Batches.** Texts are sorted by length and encoded in batches; on an out-of-memory error
+  the batch size halves (down to 1) and the failed batch is retried. ``info.batch_size`` says
+  the size last used.
+
+Nothing here imports torch at module import time: ``pin_worker_gpu`` must run before CUDA
+initialises in an xdist worker.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from pytest_koembed.errors import KoembedError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("pytest_koembed.encoders")
+
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+POOLINGS = ("mean", "cls", "last-token", "max")
+_POOLING_ALIASES = {
+    "mean": "mean",
+    "avg": "mean",
+    "average": "mean",
+    "mean_tokens": "mean",
+    "cls": "cls",
+    "cls_token": "cls",
+    "cls_before_pooler": "cls",
+    "first": "cls",
+    "last-token": "last-token",
+    "last_token": "last-token",
+    "lasttoken": "last-token",
+    "last": "last-token",
+    "eos": "last-token",
+    "max": "max",
+    "max_tokens": "max",
+}
+# Our pooling names <-> sentence-transformers' Pooling modes.
+_ST_POOLING = {"mean": "mean", "cls": "cls", "last-token": "lasttoken", "max": "max"}
+_FROM_ST_POOLING = {v: k for k, v in _ST_POOLING.items()}
+
+# Decoder-only (causal LM) architectures: last-token pooling with left padding, and "LLM-based"
+# for --koembed-dtype auto.
+DECODER_MODEL_TYPES = frozenset(
+    {
+        "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "llama", "mistral", "mixtral", "gemma",
+        "gemma2", "gemma3", "gemma3_text", "phi", "phi3", "gpt2", "gpt_neox", "gptj", "falcon",
+        "olmo", "olmo2", "exaone", "starcoder2", "stablelm", "internlm2", "cohere", "granite",
+        "bloom", "opt", "mpt", "deepseek_v2", "deepseek_v3", "smollm3", "ministral",
+    }
+)  # fmt: skip
+
+# The Qwen3-Embedding card's max_length; no leaderboard text is longer.
+DEFAULT_MAX_LENGTH_CAP = 8192
+_SUFFIXES = {"fp16": "-fp16", "bf16": "-bf16", "fp32": ""}
+_OUTER_CUDA_ENV = "KOEMBED_OUTER_CUDA_VISIBLE_DEVICES"
+_UNSET = "<unset>"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
+_SHA = re.compile(r"[0-9a-f]{40}")
+# Files a Hub download never needs: other runtimes' copies of the weights.
+_HUB_IGNORE = [
+    "*.onnx", "*.onnx_data", "onnx/*", "openvino/*", "*.msgpack", "*.h5", "tf_model*",
+    "flax_model*", "rust_model*", "*.ot", "*.gguf", "coreml/*", "*.mlmodel", "*.tflite",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """What the user asked for (the ``--koembed-*`` options)."""
+
+    model: str  # Hub id or local directory
+    revision: str | None = None  # Hub models only
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    pooling: str | None = None  # None: what the model declares; else one of POOLINGS
+    batch_size: int = 32
+    max_length: int | None = None  # None: the model's own limit (capped at 8192)
+    trust_remote_code: bool = False
+    append_eos: bool | None = None  # last-token pooling: None = automatic (see module doc)
+
+
+@dataclass
+class EncoderInfo:
+    """How the encoder was built: goes into the run record and the summary."""
+
+    name: str  # what --koembed-model named (Hub id or path)
+    row_name: str  # leaderboard row name: Hub id (or directory name) + -fp16/-bf16
+    revision: str | None  # commit of a Hub model, None for a local directory
+    loader: str  # "sentence-transformers" | "transformers"
+    pooling: str  # mean | cls | last-token | max (or a sentence-transformers mode)
+    normalize: bool  # embeddings are L2-normalised
+    dtype: str  # fp32 | fp16 | bf16 (what the weights run in)
+    device: str  # cpu | cuda:0 | mps ...
+    max_length: int | None  # tokens per text, prompt included
+    batch_size: int  # last batch size used (after any out-of-memory back-off)
+    fingerprint: str  # hub:<id>@<commit> or sha256:<hash of the local directory>
+    model_prompts: dict[str, str] = field(default_factory=dict)  # the model's own ST prompts
+    default_prompt_name: str | None = None  # the model's ST default prompt (not applied implicitly)
+    path: str = ""  # local directory the weights were read from
+    model_type: str | None = None  # config.json model_type
+    is_decoder: bool = False  # decoder-only LLM
+    dimension: int | None = None
+    similarity: str = "cosine"
+    padding_side: str | None = None
+    append_eos: bool = False  # we append the EOS token ourselves (transformers path)
+    eos_token: str | None = None  # the token every input ends with, when last-token pooled
+    trust_remote_code: bool = False
+    requested_dtype: str = "auto"
+    oom_retries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Backend(Protocol):
+    def embed(self, texts: list[str], prompt: str | None) -> np.ndarray: ...
+
+
+class LoadedEncoder:
+    """A loaded model: ``encode(texts, prompt=..., batch_size=...) -> float32 (n, dim)``."""
+
+    def __init__(self, info: EncoderInfo, backend: _Backend) -> None:
+        self.info = info
+        self._backend = backend
+        self._ceiling: int | None = None  # batch-size ceiling after an out-of-memory error
+
+    @property
+    def name(self) -> str:
+        return self.info.row_name
+
+    @property
+    def backend(self) -> _Backend:
+        return self._backend
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"LoadedEncoder({i.row_name!r}, loader={i.loader}, pooling={i.pooling}, "
+            f"dtype={i.dtype}, device={i.device})"
+        )
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` (``prompt`` prepended, or handed to sentence-transformers)."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts, not a single string")
+        items = list(texts)
+        for text in items:
+            if not isinstance(text, str):
+                raise TypeError(f"encode() takes strings, got {type(text).__name__}")
+        n = len(items)
+        if n == 0:
+            return np.zeros((0, self.info.dimension or 0), dtype=np.float32)
+        size = max(1, int(batch_size or self.info.batch_size))
+        if self._ceiling is not None:
+            size = min(size, self._ceiling)
+        order = sorted(range(n), key=lambda i: -len(items[i]))
+        parts: list[np.ndarray] = []
+        start = 0
+        while start < n:
+            batch = [items[i] for i in order[start : start + size]]
+            try:
+                emb = self._backend.embed(batch, prompt)
+                failed = False
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                failed = True
+            if failed:
+                # Outside the except block, so the traceback's tensors can be freed.
+                _free_memory()
+                if size == 1:
+                    raise KoembedError(
+                        f"out of memory on {self.info.device} even at batch size 1 "
+                        f"(max length {self.info.max_length}); lower --koembed-max-length or "
+                        "use a half-precision --koembed-dtype"
+                    ) from None
+                size = max(1, size // 2)
+                self._ceiling = size
+                self.info.oom_retries += 1
+                log.warning(
+                    "out of memory on %s: retrying with batch size %d", self.info.device, size
+                )
+                continue
+            parts.append(np.asarray(emb, dtype=np.float32).reshape(len(batch), -1))
+            start += len(batch)
+        self.info.batch_size = size
+        stacked = np.concatenate(parts, axis=0)
+        out = np.empty_like(stacked)
+        out[np.asarray(order)] = stacked
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU pinning for pytest-xdist workers
+
+
+def pin_worker_gpu(
+    worker_id: str | None,
+    environ: MutableMapping[str, str],
+    *,
+    gpu_count: int | None = None,
+) -> str | None:
+    """Give xdist worker ``gwN`` its own GPU by setting ``CUDA_VISIBLE_DEVICES``.
+
+    Worker i gets the i-th visible GPU (wrapping around when there are more workers than GPUs),
+    where "visible" honours an outer ``CUDA_VISIBLE_DEVICES`` (kept in
+    ``KOEMBED_OUTER_CUDA_VISIBLE_DEVICES`` so that a second call does not compound). Returns
+    the value set, or None when nothing was set (not a worker, no GPU). Imports no torch: call
+    it before anything initialises CUDA. ``gpu_count`` overrides the GPU count (tests).
+    """
+    index = _worker_index(worker_id)
+    if index is None:
+        return None
+    if _OUTER_CUDA_ENV in environ:
+        outer: str | None = environ[_OUTER_CUDA_ENV]
+        if outer == _UNSET:
+            outer = None
+    else:
+        outer = environ.get("CUDA_VISIBLE_DEVICES")
+        environ[_OUTER_CUDA_ENV] = _UNSET if outer is None else outer
+    if outer is not None:
+        devices = _parse_visible_devices(outer)
+    else:
+        count = _count_gpus() if gpu_count is None else gpu_count
+        devices = [str(i) for i in range(count)]
+    if not devices:
+        return None
+    chosen = devices[index % len(devices)]
+    torch_mod = sys.modules.get("torch")
+    cuda = getattr(torch_mod, "cuda", None) if torch_mod is not None else None
+    if cuda is not None and getattr(cuda, "is_initialized", lambda: False)():
+        warnings.warn(
+            f"pytest-koembed: CUDA was initialised before worker {worker_id} could be pinned to "
+            f"GPU {chosen}; CUDA_VISIBLE_DEVICES has no effect in this process",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    environ["CUDA_VISIBLE_DEVICES"] = chosen
+    return chosen
+
+
+def _worker_index(worker_id: str | None) -> int | None:
+    if not worker_id:
+        return None
+    match = re.fullmatch(r"gw(\d+)", worker_id.strip())
+    return int(match.group(1)) if match else None
+
+
+def _parse_visible_devices(value: str) -> list[str]:
+    """CUDA's own reading: comma-separated ids, cut at the first invalid (negative) one."""
+    devices: list[str] = []
+    for raw in value.split(","):
+        item = raw.strip()
+        if not item or item.startswith("-"):
+            break
+        devices.append(item)
+    return devices
+
+
+def _count_gpus() -> int:
+    """NVIDIA GPUs on this machine, found without touching CUDA in this process."""
+    proc = Path("/proc/driver/nvidia/gpus")
+    try:
+        if proc.is_dir():
+            count = sum(1 for _ in proc.iterdir())
+            if count:
+                return count
+    except OSError:
+        pass
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+# ----------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def model_fingerprint(model: str, revision: str | None) -> str:
+    """A key for caches and baselines: ``hub:<id>@<commit>`` or ``sha256:<content hash>``.
+
+    A local directory is hashed over its weights, configs and tokenizer files (not READMEs,
+    hidden files or other runtimes' exports). A Hub id resolves its revision to a commit through
+    the local Hugging Face cache when it can (no network); else the revision name is used.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return _content_hash(path.resolve())
+    rev = revision or "main"
+    commit = _cached_commit(model, rev)
+    return f"hub:{model}@{commit or rev}"
+
+
+_HASH_CACHE: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def _fingerprint_files(root: Path) -> list[Path]:
+    files = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        parts = rel.parts
+        if any(p.startswith(".") for p in parts) or parts[0] in {"onnx", "openvino", "coreml"}:
+            continue
+        if path.suffix.lower() in {".md", ".onnx", ".onnx_data", ".png", ".jpg"}:
+            continue
+        if path.is_file():
+            files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _content_hash(root: Path) -> str:
+    files = _fingerprint_files(root)
+    stats = tuple(
+        (f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files
+    )
+    key = (str(root), stats)
+    cached = _HASH_CACHE.get(key)
+    if cached is not None:
+        return cached
+    total = hashlib.sha256()
+    for f, (rel, size, _) in zip(files, stats, strict=True):
+        digest = hashlib.sha256()
+        with f.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        total.update(f"{rel}\0{size}\0".encode())
+        total.update(digest.digest())
+    result = f"sha256:{total.hexdigest()}"
+    _HASH_CACHE[key] = result
+    return result
+
+
+def _hub_cache_dir() -> Path:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:  # pragma: no cover - very old huggingface_hub
+        return Path("~/.cache/huggingface/hub").expanduser()
+    return Path(HF_HUB_CACHE)
+
+
+def _cached_commit(repo_id: str, revision: str) -> str | None:
+    if _SHA.fullmatch(revision):
+        return revision
+    ref = _hub_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    try:
+        text = ref.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text if _SHA.fullmatch(text) else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_encoder(options: EncoderOptions) -> LoadedEncoder:
+    """Build the encoder ``options`` describe, or raise a one-line ``KoembedError``."""
+    options = replace(
+        options,
+        dtype=options.dtype or "auto",
+        device=options.device or "auto",
+        batch_size=32 if options.batch_size is None else options.batch_size,
+    )
+    if options.dtype not in DTYPES:
+        raise KoembedError(f"--koembed-dtype {options.dtype!r} is not one of {', '.join(DTYPES)}")
+    pooling = _normalise_pooling(options.pooling) if options.pooling else None
+    if options.batch_size < 1:
+        raise KoembedError(f"--koembed-batch-size must be at least 1, got {options.batch_size}")
+    if options.max_length is not None and options.max_length < 2:
+        raise KoembedError(f"--koembed-max-length must be at least 2, got {options.max_length}")
+
+    path, display, revision, fingerprint = _locate(options.model, options.revision)
+    device = resolve_device(options.device)
+    has_st = (path / "modules.json").is_file()
+    st_modules = _read_modules(path) if has_st else []
+    config = _read_json(_transformer_dir(path, st_modules) / "config.json")
+    model_type = str(config.get("model_type") or "") or None
+    is_decoder = _is_decoder(config)
+    _check_remote_code(options, path, config, st_modules)
+
+    from pytest_koembed.instructions import leaderboard_dtype
+
+    hint = leaderboard_dtype(display)
+    dtype = resolve_dtype(
+        options.dtype,
+        device_type=device.split(":")[0],
+        llm=is_decoder or hint in ("fp16", "bf16"),
+        bf16_supported=_bf16_supported(device),
+        leaderboard=hint,
+        checkpoint=_checkpoint_dtype(config),
+    )
+    check_dtype_supported(dtype, device)
+    if fingerprint is None:
+        fingerprint = _content_hash(path)
+
+    info = EncoderInfo(
+        name=options.model,
+        row_name=_row_name(display, dtype),
+        revision=revision,
+        loader="sentence-transformers" if has_st else "transformers",
+        pooling="",
+        normalize=False,
+        dtype=dtype,
+        device=device,
+        max_length=None,
+        batch_size=options.batch_size,
+        fingerprint=fingerprint,
+        path=str(path),
+        model_type=model_type,
+        is_decoder=is_decoder,
+        trust_remote_code=options.trust_remote_code,
+        requested_dtype=options.dtype,
+    )
+    backend: _Backend
+    with _quiet_loading():
+        try:
+            if has_st:
+                backend = _load_sentence_transformer(path, options, info, pooling)
+            else:
+                backend = _load_transformers(path, options, info, pooling, config)
+        except KoembedError:
+            raise
+        except Exception as exc:
+            raise _load_error(exc, options, info) from exc
+    return LoadedEncoder(info, backend)
+
+
+def _normalise_pooling(value: str) -> str:
+    key = value.strip().lower()
+    if key not in _POOLING_ALIASES:
+        raise KoembedError(f"--koembed-pooling {value!r} is not one of {', '.join(POOLINGS)}")
+    return _POOLING_ALIASES[key]
+
+
+def _locate(model: str, revision: str | None) -> tuple[Path, str, str | None, str | None]:
+    """(local directory, display name, commit, Hub fingerprint) of ``model``; None for local."""
+    if not model or not model.strip():
+        raise KoembedError("--koembed-model is empty; pass a Hub id or a local model directory")
+    path = Path(model).expanduser()
+    if path.exists():
+        path = path.resolve()
+        _check_model_dir(path, model)
+        return path, _local_display_name(path), None, None  # hashed once the cheap checks pass
+    looks_like_path = (
+        model.startswith((".", "/", "~", "\\")) or "\\" in model or not _HUB_ID.fullmatch(model)
+    )
+    if looks_like_path:
+        raise KoembedError(
+            f"--koembed-model {model!r}: no such directory (pass a local model directory or a "
+            "Hub id such as nlpai-lab/KURE-v1)"
+        )
+    snapshot = _hub_snapshot(model, revision)
+    commit = snapshot.name if _SHA.fullmatch(snapshot.name) else (revision or "main")
+    _check_model_dir(snapshot, model)
+    return snapshot, model, commit, f"hub:{model}@{commit}"
+
+
+_NOT_A_MODEL = (
+    "expected a sentence-transformers model directory (modules.json) or a transformers model "
+    "directory (config.json)"
+)
+
+
+def _check_model_dir(path: Path, model: str) -> None:
+    if not path.is_dir():
+        raise KoembedError(
+            f"--koembed-model {model!r} is a file, not a model directory; {_NOT_A_MODEL}"
+        )
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise KoembedError(
+            f"--koembed-model {model!r}: {path} has neither modules.json nor config.json; "
+            f"{_NOT_A_MODEL}"
+        )
+
+
+def _local_display_name(path: Path) -> str:
+    """A Hub cache snapshot reads as its repo id; any other directory as its own name."""
+    parts = path.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3][len("models--") :].replace("--", "/")
+    return path.name
+
+
+def _hub_errors() -> Any:
+    try:
+        from huggingface_hub import errors
+    except ImportError:  # pragma: no cover - huggingface_hub < 0.23
+        from huggingface_hub import utils as errors
+    return errors
+
+
+def _hub_snapshot(model: str, revision: str | None) -> Path:
+    """Download (or find in the local cache) a Hub model; return its snapshot directory."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    errors = _hub_errors()
+    unreachable = (
+        f"--koembed-model {model!r} is not a local directory, the Hugging Face Hub is "
+        f"unreachable and the model is not in the local cache ({_hub_cache_dir()}); pass a "
+        f"local model directory instead, or download it first where the Hub is reachable "
+        f"(hf download {model})"
+    )
+    offline = bool(HF_HUB_OFFLINE)
+    ignore = list(_HUB_IGNORE)
+    if not offline:
+        try:
+            info = HfApi().model_info(model, revision=revision)
+            names = [s.rfilename for s in info.siblings or []]
+            ignore += _redundant_bins(names)
+        except (errors.RepositoryNotFoundError, errors.GatedRepoError) as exc:
+            raise KoembedError(
+                f"--koembed-model {model!r}: no such model on the Hub, or it is gated "
+                f"({type(exc).__name__}); check the id, or log in (hf auth login)"
+            ) from None
+        except errors.RevisionNotFoundError:
+            raise KoembedError(
+                f"--koembed-model {model!r}: revision {revision!r} does not exist on the Hub"
+            ) from None
+        except Exception:
+            offline = True  # unreachable: fall back to the local cache
+    try:
+        folder = snapshot_download(
+            model, revision=revision, ignore_patterns=ignore, local_files_only=offline
+        )
+    except (errors.RepositoryNotFoundError, errors.GatedRepoError):
+        raise KoembedError(
+            f"--koembed-model {model!r}: no such model on the Hub, or it is gated; check the id, "
+            "or log in (hf auth login)"
+        ) from None
+    except errors.RevisionNotFoundError:
+        raise KoembedError(
+            f"--koembed-model {model!r}: revision {revision!r} does not exist on the Hub"
+        ) from None
+    except Exception as exc:
+        if isinstance(exc, KoembedError):
+            raise
+        raise KoembedError(unreachable) from None
+    return Path(str(folder))
+
+
+def _redundant_bins(names: Sequence[str]) -> list[str]:
+    """``*.bin`` / ``*.pt`` weights that sit next to safetensors weights: skip downloading them."""
+    dirs_with_safetensors = {os.path.dirname(n) for n in names if n.endswith(".safetensors")}
+    return [
+        n
+        for n in names
+        if n.endswith((".bin", ".pt", ".pth"))
+        and os.path.dirname(n) in dirs_with_safetensors
+        and "model" in os.path.basename(n)
+    ]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise KoembedError(f"{path} is not valid JSON: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_modules(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise KoembedError(f"{path / 'modules.json'} is not valid JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise KoembedError(f"{path / 'modules.json'} should be a list of modules")
+    return [m for m in data if isinstance(m, dict)]
+
+
+def _transformer_dir(path: Path, modules: list[dict[str, Any]]) -> Path:
+    """Where config.json lives: the root, or the Transformer module's folder (old ST layout)."""
+    for module in modules:
+        if str(module.get("type", "")).endswith("Transformer"):
+            sub = path / str(module.get("path", ""))
+            if (sub / "config.json").is_file():
+                return sub
+    return path
+
+
+def _is_decoder(config: Mapping[str, Any]) -> bool:
+    model_type = str(config.get("model_type") or "").lower()
+    if model_type in DECODER_MODEL_TYPES:
+        return True
+    text_config = config.get("text_config")
+    if (
+        isinstance(text_config, dict)
+        and str(text_config.get("model_type", "")) in DECODER_MODEL_TYPES
+    ):
+        return True
+    archs = config.get("architectures") or []
+    return any(str(a).endswith("ForCausalLM") for a in archs)
+
+
+def _checkpoint_dtype(config: Mapping[str, Any]) -> str | None:
+    raw = config.get("torch_dtype") or config.get("dtype")
+    return {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(str(raw))
+
+
+def _check_remote_code(
+    options: EncoderOptions,
+    path: Path,
+    config: Mapping[str, Any],
+    modules: list[dict[str, Any]],
+) -> None:
+    if options.trust_remote_code:
+        return
+    needs = _needs_remote_code(config, modules)
+    if needs:
+        raise KoembedError(
+            f"model {options.model!r} runs its own code ({needs}); pass "
+            "--koembed-trust-remote-code if you trust it"
+        )
+
+
+def _needs_remote_code(config: Mapping[str, Any], modules: list[dict[str, Any]]) -> str | None:
+    for module in modules:
+        kind = str(module.get("type", ""))
+        if kind and not kind.startswith("sentence_transformers."):
+            return f"sentence-transformers module {kind}"
+    if config.get("auto_map"):
+        model_type = str(config.get("model_type") or "")
+        try:
+            from transformers import CONFIG_MAPPING
+
+            known = model_type in CONFIG_MAPPING
+        except Exception:  # pragma: no cover - transformers broken
+            known = False
+        if not known:
+            return f"config.json auto_map, model type {model_type or '?'!r}"
+    return None
+
+
+def _load_error(exc: BaseException, options: EncoderOptions, info: EncoderInfo) -> KoembedError:
+    message = str(exc)
+    if "trust_remote_code" in message:
+        return KoembedError(
+            f"model {options.model!r} runs its own code; pass --koembed-trust-remote-code if you "
+            "trust it"
+        )
+    if _is_oom(exc):
+        return KoembedError(
+            f"model {options.model!r} does not fit in {info.device} memory as {info.dtype}; "
+            "try a half-precision --koembed-dtype or another --koembed-device"
+        )
+    return KoembedError(
+        f"could not load {options.model!r} with {info.loader}: {type(exc).__name__}: "
+        f"{_one_line(message)}"
+    )
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line if len(line) <= limit else line[: limit - 3] + "..."
+    return "(no message)"
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No weight-loading progress bars in a pytest run."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except Exception:  # pragma: no cover
+        yield
+        return
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+# ----------------------------------------------------------------------------------------------
+# Device and dtype
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> cuda / mps / cpu; checks that an explicit device exists."""
+    import torch
+
+    value = (requested or "auto").strip().lower()
+    if value == "auto":
+        if torch.cuda.is_available():
+            return "cuda:0"
+        if _mps_available():
+            return "mps"
+        return "cpu"
+    if value == "cpu":
+        return "cpu"
+    if value == "mps":
+        if not _mps_available():
+            raise KoembedError(
+                "--koembed-device mps: the MPS backend is not available on this machine; use "
+                "--koembed-device cpu or auto"
+            )
+        return "mps"
+    match = re.fullmatch(r"cuda(?::(\d+))?", value)
+    if match is None:
+        raise KoembedError(
+            f"--koembed-device {requested!r} is not one of auto, cpu, cuda, cuda:N, mps"
+        )
+    if not torch.cuda.is_available():
+        build = torch.version.cuda
+        why = f"torch {torch.__version__} is a CPU-only build" if build is None else "no GPU found"
+        raise KoembedError(
+            f"--koembed-device {requested}: CUDA is not available ({why}); use "
+            "--koembed-device cpu or auto"
+        )
+    index = int(match.group(1) or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        extra = f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else ""
+        raise KoembedError(
+            f"--koembed-device {requested}: only {count} GPU(s) visible{extra}; under "
+            "pytest-xdist each worker sees one GPU, so use --koembed-device cuda"
+        )
+    return f"cuda:{index}"
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _bf16_supported(device: str) -> bool:
+    import torch
+
+    if device.startswith("cuda"):
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # pragma: no cover - older torch
+            return bool(torch.cuda.is_bf16_supported())
+    return True
+
+
+def resolve_dtype(
+    requested: str,
+    *,
+    device_type: str,
+    llm: bool,
+    bf16_supported: bool = True,
+    leaderboard: str | None = None,
+    checkpoint: str | None = None,
+) -> str:
+    """The dtype to run in. ``auto``: half precision for LLM-based models on a GPU, else fp32.
+
+    The half dtype is the one the leaderboard row used (``leaderboard``), else the checkpoint's
+    own half dtype, else bf16; bf16 falls back to fp16 on a GPU without bf16.
+    """
+    if requested != "auto":
+        return requested
+    if not llm or device_type not in ("cuda", "mps"):
+        return "fp32"
+    for choice in (leaderboard, checkpoint):
+        if choice in ("fp16", "bf16"):
+            want = choice
+            break
+    else:
+        want = "bf16"
+    if device_type == "mps" and want == "bf16":
+        want = "fp16"
+    if want == "bf16" and not bf16_supported:
+        want = "fp16"
+    return want
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def check_dtype_supported(dtype: str, device: str) -> None:
+    """One-line KoembedError when ``device`` cannot run ``dtype``."""
+    if dtype == "fp32":
+        return
+    import torch
+
+    if device.startswith("cuda") and dtype == "bf16" and not _bf16_supported(device):
+        name = torch.cuda.get_device_name(device)
+        major, minor = torch.cuda.get_device_capability(device)
+        raise KoembedError(
+            f"--koembed-dtype bf16: {name} (compute capability {major}.{minor}) has no bf16 "
+            "support; use --koembed-dtype fp16 or fp32"
+        )
+    try:
+        dt = torch_dtype(dtype)
+        x = torch.ones(4, 8, dtype=dt, device=device)
+        w = torch.ones(8, 8, dtype=dt, device=device)
+        y = torch.nn.functional.layer_norm(x @ w, (8,))
+        torch.softmax(y, dim=-1).float().sum().item()
+    except Exception as exc:
+        raise KoembedError(
+            f"--koembed-dtype {dtype} does not run on {device} ({type(exc).__name__}: "
+            f"{_one_line(str(exc), 120)}); use --koembed-dtype fp32"
+        ) from None
+
+
+def _row_name(display: str, dtype: str) -> str:
+    suffix = _SUFFIXES[dtype]
+    if not suffix or display.lower().endswith(suffix):
+        return display
+    return display + suffix
+
+
+def _dtype_kwargs(dtype: str) -> dict[str, Any]:
+    """``dtype=`` for transformers >= 4.56, ``torch_dtype=`` before."""
+    import transformers
+
+    major, minor = (int(p) for p in re.findall(r"\d+", transformers.__version__)[:2])
+    key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    return {key: torch_dtype(dtype)}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        oom = getattr(torch, "OutOfMemoryError", None) or getattr(
+            torch.cuda, "OutOfMemoryError", None
+        )
+        if oom is not None and isinstance(exc, oom):
+            return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "CUDA out of memory" in text or "MPS backend out of memory" in text
+    )
+
+
+def _free_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and _mps_available():
+        mps.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------
+# sentence-transformers path
+
+
+class _SentenceTransformerBackend:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def embed(self, texts: list[str], prompt: str | None) -> np.ndarray:
+        # prompt="" (not None) so that a model's default_prompt_name is never applied behind the
+        # run record's back: the prompt plan decides every prompt.
+        return self.model.encode(
+            texts,
+            prompt=prompt or "",
+            batch_size=len(texts),
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            normalize_embeddings=False,
+        )
+
+
+def _load_sentence_transformer(
+    path: Path, options: EncoderOptions, info: EncoderInfo, pooling: str | None
+) -> _SentenceTransformerBackend:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(
+        str(path),
+        device=info.device,
+        trust_remote_code=options.trust_remote_code,
+        model_kwargs=_dtype_kwargs(info.dtype),
+    )
+    model.eval()
+    pooling_module = None
+    for name, module in model.named_children():
+        kind = type(module).__name__
+        if kind == "Pooling":
+            pooling_module = (name, module)
+        elif kind == "Normalize":
+            info.normalize = True
+    if pooling is not None:
+        if pooling_module is None:
+            raise KoembedError(
+                f"--koembed-pooling {pooling}: model {options.model!r} has no "
+                "sentence-transformers Pooling module to override"
+            )
+        from sentence_transformers.models import Pooling
+
+        name, old = pooling_module
+        new = Pooling(
+            old.embedding_dimension,
+            pooling_mode=_ST_POOLING[pooling],
+            include_prompt=getattr(old, "include_prompt", True),
+        )
+        model._modules[name] = new
+        pooling_module = (name, new)
+    if pooling_module is not None:
+        mode = pooling_module[1].pooling_mode
+        modes = (mode,) if isinstance(mode, str) else tuple(mode)
+        info.pooling = "+".join(_FROM_ST_POOLING.get(m, m) for m in modes)
+    else:
+        info.pooling = "model-defined"
+    if options.max_length is not None:
+        model.max_seq_length = options.max_length
+    info.max_length = model.max_seq_length
+    dimension = getattr(model, "get_embedding_dimension", None) or getattr(
+        model, "get_sentence_embedding_dimension", None
+    )
+    info.dimension = dimension() if dimension is not None else None
+    info.similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
+    st_config = _read_json(path / "config_sentence_transformers.json")
+    prompts = st_config.get("prompts") or {}
+    info.model_prompts = {str(k): str(v) for k, v in prompts.items() if isinstance(v, str)}
+    default = st_config.get("default_prompt_name")
+    info.default_prompt_name = str(default) if default else None
+    first = model[0] if len(model) else None
+    tokenizer = getattr(first, "tokenizer", None)
+    info.padding_side = getattr(tokenizer, "padding_side", None)
+    if info.pooling == "last-token" and tokenizer is not None:
+        info.eos_token = _appended_eos(tokenizer)
+    return _SentenceTransformerBackend(model)
+
+
+# ----------------------------------------------------------------------------------------------
+# transformers path
+
+
+class _TransformersBackend:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        device: str,
+        pooling: str,
+        normalize: bool,
+        max_length: int,
+        append_eos_id: int | None,
+        input_names: tuple[str, ...],
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length
+        self.append_eos_id = append_eos_id
+        self.input_names = input_names
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask as the model sees them (padded on the tokenizer's side)."""
+        import torch
+
+        tok = self.tokenizer
+        if self.append_eos_id is None:
+            batch = tok(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+            return {k: batch[k] for k in self.input_names if k in batch}
+        encoded = tok(texts, padding=False, truncation=True, max_length=self.max_length - 1)
+        rows = [[*ids, self.append_eos_id] for ids in encoded["input_ids"]]
+        width = max(len(r) for r in rows)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.append_eos_id
+        ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        left = tok.padding_side == "left"
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def embed(self, texts: list[str], prompt: str | None) -> np.ndarray:
+        import torch
+
+        if prompt:
+            texts = [prompt + text for text in texts]
+        batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
+        with torch.inference_mode():
+            out = self.model(**batch)
+            hidden = getattr(out, "last_hidden_state", None)
+            if hidden is None:
+                hidden = out[0]
+            if self.pooling in ("cls", "last-token"):  # pick rows first, then cast
+                emb = pool(hidden, batch["attention_mask"], self.pooling).float()
+            else:
+                emb = pool(hidden.float(), batch["attention_mask"], self.pooling)
+            if self.normalize:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
+        return emb.cpu().numpy()
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool token states ``(batch, seq, dim)`` with ``mask`` ``(batch, seq)``."""
+    import torch
+
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    if pooling == "mean":
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "max":
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    if pooling == "last-token":
+        # The last real token of each row: works for left padding (always the last column)
+        # and right padding alike.
+        seq = mask.shape[1]
+        last = seq - 1 - mask.flip(dims=[1]).long().argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def _declared_pooling(path: Path, config: Mapping[str, Any]) -> str | None:
+    """Pooling a plain transformers checkpoint declares, if any."""
+    for sub in sorted(path.glob("*Pooling*/config.json")):
+        data = _read_json(sub)
+        mode = data.get("pooling_mode")
+        if isinstance(mode, list):
+            mode = mode[0] if mode else None
+        if isinstance(mode, str) and mode in _FROM_ST_POOLING:
+            return _FROM_ST_POOLING[mode]
+        for key, st_mode in (
+            ("pooling_mode_cls_token", "cls"),
+            ("pooling_mode_lasttoken", "lasttoken"),
+            ("pooling_mode_max_tokens", "max"),
+            ("pooling_mode_mean_tokens", "mean"),
+        ):
+            if data.get(key):
+                return _FROM_ST_POOLING[st_mode]
+    for key in ("pooling", "pooling_mode", "pooler_type", "pooling_method"):
+        value = config.get(key)
+        if isinstance(value, str) and value.strip().lower() in _POOLING_ALIASES:
+            return _POOLING_ALIASES[value.strip().lower()]
+    return None
+
+
+def _appended_eos(tokenizer: Any) -> str | None:
+    """The special token the tokenizer itself puts at the end of every input, if any."""
+    try:
+        ids = tokenizer("a")["input_ids"]
+    except Exception:
+        return None
+    if not ids:
+        return None
+    last = ids[-1]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    if last in special:
+        return str(tokenizer.convert_ids_to_tokens(last))
+    return None
+
+
+def _pooling_eos(tokenizer: Any, model_type: str | None) -> tuple[int | None, str | None]:
+    """The EOS a last-token pooled model pools on: (id, token)."""
+    if model_type and model_type.startswith("qwen"):
+        tid = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            return tid, "<|endoftext|>"
+    if tokenizer.eos_token_id is not None:
+        return int(tokenizer.eos_token_id), str(tokenizer.eos_token)
+    return None, None
+
+
+def _load_transformers(
+    path: Path,
+    options: EncoderOptions,
+    info: EncoderInfo,
+    pooling: str | None,
+    config: Mapping[str, Any],
+) -> _TransformersBackend:
+    import inspect
+
+    from transformers import AutoModel, AutoTokenizer
+
+    trust = options.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
+    model = AutoModel.from_pretrained(
+        str(path), trust_remote_code=trust, **_dtype_kwargs(info.dtype)
+    )
+    model.eval()
+    model.to(info.device)
+
+    declared = _declared_pooling(path, config)
+    chosen = pooling or declared or ("last-token" if info.is_decoder else "mean")
+    info.pooling = chosen
+    info.normalize = True
+
+    if chosen == "last-token":
+        tokenizer.padding_side = "left"
+    elif chosen == "cls":
+        tokenizer.padding_side = "right"
+    info.padding_side = tokenizer.padding_side
+
+    append_id: int | None = None
+    if chosen == "last-token":
+        eos_id, eos_token = _pooling_eos(tokenizer, info.model_type)
+        already = _appended_eos(tokenizer)
+        want = options.append_eos
+        if want is None:
+            want = eos_id is not None and already is None
+        if want and eos_id is not None and already != eos_token:
+            append_id = eos_id
+            info.append_eos = True
+            info.eos_token = eos_token
+        else:
+            info.eos_token = already
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise KoembedError(
+                f"model {options.model!r}: its tokenizer has no pad, eos or unk token to pad with"
+            )
+        tokenizer.pad_token = fallback
+
+    limits = []
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        limits.append(tok_max)
+    pos_max = config.get("max_position_embeddings")
+    if isinstance(pos_max, int) and pos_max > 0:
+        limits.append(pos_max)
+    max_length = min(limits) if limits else 512
+    max_length = min(max_length, DEFAULT_MAX_LENGTH_CAP)
+    if options.max_length is not None:
+        max_length = options.max_length
+    info.max_length = max_length
+    info.dimension = _hidden_size(model, config)
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        params = {}  # type: ignore[assignment]
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in params:
+        names.append("token_type_ids")
+    return _TransformersBackend(
+        model,
+        tokenizer,
+        device=info.device,
+        pooling=chosen,
+        normalize=info.normalize,
+        max_length=max_length,
+        append_eos_id=append_id,
+        input_names=tuple(names),
+    )
+
+
+def _hidden_size(model: Any, config: Mapping[str, Any]) -> int | None:
+    cfg = getattr(model, "config", None)
+    for source in (cfg, config):
+        if source is None:
+            continue
+        value = (
+            source.get("hidden_size")
+            if isinstance(source, Mapping)
+            else getattr(source, "hidden_size", None)
+        )
+        if isinstance(value, int):
+            return value
+    return None

