@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_koembed.leaderboards import Leaderboard, leaderboards_for_suite, load_leaderboard
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.leaderboards import Leaderboard, leaderboards_for_suite, load_leaderboard
 from pytest_koembed.scoring import (
     Summary,
     TaskRow,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_koembed.errors import KoembedError
 from pytest_koembed.leaderboards import (
     find_row,
     leaderboards_for_suite,
@@ -19,7 +20,6 @@ from pytest_koembed.leaderboards import (
     shipped_leaderboards,
     suite_of,
 )
-from pytest_koembed.errors import KoembedError
 from pytest_koembed.scoring import (
     SCHEMES,
     STS_KEYS,

@@ -1,0 +1,803 @@
+"""Baselines and the CI gate: per-task verdicts, tolerances, aggregate gates, baseline files.
+
+What a run is compared with (``--koembed-baseline``):
+
+- ``auto`` (default): the suite's shipped leaderboard row whose name equals the model's row name,
+  dtype suffix included (``Qwen/Qwen3-Embedding-8B-bf16``). No such row: every task passes with
+  the note "no baseline", said once in the summary.
+- ``leaderboard:ROW`` (or ``leaderboard:LEADERBOARD:ROW``): that row of the suite's leaderboard.
+- ``PATH``: a baseline file, which is a run record (``--koembed-json`` / ``--koembed-save-baseline``
+  write the same JSON). A task entry needs only ``column`` and ``shown`` (or ``value``); a task
+  entry may carry ``"stale": "why"`` to mark its cell stale by hand.
+- ``none``: no comparison at all.
+
+Per task (:func:`judge`, on the worker right after the evaluation): the item fails when
+``shown < baseline - tolerance`` (exact decimal arithmetic on the 2-decimal numbers), with the
+message ``Ko-StrategyQA regressed: 77.10 < baseline 79.20 - tolerance 1.00``. A value above
+``baseline + tolerance`` is "improved", anything in between "pass". A task whose baseline has no
+cell passes with the verdict "no baseline". A regression against a stale cell only warns
+(:class:`StaleBaselineWarning`, verdict "warned") unless strict.
+
+Aggregate gates (:func:`evaluate_gates`, on the controller after all items): ``weighted=60`` and
+``<category>=75``. A gate passes only on the complete average it names: an errored or not-run task
+makes it "incomplete" and it fails; a partly deselected category (or, for ``weighted``, any
+deselected task) fails too, since the average would be over part of what the threshold means. A
+gate whose tasks were all deselected on purpose (``-k`` / ``-m``) is "not checked" and does not
+fail the run.
+
+This module imports neither pytest nor torch nor mteb.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.leaderboards import find_row, leaderboards_for_suite, load_leaderboard
+from pytest_koembed.records import TaskScore
+from pytest_koembed.scoring import round_half_up, summarize
+from pytest_koembed.suite import CATEGORIES, Suite
+
+DEFAULT_TOLERANCE = 1.0
+"""Points a task may fall below its baseline before it fails. One point covers what a faithful
+re-run of a published row moves by (float noise, PawsX's 0.1-0.2, sib200's ~0.8 mteb offset) and
+is still far below a real regression."""
+
+WEIGHTED_GATE = "weighted"
+
+# verdicts (TaskScore.verdict)
+PASS = "pass"
+IMPROVED = "improved"
+REGRESSED = "regressed"
+WARNED = "warned"  # below a stale baseline cell, not enforced (no --koembed-strict)
+NO_BASELINE = "no baseline"
+
+
+class StaleBaselineWarning(UserWarning):
+    """A task fell below a baseline cell that is known to be stale (not enforced)."""
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(repr(float(x)))
+
+
+def points(x: float) -> str:
+    """A number of points as the messages print it: 2 decimals (more if it has more)."""
+    text = f"{x:.2f}"
+    return text if float(text) == x else repr(float(x))
+
+
+def signed(x: float) -> str:
+    return ("+" if x >= 0 else "-") + points(abs(x))
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise KoembedError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise KoembedError(f"{where}: {text!r} must be a finite number >= 0")
+    return value
+
+
+def _items(specs: Iterable[str]) -> list[str]:
+    """The comma- (and whitespace-) separated items of repeated option values."""
+    return [part for spec in specs for part in spec.replace(",", " ").split()]
+
+
+def _category(key: str) -> str | None:
+    folded = key.casefold().removesuffix("_average")
+    return next((c for c in CATEGORIES if c.casefold() == folded), None)
+
+
+def _column(key: str, suite: Suite) -> str | None:
+    columns = [t.column for t in suite.tasks]
+    if key in columns:
+        return key
+    folded = [c for c in columns if c.casefold() == key.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tolerances
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Points a task may fall below its baseline: per column, else per category, else global."""
+
+    default: float = DEFAULT_TOLERANCE
+    categories: Mapping[str, float] = field(default_factory=dict)
+    columns: Mapping[str, float] = field(default_factory=dict)
+
+    def for_task(self, column: str, category: str) -> float:
+        if column in self.columns:
+            return self.columns[column]
+        return self.categories.get(category, self.default)
+
+    def describe(self) -> str:
+        """``1.00 points (Retrieval 0.50, Ko-StrategyQA 0.20)``."""
+        special = [f"{k} {points(v)}" for k, v in {**self.categories, **self.columns}.items()]
+        return f"{points(self.default)} points" + (f" ({', '.join(special)})" if special else "")
+
+
+def parse_tolerances(specs: Iterable[str], suite: Suite) -> Tolerances:
+    """``["1.0", "retrieval=0.5,Ko-StrategyQA=0.2"]`` -> :class:`Tolerances`; later items win.
+
+    An item is ``POINTS`` (global), ``CATEGORY=POINTS`` (case-insensitive) or ``COLUMN=POINTS``
+    (a task column of ``suite``). Raises a one-line :class:`KoembedError` for anything else.
+    """
+    default = DEFAULT_TOLERANCE
+    categories: dict[str, float] = {}
+    columns: dict[str, float] = {}
+    for item in _items(specs):
+        where = f"--koembed-tolerance {item!r}"
+        key, sep, value = item.rpartition("=")
+        if not sep:
+            default = _number(item, where)
+            continue
+        points_ = _number(value, where)
+        column = _column(key, suite)
+        category = _category(key)
+        if column is not None:
+            columns[column] = points_
+        elif category is not None:
+            categories[category] = points_
+        else:
+            raise KoembedError(
+                f"{where}: {key!r} is neither a category ({', '.join(CATEGORIES)}) nor a task "
+                f"column of suite {suite.name!r}; use POINTS, CATEGORY=POINTS or COLUMN=POINTS"
+            )
+    return Tolerances(default=default, categories=categories, columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaselineCell:
+    value: float  # x100, 2 decimals as published / shown
+    stale: str | None = None  # why the cell is stale, None when it is not
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The values one run is compared with: column -> cell, and where they come from."""
+
+    source: str  # "ko-leaderboard-v1 row 'BAAI/bge-m3'" or "baseline file base.json"
+    cells: Mapping[str, BaselineCell]
+    path: Path | None = None  # the file, for a baseline file
+
+
+@dataclass(frozen=True)
+class BaselineChoice:
+    """The parsed ``--koembed-baseline`` option."""
+
+    mode: str  # "auto" | "leaderboard" | "file" | "none"
+    text: str
+    row: str | None = None  # leaderboard: the row name
+    leaderboard: str | None = None  # leaderboard: one leaderboard name, None = all of the suite's
+    path: Path | None = None  # file
+
+
+def parse_baseline_option(text: str | None, *, base_dir: Path | None = None) -> BaselineChoice:
+    """``auto`` | ``leaderboard:ROW`` | ``leaderboard:NAME:ROW`` | ``none`` | a file path."""
+    text = (text or "auto").strip()
+    if text in ("auto", "none"):
+        return BaselineChoice(mode=text, text=text)
+    if text.startswith("leaderboard:"):
+        rest = text[len("leaderboard:") :].strip()
+        if not rest:
+            raise KoembedError("--koembed-baseline leaderboard:ROW needs a row name")
+        return BaselineChoice(mode="leaderboard", text=text, row=rest)
+    path = Path(text).expanduser()
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    return BaselineChoice(mode="file", text=text, path=path.resolve())
+
+
+def baseline_from_leaderboard(
+    suite: Suite, row: str, *, leaderboard: str | None = None
+) -> Baseline | None:
+    """The row called ``row`` in the suite's shipped leaderboards (the first that has it)."""
+    for name in [leaderboard] if leaderboard else leaderboards_for_suite(suite.name):
+        lb = load_leaderboard(name)
+        found = find_row(lb, row)
+        if found is not None:
+            cells = {
+                col: BaselineCell(value, found.stale.get(col))
+                for col, value in found.values.items()
+            }
+            return Baseline(source=f"{lb.name} row {found.name!r}", cells=cells)
+    return None
+
+
+def _leaderboard_choice(choice: BaselineChoice, suite: Suite) -> Baseline:
+    """``leaderboard:ROW`` / ``leaderboard:NAME:ROW``, or a one-line error naming near rows."""
+    names = leaderboards_for_suite(suite.name)
+    if not names:
+        raise KoembedError(
+            f"--koembed-baseline {choice.text}: suite {suite.name!r} has no shipped leaderboard"
+        )
+    row = choice.row or ""
+    head, sep, tail = row.partition(":")
+    if sep and head in names:
+        baseline = baseline_from_leaderboard(suite, tail, leaderboard=head)
+        names = [head]
+    else:
+        baseline = baseline_from_leaderboard(suite, row)
+    if baseline is not None:
+        return baseline
+    rows = [r for n in names for r in load_leaderboard(n).rows]
+    near = difflib.get_close_matches(row, rows, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(r) for r in near)}?" if near else ""
+    raise KoembedError(
+        f"--koembed-baseline {choice.text}: no row {row!r} in {', '.join(names)}{hint}"
+    )
+
+
+def read_baseline_record(path: Path) -> dict[str, Any]:
+    """The JSON of a baseline file (a run record); a one-line error if it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KoembedError(f"baseline file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KoembedError(f"cannot read baseline file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise KoembedError(f"baseline file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+        raise KoembedError(
+            f"baseline file {path} is not a run record: expected a JSON object with a 'tasks' "
+            "list (write one with --koembed-save-baseline or --koembed-json)"
+        )
+    return data
+
+
+def _record_suite(record: Mapping[str, Any]) -> str | None:
+    suite = record.get("suite")
+    name = suite.get("name") if isinstance(suite, Mapping) else suite
+    return name if isinstance(name, str) else None
+
+
+def _task_shown(task: Mapping[str, Any], where: str) -> float | None:
+    """A record task's shown value (2 decimals), None when it errored or has none."""
+    if task.get("status", "ok") != "ok":
+        return None
+    value = task.get("shown", task.get("value"))
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise KoembedError(f"{where}: 'shown' must be a finite number, got {value!r}")
+    return round_half_up(float(value), 2)
+
+
+def baseline_from_record(record: Mapping[str, Any], suite: Suite, path: Path) -> Baseline:
+    """The cells of a run record used as a baseline file."""
+    where = f"baseline file {path}"
+    name = _record_suite(record)
+    if name is not None and name != suite.name:
+        raise KoembedError(f"{where} is for suite {name!r}, this run's suite is {suite.name!r}")
+    columns = {t.column for t in suite.tasks}
+    cells: dict[str, BaselineCell] = {}
+    for i, task in enumerate(record.get("tasks", []), start=1):
+        column = task.get("column") if isinstance(task, Mapping) else None
+        if not isinstance(column, str):
+            raise KoembedError(f"{where}: task #{i} has no 'column'")
+        if column not in columns:
+            raise KoembedError(f"{where}: task {column!r} is not a column of suite {suite.name!r}")
+        value = _task_shown(task, f"{where}, task {column!r}")
+        stale = task.get("stale")
+        if value is not None:
+            cells[column] = BaselineCell(value, str(stale) if stale else None)
+    model = record.get("model")
+    row = model.get("row_name") if isinstance(model, Mapping) else None
+    source = f"baseline file {path}" + (f" (model {row})" if row else "")
+    return Baseline(source=source, cells=cells, path=path)
+
+
+def load_baseline_file(path: Path, suite: Suite) -> Baseline:
+    return baseline_from_record(read_baseline_record(path), suite, path)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a model is compared with: a baseline, or None and why (said once in the summary)."""
+
+    baseline: Baseline | None
+    note: str | None = None
+
+
+@dataclass
+class BaselinePolicy:
+    """Everything the baseline options decided, for workers (verdicts) and the controller (gates).
+
+    Build it with :func:`make_policy`; ``resolve(row_name)`` gives the baseline of a model.
+    """
+
+    choice: BaselineChoice
+    suite: Suite
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    gates: tuple[Gate, ...] = ()
+    strict: bool = False
+    save_path: Path | None = None
+    update: bool = False
+    fixed: Baseline | None = None  # leaderboard:ROW / PATH, loaded once
+    _cache: dict[str, Resolution] = field(default_factory=dict, repr=False)
+
+    def resolve(self, row_name: str) -> Resolution:
+        if self.choice.mode == "none":
+            return Resolution(None)
+        if self.fixed is not None:
+            return Resolution(self.fixed)
+        if self.choice.mode == "file":  # --koembed-update-baseline of a file not written yet
+            return Resolution(
+                None, f"baseline file {self.choice.path} does not exist yet (it is written now)"
+            )
+        if row_name not in self._cache:
+            baseline = baseline_from_leaderboard(self.suite, row_name)
+            names = leaderboards_for_suite(self.suite.name)
+            note = None
+            if baseline is None:
+                rows = [r for n in names for r in load_leaderboard(n).rows]
+                near = difflib.get_close_matches(row_name, rows, n=1, cutoff=0.8)
+                hint = ""
+                if near:
+                    suffix = near[0][len(row_name) :] if near[0].startswith(row_name) else ""
+                    hint = f" (closest: {near[0]!r}" + (
+                        f", a {suffix[1:]} run)" if suffix in ("-fp16", "-bf16") else ")"
+                    )
+                where = (
+                    f"no row {row_name!r} in {', '.join(names)}{hint}"
+                    if names
+                    else f"suite {self.suite.name!r} has no shipped leaderboard"
+                )
+                note = (
+                    f"--koembed-baseline auto: {where}; tasks pass unchecked (compare with "
+                    "--koembed-baseline PATH or leaderboard:ROW)"
+                )
+            self._cache[row_name] = Resolution(baseline, note)
+        return self._cache[row_name]
+
+    def describe(self) -> str:
+        return f"tolerance {self.tolerances.describe()}" + (", strict" if self.strict else "")
+
+    def judge_score(self, score: TaskScore, row_name: str) -> Judgement:
+        """Compare one finished task of the model ``row_name`` and record it in ``score``."""
+        resolution = self.resolve(row_name)
+        judgement = judge(
+            score.column,
+            score.category,
+            score.shown if score.status == "ok" else None,
+            resolution,
+            self.tolerances,
+            strict=self.strict,
+            enforce=not self.update,
+        )
+        annotate(score, judgement, note=resolution.note)
+        return judgement
+
+
+def make_policy(
+    suite: Suite,
+    *,
+    baseline: str | None,
+    tolerance: Sequence[str] = (),
+    fail_under: Sequence[str] = (),
+    strict: bool = False,
+    save_path: Path | None = None,
+    update: bool = False,
+    base_dir: Path | None = None,
+) -> BaselinePolicy:
+    """Parse and check the options; a one-line :class:`KoembedError` for any bad input."""
+    choice = parse_baseline_option(baseline, base_dir=base_dir)
+    if update and choice.mode != "file":
+        raise KoembedError(
+            "--koembed-update-baseline rewrites the file given to --koembed-baseline PATH; "
+            f"--koembed-baseline is {choice.text!r}"
+        )
+    fixed: Baseline | None = None
+    if choice.mode == "leaderboard":
+        fixed = _leaderboard_choice(choice, suite)
+    elif choice.path is not None and (choice.path.is_file() or not update):
+        fixed = load_baseline_file(choice.path, suite)
+    return BaselinePolicy(
+        choice=choice,
+        suite=suite,
+        tolerances=parse_tolerances(tolerance, suite),
+        gates=parse_gates(fail_under, suite),
+        strict=strict,
+        save_path=save_path,
+        update=update,
+        fixed=fixed,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-task verdict
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One task compared with its baseline cell.
+
+    ``fails``: the item must fail with ``message``. ``warns``: emit ``message`` as a
+    :class:`StaleBaselineWarning`. Otherwise ``message`` is a note (or None).
+    """
+
+    verdict: str | None
+    baseline: float | None = None
+    delta: float | None = None
+    tolerance: float | None = None
+    stale: str | None = None
+    source: str | None = None
+    message: str | None = None
+    fails: bool = False
+    warns: bool = False
+
+
+def judge(
+    column: str,
+    category: str,
+    shown: float | None,
+    resolution: Resolution,
+    tolerances: Tolerances,
+    *,
+    strict: bool = False,
+    enforce: bool = True,
+) -> Judgement:
+    """Compare one task's shown value with its baseline cell.
+
+    ``shown`` None means the task errored: only the baseline is recorded. ``enforce=False``
+    (``--koembed-update-baseline``) reports a regression without failing the item.
+    """
+    baseline = resolution.baseline
+    if baseline is None:
+        if resolution.note is None:  # --koembed-baseline none
+            return Judgement(verdict=None)
+        return Judgement(verdict=NO_BASELINE if shown is not None else None)
+    cell = baseline.cells.get(column)
+    if cell is None:
+        return Judgement(
+            verdict=NO_BASELINE if shown is not None else None,
+            source=baseline.source,
+            message=f"{column}: no baseline cell in {baseline.source}",
+        )
+    tolerance = tolerances.for_task(column, category)
+    base_j = Judgement(
+        verdict=None,
+        baseline=cell.value,
+        tolerance=tolerance,
+        stale=cell.stale,
+        source=baseline.source,
+    )
+    if shown is None:
+        return base_j
+    value, base, tol = _dec(shown), _dec(cell.value), _dec(tolerance)
+    delta = float(value - base)
+    if value >= base - tol:
+        return replace(base_j, verdict=IMPROVED if value > base + tol else PASS, delta=delta)
+    message = (
+        f"{column} regressed: {shown:.2f} < baseline {cell.value:.2f} "
+        f"- tolerance {points(tolerance)}"
+    )
+    if cell.stale is not None:
+        message += f" (stale baseline cell: {cell.stale})"
+        if not strict:
+            message += "; not enforced without --koembed-strict"
+            return replace(base_j, verdict=WARNED, delta=delta, message=message, warns=True)
+    return replace(base_j, verdict=REGRESSED, delta=delta, message=message, fails=enforce)
+
+
+def annotate(score: TaskScore, judgement: Judgement, note: str | None = None) -> None:
+    """Record a judgement in the task's score (what travels to the controller)."""
+    score.baseline = judgement.baseline
+    score.baseline_source = judgement.source
+    score.baseline_stale = judgement.stale
+    score.delta = judgement.delta
+    score.tolerance = judgement.tolerance
+    score.verdict = judgement.verdict
+    score.verdict_note = judgement.message or note
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregate gates
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str  # "weighted" or a category
+    threshold: float
+
+    @property
+    def label(self) -> str:
+        return "weighted average" if self.name == WEIGHTED_GATE else f"{self.name} average"
+
+
+def parse_gates(specs: Iterable[str], suite: Suite) -> tuple[Gate, ...]:
+    """``["weighted=60,retrieval=75"]`` -> gates (a later item for the same name wins)."""
+    categories = {t.category for t in suite.tasks}
+    gates: dict[str, Gate] = {}
+    for item in _items(specs):
+        where = f"--koembed-fail-under {item!r}"
+        key, sep, value = item.rpartition("=")
+        if not sep or not key:
+            raise KoembedError(f"{where}: expected NAME=POINTS, e.g. weighted=60 or retrieval=75")
+        threshold = _number(value, where)
+        if threshold > 100:
+            raise KoembedError(f"{where}: {value!r} is above 100 points")
+        if key.casefold() in (WEIGHTED_GATE, "weighted_average"):
+            name = WEIGHTED_GATE
+        else:
+            category = _category(key)
+            if category is None or category not in categories:
+                have = ", ".join(c for c in CATEGORIES if c in categories)
+                raise KoembedError(
+                    f"{where}: {key!r} is not 'weighted' nor a category of suite "
+                    f"{suite.name!r} ({have})"
+                )
+            name = category
+        gates[name] = Gate(name, threshold)
+    return tuple(gates.values())
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    threshold: float
+    status: str  # "passed" | "failed" | "not checked"
+    value: float | None = None
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        label = WEIGHTED_GATE if self.name == WEIGHTED_GATE else self.name
+        head = f"gate {label} >= {points(self.threshold)}: {self.status.upper()}"
+        return f"{head}, {self.reason}" if self.reason else head
+
+
+def _missing(record: Mapping[str, Any], columns: Sequence[str]) -> list[str]:
+    """Of ``columns`` (selected ones), those that errored or did not run."""
+    tasks = {t["column"]: t for t in record.get("tasks", [])}
+    out = []
+    for column in columns:
+        task = tasks.get(column)
+        if task is None:
+            out.append(f"{column} not run")
+        elif task.get("status") != "ok" or task.get("shown") is None:
+            out.append(f"{column} errored")
+    return out
+
+
+def evaluate_gates(
+    gates: Sequence[Gate], record: Mapping[str, Any], suite: Suite
+) -> list[GateResult]:
+    """Check each gate on a finished run record (see the module docstring for the rules)."""
+    deselected = set(record.get("deselected", []))
+    averages = record.get("category_averages", {})
+    results = []
+    for gate in gates:
+        columns = [
+            t.column for t in suite.tasks if gate.name == WEIGHTED_GATE or t.category == gate.name
+        ]
+        selected = [c for c in columns if c not in deselected]
+        value = (
+            record.get("weighted_average")
+            if gate.name == WEIGHTED_GATE
+            else averages.get(gate.name)
+        )
+        what = "task" if gate.name == WEIGHTED_GATE else f"{gate.name} task"
+        if not selected:
+            results.append(
+                GateResult(
+                    gate.name, gate.threshold, "not checked", None, f"no {what} selected (-k/-m)"
+                )
+            )
+            continue
+        missing = _missing(record, selected)
+        if missing:
+            reason = f"incomplete ({', '.join(missing)}): never passes on partial data"
+            results.append(GateResult(gate.name, gate.threshold, "failed", None, reason))
+            continue
+        if len(selected) < len(columns):
+            reason = (
+                f"only {len(selected)} of {len(columns)} {what}s selected (-k/-m); the "
+                f"{gate.label} needs them all"
+            )
+            results.append(GateResult(gate.name, gate.threshold, "failed", None, reason))
+            continue
+        if value is None:
+            reason = f"no {gate.label} could be computed"
+            results.append(GateResult(gate.name, gate.threshold, "failed", None, reason))
+            continue
+        short = _dec(gate.threshold) - _dec(value)
+        if short > 0:
+            reason = (
+                f"{gate.label} {value:.2f} is {points(float(short))} short of {gate.threshold:.2f}"
+            )
+            results.append(GateResult(gate.name, gate.threshold, "failed", value, reason))
+        else:
+            reason = f"{gate.label} {value:.2f}"
+            results.append(GateResult(gate.name, gate.threshold, "passed", value, reason))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary's baseline and gate lines (reports.summary_lines calls these)
+# ---------------------------------------------------------------------------------------------
+
+
+def baseline_block(
+    option: str, policy_description: str, tasks: Iterable[TaskScore]
+) -> dict[str, Any]:
+    """The run record's ``baseline`` entry: what was compared with, said once."""
+    sources: list[str] = []
+    notes: list[str] = []
+    no_cell: list[str] = []
+    for score in tasks:
+        if score.baseline_source and score.baseline_source not in sources:
+            sources.append(score.baseline_source)
+        if score.verdict == NO_BASELINE:
+            if score.baseline_source:
+                no_cell.append(score.column)
+            elif score.verdict_note and score.verdict_note not in notes:
+                notes.append(score.verdict_note)
+    return {
+        "option": option,
+        "sources": sources,
+        "notes": notes,
+        "no_cell": no_cell,
+        "settings": policy_description,
+    }
+
+
+def baseline_lines(record: Mapping[str, Any]) -> list[str]:
+    block = record.get("baseline")
+    if not isinstance(block, Mapping) or block.get("option") == "none":
+        return []
+    lines = [f"baseline: {s} ({block.get('settings', '')})" for s in block.get("sources", [])]
+    lines += [f"no baseline: {n}" for n in block.get("notes", [])]
+    if block.get("no_cell"):
+        lines.append("no baseline cell (passed unchecked): " + ", ".join(block["no_cell"]))
+    counts: dict[str, int] = {}
+    for task in record.get("tasks", []):
+        verdict = task.get("verdict")
+        if verdict:
+            counts[verdict] = counts.get(verdict, 0) + 1
+    if counts:
+        lines.append("verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    for task in record.get("tasks", []):
+        if task.get("verdict") in (REGRESSED, WARNED) and task.get("verdict_note"):
+            lines.append(f"  {task['verdict_note']}")
+    return lines
+
+
+def gate_lines(record: Mapping[str, Any]) -> list[str]:
+    gates = [GateResult(**g) for g in record.get("gates") or []]
+    lines = [g.line() for g in gates]
+    failed = [g for g in gates if g.failed]
+    if failed:
+        lines.append(
+            f"{len(failed)} of {len(gates)} gate(s) failed: "
+            + ", ".join(g.name for g in failed)
+            + " (exit status 1)"
+        )
+    return lines
+
+
+def verdict_cell(task: Mapping[str, Any]) -> str:
+    verdict = task.get("verdict")
+    if not verdict:
+        return ""
+    text = verdict.upper() if verdict == REGRESSED else verdict
+    return text + (" (stale)" if task.get("baseline_stale") else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Baseline files: update from a run
+# ---------------------------------------------------------------------------------------------
+
+
+def merge_baseline(
+    old: Mapping[str, Any] | None, new: Mapping[str, Any], suite: Suite
+) -> tuple[dict[str, Any], list[str]]:
+    """The updated baseline file and the lines saying what changed.
+
+    Tasks this run scored replace the old cells (a stale mark on them is dropped); the old cells of
+    tasks that errored, did not run or were deselected are kept. Averages are recomputed.
+    """
+    old_tasks = {t["column"]: t for t in (old or {}).get("tasks", []) if isinstance(t, Mapping)}
+    new_tasks = {t["column"]: t for t in new.get("tasks", [])}
+    merged: dict[str, Mapping[str, Any]] = {}
+    changes: list[str] = []
+    counts = {"changed": 0, "new": 0, "unchanged": 0, "kept": 0}
+    for spec in suite.tasks:
+        col = spec.column
+        fresh, before = new_tasks.get(col), old_tasks.get(col)
+        fresh_value = _task_shown(fresh, col) if fresh is not None else None
+        old_value = _task_shown(before, col) if before is not None else None
+        if fresh is not None and fresh_value is not None:
+            merged[col] = {k: v for k, v in fresh.items() if k != "stale"}
+            if old_value is None:
+                counts["new"] += 1
+                changes.append(f"  {col}: new {fresh_value:.2f}")
+            elif old_value != fresh_value or (before and before.get("stale")):
+                counts["changed"] += 1
+                delta = float(_dec(fresh_value) - _dec(old_value))
+                changes.append(
+                    f"  {col}: {old_value:.2f} -> {fresh_value:.2f} ({signed(delta)})"
+                    + (", stale mark dropped" if before and before.get("stale") else "")
+                )
+            else:
+                counts["unchanged"] += 1
+        elif before is not None:
+            merged[col] = before
+            counts["kept"] += 1
+            if fresh is not None:  # it ran and errored
+                kept = f" {old_value:.2f}" if old_value is not None else ""
+                changes.append(f"  {col}: kept{kept}, this run errored")
+    rows = [(t.column, t.category, _task_shown(merged[t.column], t.column))
+            for t in suite.tasks if t.column in merged]  # fmt: skip
+    summary = summarize(rows, new.get("scheme") or suite.scheme) if rows else None
+    record = dict(new)
+    record["tasks"] = list(merged.values())
+    record["not_run"] = []
+    record["deselected"] = [t.column for t in suite.tasks if t.column not in merged]
+    record["category_averages"] = dict(summary.category_averages) if summary else {}
+    record["incomplete_categories"] = sorted(summary.incomplete) if summary else []
+    partial = bool(record["deselected"])
+    record["weighted_average"] = None if partial or summary is None else summary.weighted
+    record["weighted_average_note"] = (
+        "not computed: the baseline does not cover the whole suite" if partial else None
+    )
+    record["gates"] = []  # this run's gates say nothing about the merged file
+    head = ", ".join(f"{n} {what}" for what, n in counts.items())
+    return record, [head, *changes]
+
+
+def write_baseline_files(
+    policy: BaselinePolicy,
+    record: Mapping[str, Any],
+    write: Callable[[Mapping[str, Any], Path], None],
+) -> list[str]:
+    """``--koembed-save-baseline`` / ``--koembed-update-baseline`` at the end of a finished run.
+
+    ``write(record, path)`` writes JSON (``reports.write_json``). Returns the summary's lines.
+    Nothing is written when no task was scored.
+    """
+    if policy.save_path is None and not policy.update:
+        return []
+    if not record.get("tasks"):
+        return ["baseline not written: no task was scored"]
+    lines = []
+    if policy.save_path is not None:
+        write(record, policy.save_path)
+        scored = sum(1 for t in record["tasks"] if _task_shown(t, t["column"]) is not None)
+        lines.append(f"baseline written to {policy.save_path} ({scored} task values)")
+    path = policy.choice.path
+    if policy.update and path is not None:
+        old = read_baseline_record(path) if path.is_file() else None
+        merged, changes = merge_baseline(old, record, policy.suite)
+        write(merged, path)
+        lines.append(f"baseline {path} {'updated' if old else 'created'}: {changes[0]}")
+        lines.extend(changes[1:])
+    return lines

@@ -1,0 +1,76 @@
+"""The GitHub Actions example (examples/github-actions/koembed-gate.yml) uses real options."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_koembed.cli import main
+from pytest_koembed.suite import load_suite
+from pytest_koembed.verdicts import Gate, make_policy
+
+WORKFLOW = Path(__file__).resolve().parent.parent / "examples/github-actions/koembed-gate.yml"
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+
+
+def _step(workflow: dict[str, Any], name: str) -> dict[str, Any]:
+    (job,) = workflow["jobs"].values()
+    return next(s for s in job["steps"] if s.get("name") == name)
+
+
+def test_it_gates_pull_requests(workflow: dict[str, Any]) -> None:
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert "pull_request" in triggers
+
+
+def test_its_pytest_command_parses_and_its_gate_is_valid(
+    workflow: dict[str, Any], pytester: pytest.Pytester
+) -> None:
+    command = re.sub(r"\$\{\{[^}]*\}\}", "/ws", _step(workflow, "Retrieval gate")["run"])
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "pytest"]
+    config = pytester.parseconfig(*argv[3:])  # unknown options would be a usage error here
+    assert config.getoption("markexpr") == "retrieval"
+    suite = load_suite(config.getoption("koembed_suite"))
+    policy = make_policy(
+        suite,
+        baseline="none",
+        tolerance=config.getoption("koembed_tolerance"),
+        fail_under=config.getoption("koembed_fail_under"),
+    )
+    assert policy.gates == (Gate("Retrieval", 75.0),)
+    assert policy.tolerances.for_task("Ko-StrategyQA", "Retrieval") == 0.5
+    assert config.getoption("koembed_baseline").endswith("koembed-baseline.json")
+
+
+def test_its_leaderboard_step_works_on_a_retrieval_only_run(
+    workflow: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    suite = load_suite("ko-leaderboard-v1")
+    record = {
+        "model": {"name": "m", "row_name": "my-model"},
+        "suite": {"name": suite.name},
+        "tasks": [
+            {"column": t.column, "status": "ok", "value": 80.0}
+            for t in suite.tasks
+            if t.category == "Retrieval"
+        ],
+    }
+    (tmp_path / "koembed-run.json").write_text(json.dumps(record), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    line = _step(workflow, "Leaderboard row")["run"].strip()
+    argv = shlex.split(line.split(">>")[0])
+    assert argv[0] == "koembed"
+    assert main(argv[1:]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\| my-model +\| +80 \|.*\| +80 \| +\d+ \|", out), out
