@@ -4,6 +4,8 @@ Subcommands (``koembed SUBCOMMAND --help``):
 
 - ``leaderboard``: print the leaderboard tables computed from the shipped baselines, optionally
   with runs (``--add RUN.json``) ranked among them.
+- ``rescore``: leaderboard rows from a folder of mteb result files (mteb 1.x or 2.x), scored by
+  the suite's rules (``pytest_koembed.rescore``).
 
 To add a subcommand, write a ``_register_NAME(subparsers)`` function that adds its parser and sets
 ``func`` (a callable taking the parsed namespace and returning the exit status), and append it to
@@ -118,7 +120,13 @@ def _register_leaderboard(subparsers: Subparsers) -> None:
     p.set_defaults(func=_cmd_leaderboard)
 
 
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_register_leaderboard]
+def _register_rescore(subparsers: Subparsers) -> None:
+    from pytest_koembed.rescore import register
+
+    register(subparsers)
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_register_leaderboard, _register_rescore]
 """Functions that each register one subcommand on the ``koembed`` parser."""
 
 

@@ -264,7 +264,41 @@ def evaluate_task(
         seconds=time.perf_counter() - started,
         prompts=dict(adapter.used_prompts),
         source=prepared.source,
+        **task_metadata_info(prepared.task),
+        mteb_result=mteb_result_json(result.task_results[0]),
     )
+
+
+def task_metadata_info(task: Any) -> dict[str, str | None]:
+    """What the run record keeps of an mteb task's metadata: its type and dataset id/revision.
+
+    Works on any task object (``mteb.get_task(name)`` or a prepared task); model cards and mteb
+    result files name the dataset by these.
+    """
+    metadata = task.metadata
+    dataset = metadata.dataset if isinstance(metadata.dataset, dict) else {}
+    path, revision = dataset.get("path"), dataset.get("revision")
+    return {
+        "task_type": str(metadata.type) if metadata.type else None,
+        "dataset_path": str(path) if path else None,
+        "dataset_revision": str(revision) if revision else None,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """Nested data with non-finite floats replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def mteb_result_json(task_result: Any) -> dict[str, Any]:
+    """mteb's ``TaskResult`` as JSON-able data (what ``--koembed-results-dir`` writes back)."""
+    return _json_safe(task_result.model_dump(mode="json"))
 
 
 def failed_score(spec: TaskSpec, error: str, seconds: float) -> TaskScore:

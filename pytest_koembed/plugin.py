@@ -20,6 +20,7 @@ import pytest
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.records import TaskScore
 from pytest_koembed.suite import CATEGORIES, Suite, TaskSpec, load_suite
+from pytest_koembed.verdicts import BaselinePolicy, GateResult, Judgement
 
 CATEGORY_MARKERS = {category.lower(): category for category in CATEGORIES}
 
@@ -38,6 +39,11 @@ class KoembedSession:
     scores: dict[str, TaskScore] = field(default_factory=dict)  # by column
     encoder_infos: list[dict[str, Any]] = field(default_factory=list)  # one per worker
     selected: list[str] = field(default_factory=list)  # columns collected and not deselected
+    policy: BaselinePolicy | None = None  # --koembed-baseline / -tolerance / -fail-under ...
+    gate_results: list[GateResult] = field(default_factory=list)  # controller, at the end
+    baseline_changes: list[str] = field(default_factory=list)  # --koembed-update-baseline
+    reports: Any = None  # publish.ReportOptions: --koembed-row / -model-index / -plot ...
+    report_outcome: Any = None  # publish.ReportOutcome, once the reports are written
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
@@ -64,6 +70,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--koembed-json", metavar="PATH", help="write the run record (all scores) to PATH"
+    )
+    group.addoption(
+        "--koembed-row",
+        metavar="PATH|-",
+        help="write the run's leaderboard rows (overall and category tables, ranked among the "
+        "published models) as Markdown to PATH; - prints them in the terminal summary",
+    )
+    group.addoption(
+        "--koembed-model-index",
+        metavar="PATH",
+        help="write Hugging Face model-card YAML (model-index, one result per task) to PATH",
+    )
+    group.addoption(
+        "--koembed-model-card",
+        metavar="README.md",
+        help="merge the model-index into this existing model card's front matter (the rest of "
+        "the file is kept as it is)",
+    )
+    group.addoption(
+        "--koembed-results-dir",
+        metavar="DIR",
+        help="write mteb result files to DIR/results/<org__model>/<revision>/ (readable by "
+        "mteb.ResultCache(DIR))",
+    )
+    group.addoption(
+        "--koembed-plot",
+        metavar="PATH.png",
+        help="draw the run against its baseline and the leaderboard (needs matplotlib)",
     )
     group.addoption(
         "--koembed-scheme",
@@ -113,8 +147,56 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="encode every text without any instruction or prompt",
     )
+    group.addoption(
+        "--koembed-baseline",
+        metavar="auto|leaderboard:ROW|PATH|none",
+        help="what each task is compared with: auto [default] = the suite's leaderboard row named "
+        "like the model (dtype suffix included), leaderboard:ROW, a baseline file (a run record), "
+        "or none",
+    )
+    group.addoption(
+        "--koembed-tolerance",
+        action="append",
+        default=[],
+        metavar="[NAME=]POINTS",
+        help="points a task may fall below its baseline (default 1.0): POINTS, CATEGORY=POINTS "
+        "or COLUMN=POINTS, comma-separated or repeated; the most specific wins",
+    )
+    group.addoption(
+        "--koembed-fail-under",
+        action="append",
+        default=[],
+        metavar="NAME=POINTS",
+        help="fail the run when an average is below POINTS: weighted=60,retrieval=75; an "
+        "incomplete average fails",
+    )
+    group.addoption(
+        "--koembed-strict",
+        action="store_true",
+        default=None,
+        help="a regression against a stale baseline cell fails (default: it only warns)",
+    )
+    group.addoption(
+        "--koembed-save-baseline",
+        metavar="PATH",
+        help="write this run as a baseline file (a run record) to PATH",
+    )
+    group.addoption(
+        "--koembed-update-baseline",
+        action="store_true",
+        help="rewrite the --koembed-baseline PATH file from this run and list what changed "
+        "(regressions are reported, not failed)",
+    )
     parser.addini("koembed_suite", "default suite for --koembed-suite", default=None)
     parser.addini("koembed_data_dir", "default for --koembed-data-dir", default=None)
+    parser.addini("koembed_baseline", "default for --koembed-baseline", default=None)
+    parser.addini(
+        "koembed_tolerance", "tolerances, as for --koembed-tolerance", type="args", default=[]
+    )
+    parser.addini(
+        "koembed_fail_under", "gates, as for --koembed-fail-under", type="args", default=[]
+    )
+    parser.addini("koembed_strict", "default for --koembed-strict", type="bool", default=False)
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -125,6 +207,59 @@ def _option(config: pytest.Config, name: str) -> Any:
         except ValueError:
             value = None
     return value or None
+
+
+def _report_options(config: pytest.Config) -> Any:
+    """The report options (``publish.ReportOptions``), checked before the run starts."""
+    from pytest_koembed.publish import ReportOptions
+
+    def path(name: str) -> Path | None:
+        value = config.getoption(f"koembed_{name}")
+        return Path(value).expanduser().resolve() if value else None
+
+    row = config.getoption("koembed_row")
+    options = ReportOptions(
+        row=row if row in (None, "-") else str(Path(row).expanduser().resolve()),
+        model_index=path("model_index"),
+        model_card=path("model_card"),
+        results_dir=path("results_dir"),
+        plot=path("plot"),
+    )
+    try:
+        options.check()
+    except KoembedError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return options
+
+
+def _baseline_policy(config: pytest.Config, suite: Suite) -> BaselinePolicy:
+    """The baseline and gate options (command line over ini); bad input is a usage error."""
+    from pytest_koembed.verdicts import make_policy
+
+    baseline = config.getoption("koembed_baseline")
+    base_dir = None
+    if baseline is None:
+        baseline = config.getini("koembed_baseline") or None
+        if baseline and config.inipath is not None:
+            base_dir = config.inipath.parent  # a path in the ini file is relative to it
+    strict = config.getoption("koembed_strict")
+    save = config.getoption("koembed_save_baseline")
+    try:
+        return make_policy(
+            suite,
+            baseline=baseline,
+            tolerance=[*config.getini("koembed_tolerance"), *config.getoption("koembed_tolerance")],
+            fail_under=[
+                *config.getini("koembed_fail_under"),
+                *config.getoption("koembed_fail_under"),
+            ],
+            strict=bool(config.getini("koembed_strict") if strict is None else strict),
+            save_path=Path(save).expanduser().resolve() if save else None,
+            update=bool(config.getoption("koembed_update_baseline")),
+            base_dir=base_dir,
+        )
+    except KoembedError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -160,6 +295,8 @@ def pytest_configure(config: pytest.Config) -> None:
         data_dir=data_dir,
         json_path=Path(json_option).resolve() if json_option else None,
         batch_size=config.getoption("koembed_batch_size") or 32,
+        policy=_baseline_policy(config, suite),
+        reports=_report_options(config),
     )
     config.stash[SESSION_KEY] = session
     if not _is_worker(config):
@@ -238,8 +375,10 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
         error = None
     if error is not None:  # failed outside the except block: no chained traceback in the report
         item.koembed_score = failed_score(spec, error, time.perf_counter() - started)
+        _judge(session, info, item.koembed_score)  # records the baseline cell only
         pytest.fail(error, pytrace=False)
     item.koembed_score = score
+    judgement = _judge(session, info, score)
     item.user_properties.append(("koembed_value", score.shown))
     if score.main_score and score.main_score in score.scores:
         item.user_properties.append((score.main_score, score.scores[score.main_score]))
@@ -248,6 +387,26 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     for key in rule_keys(spec.value_rule):
         if key in score.scores and key != score.main_score:
             item.user_properties.append((key, score.scores[key]))
+    if score.verdict is not None:
+        item.user_properties.append(("koembed_verdict", score.verdict))
+        if score.baseline is not None:
+            item.user_properties.append(("koembed_baseline", score.baseline))
+    if judgement.warns:  # shown in the warnings summary (relayed by xdist), never a failure
+        import warnings
+
+        from pytest_koembed.verdicts import StaleBaselineWarning
+
+        warnings.warn_explicit(
+            StaleBaselineWarning(judgement.message), None, "<koembed baseline>", 0
+        )
+    if judgement.fails:
+        pytest.fail(judgement.message or f"{spec.column} regressed", pytrace=False)
+
+
+def _judge(session: KoembedSession, info: dict[str, Any], score: TaskScore) -> Judgement:
+    """The task against its baseline (``verdicts``), recorded in the score for the controller."""
+    assert session.policy is not None
+    return session.policy.judge_score(score, info.get("row_name") or info["name"])
 
 
 def _encoder_info(encoder: Any, model: str) -> dict[str, Any]:
@@ -403,8 +562,10 @@ class KoembedController:
 
     def record(self, *, complete: bool) -> dict[str, Any]:
         from pytest_koembed.reports import run_record
+        from pytest_koembed.verdicts import baseline_block
 
         state = self.state
+        policy = state.policy
         return run_record(
             model=state.model,
             suite=state.suite,
@@ -414,6 +575,10 @@ class KoembedController:
             selected=state.selected,
             started=state.started,
             complete=complete,
+            baseline=baseline_block(policy.choice.text, policy.describe(), state.scores.values())
+            if policy is not None
+            else None,
+            gates=[g.to_dict() for g in state.gate_results],
         )
 
     def write(self, *, complete: bool) -> None:
@@ -426,7 +591,36 @@ class KoembedController:
                 write_json(record, path)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Gates (``--koembed-fail-under``) and baseline files, once every item has reported.
+
+        Like pytest-cov's ``--cov-fail-under``: a failed gate turns exit status 0 into 1 here,
+        before the terminal summary is printed. Nothing is checked or written for an interrupted
+        run or ``--collect-only``.
+        """
+        from pytest_koembed.reports import write_json
+        from pytest_koembed.verdicts import evaluate_gates, write_baseline_files
+
+        state, policy = self.state, self.state.policy
+        finished = session.exitstatus in (
+            pytest.ExitCode.OK,
+            pytest.ExitCode.TESTS_FAILED,
+            pytest.ExitCode.NO_TESTS_COLLECTED,  # all deselected: gates say "not checked"
+        )
+        if policy is None or not finished or self.config.option.collectonly:
+            self.write(complete=True)
+            self.write_reports(session)
+            return
+        state.gate_results = evaluate_gates(policy.gates, self.record(complete=True), state.suite)
+        if any(g.failed for g in state.gate_results) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.write(complete=True)
+        self.write_reports(session)
+        try:
+            state.baseline_changes = write_baseline_files(
+                policy, self.record(complete=True), write_json
+            )
+        except (KoembedError, OSError) as exc:
+            state.baseline_changes = [f"baseline not written: {exc}"]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_koembed.reports import summary_lines
@@ -434,5 +628,32 @@ class KoembedController:
         terminalreporter.section("koembed summary")
         for line in summary_lines(self.record(complete=True)):
             terminalreporter.write_line(line)
+        policy = self.state.policy
+        unchecked = policy is not None and policy.gates and not self.state.gate_results
+        if unchecked and not self.config.option.collectonly:
+            terminalreporter.write_line("gates not checked: the run did not finish")
+        for line in self.state.baseline_changes:
+            terminalreporter.write_line(line)
         if self.state.json_path is not None:
             terminalreporter.write_line(f"run record written to {self.state.json_path}")
+        outcome = self.state.report_outcome
+        if outcome is not None:
+            for line in outcome.lines:
+                terminalreporter.write_line(line, red=outcome.failed and "not written" in line)
+            if outcome.rows_text:
+                terminalreporter.section("koembed leaderboard rows")
+                terminalreporter.write(outcome.rows_text)
+
+    def write_reports(self, session: pytest.Session) -> None:
+        """--koembed-row / -model-index / -model-card / -results-dir / -plot, from the complete
+        run record; not for an interrupted run or --collect-only."""
+        options = self.state.reports
+        finished = session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+        if options is None or not options.wanted() or self.config.option.collectonly:
+            return
+        if not finished:
+            return
+        from pytest_koembed.publish import write_reports
+
+        record = self.record(complete=True)
+        self.state.report_outcome = write_reports(record, self.state.suite, options)

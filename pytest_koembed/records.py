@@ -6,7 +6,7 @@ These are plain data: they travel from xdist workers to the controller as JSON-a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -33,10 +33,27 @@ class TaskScore:
     prompts: dict[str, str | None] = field(default_factory=dict)  # role -> exact prompt used
     source: str = ""  # where the rows came from (local path or Hub dataset@revision)
     error: str | None = None  # one-line reason when status == "error"
+    # From the mteb task's metadata (what model cards and mteb result files name):
+    task_type: str | None = None  # mteb task type, e.g. "STS", "PairClassification"
+    dataset_path: str | None = None  # Hub dataset id (``local/<task>`` for custom local tasks)
+    dataset_revision: str | None = None  # dataset revision in the task's metadata
+    # mteb's own TaskResult of this task, as JSON (``TaskResult.model_dump(mode="json")``,
+    # non-finite numbers as None): what ``--koembed-results-dir`` writes back out.
+    mteb_result: dict[str, Any] | None = None
+    # The comparison with the baseline (``pytest_koembed.verdicts``); None when there was none.
+    baseline: float | None = None  # the baseline cell (x100, 2 decimals)
+    baseline_source: str | None = None  # e.g. "ko-leaderboard-v1 row 'BAAI/bge-m3'"
+    baseline_stale: str | None = None  # why the baseline cell is stale
+    delta: float | None = None  # shown - baseline
+    tolerance: float | None = None  # points the task may fall below the baseline
+    verdict: str | None = None  # pass | improved | regressed | warned | no baseline
+    verdict_note: str | None = None  # the regression message, or why there is no baseline
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskScore:
-        return cls(**data)
+        """From ``to_dict`` output; keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

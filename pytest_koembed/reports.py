@@ -21,6 +21,7 @@ from pytest_koembed import __version__
 from pytest_koembed.records import TaskScore
 from pytest_koembed.scoring import SCHEMES, format_value, summarize
 from pytest_koembed.suite import CATEGORIES, Suite
+from pytest_koembed.verdicts import baseline_lines, gate_lines, signed, verdict_cell
 
 VERSIONED_PACKAGES = ("mteb", "sentence-transformers", "transformers", "torch")
 
@@ -67,8 +68,14 @@ def run_record(
     started: float,
     complete: bool,
     finished: float | None = None,
+    baseline: Mapping[str, Any] | None = None,
+    gates: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Everything a run produced, as JSON-able data, tasks in suite order."""
+    """Everything a run produced, as JSON-able data, tasks in suite order.
+
+    ``baseline`` (what the run was compared with) and ``gates`` (the ``--koembed-fail-under``
+    results) come from ``pytest_koembed.verdicts``.
+    """
     selected_set = set(selected) | set(scores)
     tasks = [scores[s.column].to_dict() for s in suite.tasks if s.column in scores]
     not_run = [s.column for s in suite.tasks if s.column in selected_set and s.column not in scores]
@@ -108,6 +115,8 @@ def run_record(
             if partial and summary.weighted is not None
             else None
         ),
+        "baseline": dict(baseline) if baseline is not None else None,
+        "gates": [dict(g) for g in gates],
     }
 
 
@@ -130,14 +139,19 @@ def _fmt(value: float | None) -> str:
 
 
 def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per task; the columns baseline, delta and verdict when a baseline was in use."""
     rows = []
     for task in record["tasks"]:
         ok = task["status"] == "ok"
+        baseline, delta = task.get("baseline"), task.get("delta")
         rows.append(
             {
                 "task": task["column"],
                 "category": task["category"],
                 "value": _fmt(task["shown"]) if ok else "ERROR",
+                "baseline": "-" if baseline is None else _fmt(baseline),
+                "delta": "" if delta is None else signed(delta),
+                "verdict": verdict_cell(task),
                 "n": task["n_examples"] if ok else "",
                 "dup": task["duplicates_dropped"] if ok else "",
                 "seconds": f"{task['seconds']:.1f}",
@@ -147,7 +161,10 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
         rows.append(
             {"task": column, "category": "", "value": "NOT RUN", "n": "", "dup": "", "seconds": ""}
         )
-    return pd.DataFrame(rows, columns=["task", "category", "value", "n", "dup", "seconds"])
+    compared = any(t.get("verdict") or t.get("baseline") is not None for t in record["tasks"])
+    verdict_columns = ["baseline", "delta", "verdict"] if compared else []
+    columns = ["task", "category", "value", *verdict_columns, "n", "dup", "seconds"]
+    return pd.DataFrame(rows, columns=columns).fillna("")
 
 
 def _aligned(table: pd.DataFrame, left: tuple[str, ...]) -> list[str]:
@@ -173,7 +190,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     lines = [f"suite {suite['name']}: {len(record['tasks'])} of {suite['tasks']} tasks scored"]
     table = task_table(record)
     if not table.empty:
-        lines.extend(_aligned(table, left=("task", "category")))
+        lines.extend(_aligned(table, left=("task", "category", "verdict")))
     for task in record["tasks"]:
         if task["status"] != "ok":
             lines.append(f"  {task['column']}: {task['error']}")
@@ -215,4 +232,6 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
             f"{name} {versions.get(name) or 'not installed'}" for name in VERSIONED_PACKAGES
         )
     )
+    lines.extend(baseline_lines(record))
+    lines.extend(gate_lines(record))
     return lines
