@@ -120,6 +120,12 @@ def run_record(
     }
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json(record: Mapping[str, Any], path: Path) -> None:
     """Write atomically (temp file + rename): a reader never sees half a record."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +134,7 @@ def write_json(record: Mapping[str, Any], path: Path) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(record, f, ensure_ascii=False, indent=2, allow_nan=False)
             f.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
