@@ -247,12 +247,7 @@ def evaluate_task(
     if not math.isfinite(value):
         raise KoembedError(f"{spec.column}: the {spec.value_rule} value is {value}")
     return TaskScore(
-        column=spec.column,
-        task=spec.task,
-        split=spec.split,
-        subset=spec.subset,
-        category=spec.category,
-        value_rule=spec.value_rule,
+        **_identity(spec),
         status="ok",
         value=value,
         shown=round_half_up(value, 2),
@@ -301,15 +296,22 @@ def mteb_result_json(task_result: Any) -> dict[str, Any]:
     return _json_safe(task_result.model_dump(mode="json"))
 
 
+def _identity(spec: TaskSpec) -> dict[str, str]:
+    """The fields of a TaskScore that say which task of which suite it is."""
+    return {
+        "column": spec.column,
+        "task": spec.task,
+        "split": spec.split,
+        "subset": spec.subset,
+        "category": spec.category,
+        "value_rule": spec.value_rule,
+    }
+
+
 def failed_score(spec: TaskSpec, error: str, seconds: float) -> TaskScore:
     """The record of a task that could not be evaluated."""
     return TaskScore(
-        column=spec.column,
-        task=spec.task,
-        split=spec.split,
-        subset=spec.subset,
-        category=spec.category,
-        value_rule=spec.value_rule,
+        **_identity(spec),
         status="error",
         seconds=seconds,
         error=error,

@@ -328,6 +328,12 @@ def _share_cpu_threads() -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+def _column_of(nodeid: str) -> str | None:
+    """The suite column of a koembed item id (``koembed::Retrieval::Ko-StrategyQA``)."""
+    parts = nodeid.split("::", 2)
+    return parts[2] if len(parts) == 3 and parts[0] == "koembed" else None
+
+
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -549,10 +555,25 @@ class KoembedController:
         cache = getattr(self.config, "cache", None)  # set by cacheprovider, after our configure
         return cache.mkdir("koembed") / "last-run.json" if cache is not None else None
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under xdist the controller collects nothing: take the selection from the workers."""
+        columns = {_column_of(nodeid) for nodeid in ids} - {None}
+        self.state.selected = [s.column for s in self.state.suite.tasks if s.column in columns]
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, "koembed_score", None)
         if data is None:
-            return
+            column = _column_of(report.nodeid)
+            if column is None or not report.failed:
+                return
+            # No score came with the report: the xdist worker running the task crashed.
+            from pytest_koembed.evaluation import failed_score
+
+            lines = [line.strip() for line in str(report.longreprtext).splitlines()]
+            said = [line for line in lines if "crashed" in line] or [x for x in lines if x]
+            reason = said[-1] if said else "the worker running the task crashed"
+            data = failed_score(self.state.suite.task(column), reason, report.duration).to_dict()
         score = TaskScore.from_dict(data)
         self.state.scores[score.column] = score
         info = getattr(report, "koembed_encoder_info", None)
