@@ -5,8 +5,8 @@
 1. Per task of the `sample` suite: `evaluate_task` (the plugin's path: data prepared and
    de-duplicated, adapter, embedding checks, value rule) against plain `mteb.evaluate` with the
    raw SentenceTransformer on the same prepared task. Prints best-of-N seconds and the ratio.
-2. Whole runs: `pytest --koembed-suite=sample` serial against `-n 2` (wall seconds, ratio), which
-   shows the effect of sharing CPU threads between xdist workers (OMP_NUM_THREADS per worker).
+2. Whole runs of `pytest --koembed-suite=sample`: serial, `-n 2`, and `-n 2` with every worker
+   using all cores (OMP_NUM_THREADS = CPUs, what the plugin's per-worker thread share replaces).
 """
 
 from __future__ import annotations
@@ -72,15 +72,24 @@ def whole_runs(model_dir: Path) -> None:
     ]  # fmt: skip
     results = {}
     with tempfile.TemporaryDirectory() as cwd:
-        for label, extra in (("serial", []), ("-n 2", ["-n", "2"])):
+        runs = (
+            ("serial", [], {}),
+            ("-n 2", ["-n", "2"], {}),
+            # what every worker did before the plugin split the cores between them
+            ("-n 2 unshared", ["-n", "2"], {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}),
+        )
+        for label, extra, env in runs:
             started = time.perf_counter()
-            proc = subprocess.run([*base, *extra], cwd=cwd, capture_output=True, text=True)
+            proc = subprocess.run(
+                [*base, *extra], cwd=cwd, capture_output=True, text=True, env={**os.environ, **env}
+            )
             results[label] = time.perf_counter() - started
             if proc.returncode != 0:
                 print(proc.stdout[-2000:])
                 raise SystemExit(f"pytest {label} failed")
-    print(f"whole sample suite: serial {results['serial']:.1f} s, -n 2 {results['-n 2']:.1f} s, "
-          f"ratio {results['-n 2'] / results['serial']:.2f}")  # fmt: skip
+    serial = results["serial"]
+    for label, seconds in results.items():
+        print(f"whole sample suite, {label:<14} {seconds:6.1f} s, vs serial {seconds / serial:.2f}")
 
 
 def main() -> None:
