@@ -6,6 +6,8 @@ Subcommands (``koembed SUBCOMMAND --help``):
   with runs (``--add RUN.json``) ranked among them.
 - ``rescore``: leaderboard rows from a folder of mteb result files (mteb 1.x or 2.x), scored by
   the suite's rules (``pytest_koembed.rescore``).
+- ``mirror``: write a suite's task data in the local layout, for air-gapped runs
+  (``pytest_koembed.mirror``).
 
 To add a subcommand, write a ``_register_NAME(subparsers)`` function that adds its parser and sets
 ``func`` (a callable taking the parsed namespace and returning the exit status), and append it to
@@ -126,7 +128,17 @@ def _register_rescore(subparsers: Subparsers) -> None:
     register(subparsers)
 
 
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_register_leaderboard, _register_rescore]
+def _register_mirror(subparsers: Subparsers) -> None:
+    from pytest_koembed.mirror import register
+
+    register(subparsers)
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
+    _register_leaderboard,
+    _register_rescore,
+    _register_mirror,
+]
 """Functions that each register one subcommand on the ``koembed`` parser."""
 
 

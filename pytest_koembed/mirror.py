@@ -1,0 +1,72 @@
+"""``koembed mirror``: copy a suite's task data into the local layout, for air-gapped runs.
+
+On a machine that reaches the Hugging Face Hub, ``koembed mirror DIR`` loads every mteb task of a
+suite through mteb (the split and subset the suite scores) and writes it to
+``DIR/<task>/<subset>/<split>/*.jsonl``; ``pytest --koembed-data-dir DIR`` then runs offline on
+exactly those rows. ``--from SRC`` reads another local copy instead of the Hub, which validates
+and normalises it (the same reader the plugin uses). Pairs are written de-duplicated, as scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.suite import load_suite
+
+
+def mirror_suite(
+    suite_name: str, out_dir: Path, *, source: Path | None, columns: list[str]
+) -> list[tuple[str, Path, int]]:
+    """Write the suite's mteb tasks (or the chosen columns) under ``out_dir``."""
+    from pytest_koembed.data import export_task, prepare_task
+
+    suite = load_suite(suite_name)
+    specs = [suite.task(c) for c in columns] if columns else list(suite.tasks)
+    written = []
+    for spec in specs:
+        if spec.is_custom:
+            continue  # custom tasks already live in the layout, next to their suite file
+        prepared = prepare_task(spec, source)
+        written.append((spec.column, export_task(spec, prepared, out_dir), prepared.n_examples))
+    return written
+
+
+def _cmd_mirror(args: argparse.Namespace) -> int:
+    source = Path(args.source).expanduser().resolve() if args.source else None
+    if source is not None and not source.is_dir():
+        raise KoembedError(f"--from {args.source}: no such directory")
+    written = mirror_suite(args.suite, Path(args.dir), source=source, columns=args.task)
+    if not written:
+        raise KoembedError(f"suite {args.suite!r} has no mteb task to mirror")
+    for column, path, n in written:
+        sys.stdout.write(f"{column}: {n} examples -> {path}\n")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "mirror",
+        help="write a suite's task data to DIR in the local layout (for --koembed-data-dir)",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("dir", metavar="DIR", help="where to write DIR/<task>/<subset>/<split>/")
+    p.add_argument("--suite", default="ko-leaderboard-v1", help="suite name or TOML path")
+    p.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="only this task (its leaderboard column; repeatable)",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="SRC",
+        help="read a local copy in the layout instead of the Hub",
+    )
+    p.set_defaults(func=_cmd_mirror)
