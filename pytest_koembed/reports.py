@@ -191,6 +191,20 @@ def _aligned(table: pd.DataFrame, left: tuple[str, ...]) -> list[str]:
     ]
 
 
+def _batch_note(model: Mapping[str, Any]) -> str:
+    """The encode batch size used, and how often out-of-memory halved it."""
+    size = model.get("batch_size")  # a list when xdist workers ended at different sizes
+    if size is None:
+        return ""
+    retries = model.get("oom_retries") or 0
+    if isinstance(retries, list):
+        retries = sum(r or 0 for r in retries)
+    if isinstance(size, list):
+        size = "/".join(str(s) for s in size)
+    halved = f", halved {retries}x after CUDA out-of-memory" if retries else ""
+    return f", batch size {size}{halved}"
+
+
 def summary_lines(record: Mapping[str, Any]) -> list[str]:
     """The ``koembed summary`` section of the terminal report."""
     suite = record["suite"]
@@ -223,13 +237,14 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     model = record["model"]
     lines.append(
         "model: {row} (loader {loader}, pooling {pooling}, dtype {dtype}, device {device}, "
-        "max length {max_length})".format(
+        "max length {max_length}{batch})".format(
             row=model.get("row_name") or model.get("name"),
             loader=model.get("loader", "?"),
             pooling=model.get("pooling", "?"),
             dtype=model.get("dtype", "?"),
             device=model.get("device", "?"),
             max_length=model.get("max_length", "?"),
+            batch=_batch_note(model),
         )
     )
     versions = record["versions"]
