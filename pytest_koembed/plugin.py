@@ -646,6 +646,7 @@ class KoembedController:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_koembed.reports import summary_lines
 
+        terminalreporter.ensure_newline()  # else the first line after the header is blank
         terminalreporter.section("koembed summary")
         for line in summary_lines(self.record(complete=True)):
             terminalreporter.write_line(line)
