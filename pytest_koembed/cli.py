@@ -27,15 +27,14 @@ from typing import Any, NoReturn
 
 from pytest_koembed import __version__
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.records import read_run_record, run_suite_name
 from pytest_koembed.scoring import SCHEMES
 from pytest_koembed.suite import load_suite, shipped_suites
 from pytest_koembed.tables import (
     TABLE_CHOICES,
     entry_from_run,
     leaderboard_tables,
-    read_run_record,
     render_tables,
-    run_suite_name,
 )
 
 PROG = "koembed"

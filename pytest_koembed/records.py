@@ -6,8 +6,13 @@ These are plain data: they travel from xdist workers to the controller as JSON-a
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+from pytest_koembed.errors import KoembedError
 
 
 @dataclass
@@ -57,3 +62,35 @@ class TaskScore:
         """From ``to_dict`` output; keys this version does not know are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read_run_record(path: str | Path, *, kind: str = "run record") -> dict[str, Any]:
+    """Read a run record JSON file (``--koembed-json``, also a baseline file).
+
+    ``kind`` names the file in the one-line KoembedError for a missing, unreadable, non-JSON
+    file or one that is not a run record (a JSON object with a ``tasks`` list).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KoembedError(f"{kind} {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KoembedError(f"cannot read {kind} {p}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KoembedError(f"{kind} {p} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+        raise KoembedError(
+            f"{kind} {p} is not a run record: expected a JSON object with a 'tasks' list "
+            "(write one with --koembed-json or --koembed-save-baseline)"
+        )
+    return data
+
+
+def run_suite_name(record: Mapping[str, Any]) -> str | None:
+    """The suite name a run record names (``suite.name``), or None."""
+    info = record.get("suite")
+    name = info.get("name") if isinstance(info, Mapping) else info
+    return name if isinstance(name, str) else None

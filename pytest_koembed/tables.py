@@ -23,11 +23,9 @@ This module imports neither pytest nor torch nor mteb.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from pytest_koembed.errors import KoembedError
@@ -377,31 +375,6 @@ def entry_from_run(record: Mapping[str, Any], suite: Suite, source: str = "run r
             raise KoembedError(f"{where}: appears twice")
         values[column] = _run_value(task, where)
     return Entry(row_name.strip(), values, is_run=True)
-
-
-def read_run_record(path: str | Path) -> dict[str, Any]:
-    """Read a run record JSON file; a one-line :class:`KoembedError` if unreadable or not JSON."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KoembedError(f"cannot read run record {str(p)!r}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KoembedError(
-            f"run record {str(p)!r} is not valid JSON: {exc.msg} (line {exc.lineno})"
-        ) from None
-    if not isinstance(data, dict):
-        raise KoembedError(f"run record {str(p)!r}: expected a JSON object at the top level")
-    return data
-
-
-def run_suite_name(record: Mapping[str, Any]) -> str | None:
-    """The suite name a run record names (``suite.name``), or None."""
-    info = record.get("suite")
-    name = info.get("name") if isinstance(info, Mapping) else info
-    return name if isinstance(name, str) else None
 
 
 def _unique_names(base: Sequence[Entry], runs: Sequence[Entry]) -> list[Entry]:

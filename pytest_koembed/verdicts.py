@@ -31,7 +31,6 @@ This module imports neither pytest nor torch nor mteb.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -41,7 +40,7 @@ from typing import Any
 
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.leaderboards import find_row, leaderboards_for_suite, load_leaderboard
-from pytest_koembed.records import TaskScore
+from pytest_koembed.records import TaskScore, read_run_record, run_suite_name
 from pytest_koembed.scoring import round_half_up, summarize
 from pytest_koembed.suite import CATEGORIES, Suite
 
@@ -249,26 +248,7 @@ def _leaderboard_choice(choice: BaselineChoice, suite: Suite) -> Baseline:
 
 def read_baseline_record(path: Path) -> dict[str, Any]:
     """The JSON of a baseline file (a run record); a one-line error if it is not one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KoembedError(f"baseline file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KoembedError(f"cannot read baseline file {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise KoembedError(f"baseline file {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
-        raise KoembedError(
-            f"baseline file {path} is not a run record: expected a JSON object with a 'tasks' "
-            "list (write one with --koembed-save-baseline or --koembed-json)"
-        )
-    return data
-
-
-def _record_suite(record: Mapping[str, Any]) -> str | None:
-    suite = record.get("suite")
-    name = suite.get("name") if isinstance(suite, Mapping) else suite
-    return name if isinstance(name, str) else None
+    return read_run_record(path, kind="baseline file")
 
 
 def _task_shown(task: Mapping[str, Any], where: str) -> float | None:
@@ -286,7 +266,7 @@ def _task_shown(task: Mapping[str, Any], where: str) -> float | None:
 def baseline_from_record(record: Mapping[str, Any], suite: Suite, path: Path) -> Baseline:
     """The cells of a run record used as a baseline file."""
     where = f"baseline file {path}"
-    name = _record_suite(record)
+    name = run_suite_name(record)
     if name is not None and name != suite.name:
         raise KoembedError(f"{where} is for suite {name!r}, this run's suite is {suite.name!r}")
     columns = {t.column for t in suite.tasks}

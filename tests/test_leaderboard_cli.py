@@ -305,7 +305,8 @@ def test_add_v2_run_joins_dense_only(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_only_runs_gives_the_run_row_ranked_among_baselines(tmp_path: Path) -> None:
-    from pytest_koembed.tables import entry_from_run, leaderboard_tables, read_run_record
+    from pytest_koembed.records import read_run_record
+    from pytest_koembed.tables import entry_from_run, leaderboard_tables
 
     suite = load_suite("ko-leaderboard-v1")
     record = read_run_record(write_run(tmp_path / "run.json", "my-model-bf16", _kure_values(0.004)))
