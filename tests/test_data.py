@@ -23,6 +23,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
+from pytest_koembed import scoring
 from pytest_koembed.data import (
     PreparedTask,
     dedupe_pairs,
@@ -584,16 +585,7 @@ def test_unsupported_task_type() -> None:
 # Injection into the real mteb tasks: shapes and scores
 # ---------------------------------------------------------------------------------------------
 
-STS_KEYS = {
-    "pearson",
-    "spearman",
-    "cosine_pearson",
-    "cosine_spearman",
-    "manhattan_pearson",
-    "manhattan_spearman",
-    "euclidean_pearson",
-    "euclidean_spearman",
-}
+STS_KEYS = set(scoring.STS_KEYS)
 PC_KEYS = {"cosine_ap", "max_ap", "cosine_f1", "similarity_accuracy"}
 RETRIEVAL_KEYS = {"ndcg_at_5", "ndcg_at_10", "map_at_10", "recall_at_10", "mrr_at_10"}
 
