@@ -1,7 +1,7 @@
 """Load an embedding model the way the Korean leaderboard does, on CPU or GPU.
 
 The leaderboard's numbers depend on how a model is loaded, pooled, prompted and cast
-(``PROTOCOL.md``, "Rules the leaderboard states"). ``load_encoder`` follows those rules:
+(``docs/protocol.md``, "Rules the leaderboard states"). ``load_encoder`` follows those rules:
 
 * **Loader.** sentence-transformers when the model ships a sentence-transformers config
   (``modules.json``): its own modules decide pooling and normalisation, and prompts go through

@@ -1,7 +1,7 @@
 """Per-model instructions: which prompt each task and role gets.
 
 The leaderboard prompts some models per category (STS / NLI / Clustering) and retrieval queries
-as the model card says (``PROTOCOL.md``; the table at the end of ``seeds/000_*.txt``). A profiles
+as the model card says (``docs/protocol.md``, "Instructions"). A profiles
 file carries those prompts: the shipped one is ``profiles/ko-leaderboard-v1.toml`` (its header
 documents the format); ``--koembed-instructions PATH`` replaces it with a user's file in the same
 format, and ``--koembed-no-instructions`` turns prompts off.

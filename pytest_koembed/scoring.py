@@ -1,6 +1,6 @@
 """The leaderboard protocol as pure functions: task values, rounding, averages, weighting, rank.
 
-Everything here follows ``PROTOCOL.md`` and was checked against every number the leaderboard
+Everything here follows ``docs/protocol.md`` and was checked against every number the leaderboard
 publishes (v1: 20 models, the overall table and the 4 category tables; v2: the dense and the
 sparse retrieval tables). The rules, in the order they are applied:
 

@@ -47,7 +47,7 @@ def _max_diff(a: Any, b: Any) -> float:
 
 
 def card_last_token_pool(last_hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-    """Verbatim from the Qwen3-Embedding README (shared/seeds/004_*.txt)."""
+    """Verbatim from the Qwen3-Embedding README (Qwen/Qwen3-Embedding-8B on the Hub)."""
     left_padding = attention_mask[:, -1].sum() == attention_mask.shape[0]
     if left_padding:
         return last_hidden_states[:, -1]
