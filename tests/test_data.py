@@ -781,11 +781,19 @@ def test_custom_clustering_with_sets_is_legacy(tmp_path: Path, encoder: HashEnco
 
 
 def test_custom_sts_on_another_scale(tmp_path: Path, encoder: HashEncoder) -> None:
-    rows = [(a, b, s * 20.0) for a, b, s in STS_ROWS]  # 0..100
-    write_sts(layout_dir(tmp_path, "Wide", "default", "test"), rows)
-    prepared = prepare_task(spec("Wide", custom_type="STS", data_dir=tmp_path), None)
-    entry = only_entry(evaluate(encoder, prepared.task), "test", "default")
-    assert math.isfinite(entry["cosine_spearman"])
+    """Correlations ignore the scale: the same pairs scored 0-100 give the 0-5 numbers."""
+    write_sts(layout_dir(tmp_path, "Narrow", "default", "test"))  # 0..5
+    write_sts(
+        layout_dir(tmp_path, "Wide", "default", "test"),
+        [(a, b, s * 20.0) for a, b, s in STS_ROWS],  # 0..100
+    )
+    entries = {}
+    for name in ("Narrow", "Wide"):
+        prepared = prepare_task(spec(name, custom_type="STS", data_dir=tmp_path), None)
+        entries[name] = only_entry(evaluate(encoder, prepared.task), "test", "default")
+    for key in scoring.STS_KEYS:
+        assert math.isfinite(entries["Narrow"][key]), key
+        assert entries["Wide"][key] == pytest.approx(entries["Narrow"][key], abs=1e-12), key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -793,13 +801,7 @@ def test_custom_sts_on_another_scale(tmp_path: Path, encoder: HashEncoder) -> No
 # ---------------------------------------------------------------------------------------------
 
 
-def test_hub_unreachable_points_to_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    import datasets.config
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+def test_hub_unreachable_points_to_data_dir(empty_hf_cache: Path) -> None:
     with pytest.raises(KoembedError) as info:
         prepare_task(spec("KorSTS"), None)
     message = str(info.value)

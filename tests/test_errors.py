@@ -106,7 +106,7 @@ def test_wrong_row_count_fails_the_task(pytester: pytest.Pytester) -> None:
 
 
 def test_hub_unreachable_points_to_the_data_dir(
-    pytester: pytest.Pytester, minilm_dir: Path
+    pytester: pytest.Pytester, minilm_dir: Path, empty_hf_cache: Path
 ) -> None:
     result = pytester.runpytest(f"--koembed-model={minilm_dir}", "-k", "Kor-STS")
     result.assert_outcomes(failed=1)

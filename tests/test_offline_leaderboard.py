@@ -163,7 +163,7 @@ def test_leaderboard_suite_runs_from_a_local_mirror(
 
 
 def test_mirror_without_the_hub_is_one_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, empty_hf_cache: Path
 ) -> None:
     code = koembed(["mirror", str(tmp_path), "--task", "Kor-STS"])
     assert code == 2
