@@ -211,7 +211,9 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def empty_hf_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def empty_hf_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """No Hub and empty Hugging Face caches, whatever this machine has downloaded before.
 
     For tests of what happens when a dataset cannot be had: the variables are set for
