@@ -8,6 +8,13 @@ from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
+# examples/custom_encoder/tests/test_model.py: the example repository's own unit tests.
+OWN_TESTS = [
+    "tests/test_model.py::test_encode_shapes_and_norms",
+    "tests/test_model.py::test_similar_texts_are_closer",
+    "tests/test_model.py::test_checkpoint_round_trip",
+]
+
 
 def test_custom_encoder_example_runs_the_sample_suite(run_pytest, tmp_path: Path) -> None:
     repo = tmp_path / "custom_encoder"
@@ -20,8 +27,21 @@ def test_custom_encoder_example_runs_the_sample_suite(run_pytest, tmp_path: Path
     )
     assert result.ret == 0, result.stdout
     record = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
-    # the repo's own tests ran too, and every benchmark task was scored by the toy model
+    # every benchmark task was scored by the example's own model class (its conftest fixture)
     assert "koembed summary" in result.stdout
     assert [t["status"] for t in record["tasks"]] == ["ok"] * 4
     assert record["model"]["name"] == "toy-char-ngram"
+    assert record["model"]["loader"].startswith("custom (toy_encoder.")
     assert record["weighted_average"] is not None
+
+
+def test_custom_encoder_example_keeps_its_own_tests(run_pytest, tmp_path: Path) -> None:
+    """`pytest` in the example repository, plugin installed: its own tests run, and only them."""
+    repo = tmp_path / "custom_encoder"
+    shutil.copytree(EXAMPLES / "custom_encoder", repo)
+    result = run_pytest(repo, "-v", "-rA")
+    assert result.ret == 0, result.stdout
+    for test in OWN_TESTS:
+        assert f"PASSED {test}" in result.stdout, test
+    assert f"{len(OWN_TESTS)} passed" in result.stdout
+    assert "koembed summary" not in result.stdout
