@@ -148,6 +148,9 @@ class EncoderInfo:
     trust_remote_code: bool = False
     requested_dtype: str = "auto"
     oom_retries: int = 0
+    # Why the Hub's metadata call failed when a cached snapshot was used instead (None: it did
+    # not fail, or the run was offline on purpose). The snapshot may not be the newest revision.
+    hub_metadata_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -424,7 +427,8 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
     if options.max_length is not None and options.max_length < 2:
         raise KoembedError(f"--koembed-max-length must be at least 2, got {options.max_length}")
 
-    path, display, revision, fingerprint = _locate(options.model, options.revision)
+    hub_failures: list[str] = []  # a failed Hub metadata call (see _hub_snapshot)
+    path, display, revision, fingerprint = _locate(options.model, options.revision, hub_failures)
     device = resolve_device(options.device)
     has_st = (path / "modules.json").is_file()
     st_modules = _read_modules(path) if has_st else []
@@ -465,6 +469,7 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
         is_decoder=is_decoder,
         trust_remote_code=options.trust_remote_code,
         requested_dtype=options.dtype,
+        hub_metadata_error=hub_failures[0] if hub_failures else None,
     )
     backend: _Backend
     with _quiet_loading():
@@ -487,8 +492,13 @@ def _normalise_pooling(value: str) -> str:
     return _POOLING_ALIASES[key]
 
 
-def _locate(model: str, revision: str | None) -> tuple[Path, str, str | None, str | None]:
-    """(local directory, display name, commit, Hub fingerprint) of ``model``; None for local."""
+def _locate(
+    model: str, revision: str | None, hub_failures: list[str] | None = None
+) -> tuple[Path, str, str | None, str | None]:
+    """(local directory, display name, commit, Hub fingerprint) of ``model``; None for local.
+
+    A failed Hub metadata call is appended to ``hub_failures`` (see :func:`_hub_snapshot`).
+    """
     if not model or not model.strip():
         raise KoembedError("--koembed-model is empty; pass a Hub id or a local model directory")
     path = Path(model).expanduser()
@@ -504,7 +514,7 @@ def _locate(model: str, revision: str | None) -> tuple[Path, str, str | None, st
             f"--koembed-model {model!r}: no such directory (pass a local model directory or a "
             "Hub id such as nlpai-lab/KURE-v1)"
         )
-    snapshot = _hub_snapshot(model, revision)
+    snapshot = _hub_snapshot(model, revision, hub_failures)
     commit = snapshot.name if _SHA.fullmatch(snapshot.name) else (revision or "main")
     _check_model_dir(snapshot, model)
     return snapshot, model, commit, f"hub:{model}@{commit}"
@@ -544,8 +554,17 @@ def _hub_errors() -> Any:
     return errors
 
 
-def _hub_snapshot(model: str, revision: str | None) -> Path:
-    """Download (or find in the local cache) a Hub model; return its snapshot directory."""
+class HubFallbackWarning(UserWarning):
+    """The Hub's metadata call failed and a cached snapshot of the model was used instead."""
+
+
+def _hub_snapshot(model: str, revision: str | None, hub_failures: list[str] | None = None) -> Path:
+    """Download (or find in the local cache) a Hub model; return its snapshot directory.
+
+    When the Hub is online but its metadata call fails (a server error, a rate limit, a network
+    error), the local cache is used: one :class:`HubFallbackWarning` line says so, and the
+    reason is appended to ``hub_failures`` for the run record's model block.
+    """
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
@@ -558,6 +577,7 @@ def _hub_snapshot(model: str, revision: str | None) -> Path:
     )
     offline = bool(HF_HUB_OFFLINE)
     ignore = list(_HUB_IGNORE)
+    failure: str | None = None
     if not offline:
         try:
             info = HfApi().model_info(model, revision=revision)
@@ -572,8 +592,9 @@ def _hub_snapshot(model: str, revision: str | None) -> Path:
             raise KoembedError(
                 f"--koembed-model {model!r}: revision {revision!r} does not exist on the Hub"
             ) from None
-        except Exception:
-            offline = True  # unreachable: fall back to the local cache
+        except Exception as exc:
+            offline = True  # unreachable: fall back to the local cache, and say so below
+            failure = _one_line(f"{type(exc).__name__}: {exc}".rstrip(": "), 200)
     try:
         folder = snapshot_download(
             model, revision=revision, ignore_patterns=ignore, local_files_only=offline
@@ -590,8 +611,21 @@ def _hub_snapshot(model: str, revision: str | None) -> Path:
     except Exception as exc:
         if isinstance(exc, KoembedError):
             raise
+        if failure is not None:
+            unreachable += f"; the Hub's metadata call failed: {failure}"
         raise KoembedError(unreachable) from None
-    return Path(str(folder))
+    snapshot = Path(str(folder))
+    if failure is not None:
+        if hub_failures is not None:
+            hub_failures.append(failure)
+        warnings.warn(
+            HubFallbackWarning(
+                f"--koembed-model {model!r}: the Hub's metadata call failed ({failure}); using "
+                f"the cached snapshot {snapshot.name}, which may not be the newest revision"
+            ),
+            stacklevel=2,
+        )
+    return snapshot
 
 
 def _redundant_bins(names: Sequence[str]) -> list[str]:
