@@ -15,6 +15,11 @@ lives in ``ROOT/<task>/<subset>/<split>/``::
                          queries.jsonl {"id": str, "text": str}
                          qrels.jsonl   {"query_id": str, "doc_id": str, "score": int}
 
+``koembed mirror`` (:func:`export_task`) also writes ``koembed-mirror.json`` next to the rows:
+where they came from and how many repeated pairs were dropped before they were written
+(:data:`MIRROR_META`). A run from the mirror adds that count to the task's ``duplicates_dropped``,
+so the leaderboard's de-duplication is reported whoever applied it.
+
 ``mteb`` and ``datasets`` are imported lazily: importing this module is cheap.
 """
 
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LAYOUT",
+    "MIRROR_META",
     "PairRows",
     "PreparedTask",
     "RetrievalRows",
@@ -43,6 +49,7 @@ __all__ = [
     "dedupe_pairs",
     "export_task",
     "layout_dir",
+    "mirrored_duplicates",
     "prepare_task",
     "read_pairs",
     "read_retrieval",
@@ -69,6 +76,12 @@ _CORPUS_FILE = "corpus.jsonl"
 _QUERIES_FILE = "queries.jsonl"
 _QRELS_FILE = "qrels.jsonl"
 
+MIRROR_META = "koembed-mirror.json"
+"""Written by ``koembed mirror`` next to a split's rows: ``{"format": 1, "task", "subset",
+"split", "source", "sizes", "duplicates_dropped", "written_by"}``. ``source`` is where the rows
+were read (``hub:<dataset>@<revision>`` or ``local:<dir>``), ``sizes`` what was written
+(``{"pairs": n}`` for pair tasks), ``duplicates_dropped`` the repeated pairs removed first."""
+
 # Internal task kinds: the four custom types plus mteb's legacy clustering.
 _LEGACY = "ClusteringLegacy"
 
@@ -90,7 +103,9 @@ class PreparedTask:
     sizes: dict[
         str, int
     ]  # {"pairs": n} / {"texts": n, "sets": k} / {"queries", "documents", "qrels"}
-    duplicates_dropped: int  # pairs removed by de-duplication (0 for clustering and retrieval)
+    # pairs removed by de-duplication (0 for clustering and retrieval), including those a mirror
+    # removed before writing the rows (its koembed-mirror.json)
+    duplicates_dropped: int
     source: str  # "local:<abs dir>" or "hub:<dataset path>@<revision>"
 
 
@@ -428,6 +443,39 @@ def read_retrieval(directory: Path) -> RetrievalRows:
     )
 
 
+def mirrored_duplicates(directory: Path, n_rows: int) -> int:
+    """Repeated pairs a mirror dropped before writing ``directory``'s rows (0 without one).
+
+    Read from :data:`MIRROR_META`; a file that is malformed, or written for another number of
+    rows than ``pairs.jsonl`` holds now (the rows were edited since), is a one-line error.
+    """
+    path = Path(directory) / MIRROR_META
+    if not path.is_file():
+        return 0
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KoembedError(
+            f"{path}: not a readable JSON file ({exc}); re-run koembed mirror"
+        ) from None
+    meta = meta if isinstance(meta, dict) else {}
+    dropped = meta.get("duplicates_dropped")
+    sizes = meta.get("sizes")
+    rows = sizes.get("pairs") if isinstance(sizes, dict) else None
+    for key, value in (("duplicates_dropped", dropped), ("sizes.pairs", rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise KoembedError(
+                f"{path}: {key!r} must be a non-negative integer, got "
+                f"{json.dumps(value, ensure_ascii=False)}; re-run koembed mirror"
+            )
+    if rows != n_rows:
+        raise KoembedError(
+            f"{path} was written for {rows} pairs but {_PAIRS_FILE} now holds {n_rows}; re-run "
+            f"koembed mirror, or delete {MIRROR_META} if you changed the rows on purpose"
+        )
+    return int(dropped)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks after de-duplication
 # ---------------------------------------------------------------------------------------------
@@ -669,6 +717,7 @@ def _load_local(
                 score_range = (float(task.min_score), float(task.max_score))  # type: ignore[attr-defined]
             rows = read_pairs(directory, kind, score_range=score_range, task_name=spec.task)
         (s1, s2, values), dropped = dedupe_pairs(rows.sentence1, rows.sentence2, rows.values)
+        dropped += mirrored_duplicates(directory, len(rows.sentence1))
         if kind == "STS":
             _check_sts(rows.path, values)
             data = _sts_dataset(task, s1, s2, values)
@@ -995,6 +1044,8 @@ def export_task(spec: TaskSpec, prepared: PreparedTask | AbsTask, out_dir: Path)
     data_split = _hub_split(task, spec, kind)
     directory = layout_dir(Path(out_dir), spec.task, spec.subset, spec.split)
     directory.mkdir(parents=True, exist_ok=True)
+    # A stale record of an earlier mirror must not outlive the rows it describes.
+    (directory / MIRROR_META).unlink(missing_ok=True)
 
     if kind == "STS":
         c1, c2 = _sts_columns(task)
@@ -1063,4 +1114,26 @@ def export_task(spec: TaskSpec, prepared: PreparedTask | AbsTask, out_dir: Path)
                 for d, s in docs.items()
             ],
         )
+    if isinstance(prepared, PreparedTask):
+        _write_mirror_meta(directory, spec, prepared)
     return directory
+
+
+def _write_mirror_meta(directory: Path, spec: TaskSpec, prepared: PreparedTask) -> None:
+    """:data:`MIRROR_META` for rows :func:`export_task` just wrote from ``prepared``."""
+    from pytest_koembed import __version__
+
+    meta = {
+        "format": 1,
+        "task": spec.task,
+        "subset": spec.subset,
+        "split": spec.split,
+        "source": prepared.source,
+        "sizes": dict(prepared.sizes),
+        "duplicates_dropped": prepared.duplicates_dropped,
+        "written_by": f"pytest-koembed {__version__}",
+    }
+    path = directory / MIRROR_META
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

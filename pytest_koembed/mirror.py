@@ -4,7 +4,9 @@ On a machine that reaches the Hugging Face Hub, ``koembed mirror DIR`` loads eve
 suite through mteb (the split and subset the suite scores) and writes it to
 ``DIR/<task>/<subset>/<split>/*.jsonl``; ``pytest --koembed-data-dir DIR`` then runs offline on
 exactly those rows. ``--from SRC`` reads another local copy instead of the Hub, which validates
-and normalises it (the same reader the plugin uses). Pairs are written de-duplicated, as scored.
+and normalises it (the same reader the plugin uses). Pairs are written de-duplicated, as scored;
+the number of repeated pairs dropped goes into ``koembed-mirror.json`` next to the rows
+(``pytest_koembed.data.MIRROR_META``), so that a run from the mirror still reports them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from pytest_koembed.suite import load_suite
 
 def mirror_suite(
     suite_name: str, out_dir: Path, *, source: Path | None, columns: list[str]
-) -> list[tuple[str, Path, int]]:
-    """Write the suite's mteb tasks (or the chosen columns) under ``out_dir``."""
+) -> list[tuple[str, Path, int, int]]:
+    """Write the suite's mteb tasks (or the chosen columns) under ``out_dir``.
+
+    Returns (column, split folder, examples written, repeated pairs dropped) per task.
+    """
     from pytest_koembed.data import export_task, prepare_task
 
     suite = load_suite(suite_name)
@@ -31,7 +36,8 @@ def mirror_suite(
         if spec.is_custom:
             continue  # custom tasks already live in the layout, next to their suite file
         prepared = prepare_task(spec, source)
-        written.append((spec.column, export_task(spec, prepared, out_dir), prepared.n_examples))
+        path = export_task(spec, prepared, out_dir)
+        written.append((spec.column, path, prepared.n_examples, prepared.duplicates_dropped))
     return written
 
 
@@ -42,8 +48,9 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
     written = mirror_suite(args.suite, Path(args.dir), source=source, columns=args.task)
     if not written:
         raise KoembedError(f"suite {args.suite!r} has no mteb task to mirror")
-    for column, path, n in written:
-        sys.stdout.write(f"{column}: {n} examples -> {path}\n")
+    for column, path, n, dropped in written:
+        dup = f" ({dropped} repeated pairs dropped)" if dropped else ""
+        sys.stdout.write(f"{column}: {n} examples{dup} -> {path}\n")
     return 0
 
 

@@ -170,3 +170,114 @@ def test_mirror_without_the_hub_is_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "Hub" in err and "--koembed-data-dir" in err
+
+
+# Hand-written KorSTS / KLUE-NLI "Hub" rows with repeats: 2 for KorSTS ((A, B) and (B, A)),
+# 1 for KLUE-NLI.
+HUB_STS = [
+    ("오늘 아침 기온이 영하로 떨어졌다.", "아침 기온이 영하까지 내려갔다.", 4.5),
+    ("중앙은행이 기준금리를 동결했다.", "기준금리가 그대로 유지되었다.", 4.0),
+    ("대표팀이 결승전에서 승리를 거뒀다.", "잠이 부족하면 면역력이 떨어진다.", 0.2),
+    ("아침 기온이 영하까지 내려갔다.", "오늘 아침 기온이 영하로 떨어졌다.", 4.5),
+    ("수출 실적이 석 달 연속 증가했다.", "수출이 세 달째 늘었다.", 4.2),
+    ("중앙은행이 기준금리를 동결했다.", "기준금리가 그대로 유지되었다.", 4.0),
+]
+HUB_NLI = [
+    ("하루 30분 걷기는 심장 건강에 좋다.", "걷기는 심장에 이롭다.", 1),
+    ("그 선수는 부상으로 시즌을 마감했다.", "그 선수는 다음 경기에 출전한다.", 0),
+    ("하루 30분 걷기는 심장 건강에 좋다.", "걷기는 심장에 이롭다.", 1),
+    ("축구 대표팀이 우승컵을 들어 올렸다.", "대표팀이 우승했다.", 1),
+    ("내일은 전국에 비가 내리겠습니다.", "내일은 맑겠습니다.", 0),
+]
+
+
+def _fake_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KorSTS and KLUE-NLI load the rows above, in the shapes mteb gives, without the Hub."""
+    import mteb
+    from datasets import Dataset, DatasetDict
+
+    def sts(self: object) -> DatasetDict:
+        columns = {"sentence1": [], "sentence2": [], "score": []}
+        for a, b, s in HUB_STS:
+            for key, value in zip(columns, (a, b, s), strict=True):
+                columns[key].append(value)
+        return DatasetDict({"test": Dataset.from_dict(columns)})
+
+    def nli(self: object) -> dict[str, list[dict[str, list]]]:
+        return {
+            "validation": [
+                {
+                    "sentence1": [a for a, _, _ in HUB_NLI],
+                    "sentence2": [b for _, b, _ in HUB_NLI],
+                    "labels": [y for _, _, y in HUB_NLI],
+                }
+            ]
+        }
+
+    for name, build in (("KorSTS", sts), ("KLUE-NLI", nli)):
+
+        def load_data(self: object, num_proc: object = None, _b=build, **kwargs: object) -> None:
+            self.dataset = _b(self)  # type: ignore[attr-defined]
+            self.data_loaded = True  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(type(mteb.get_task(name)), "load_data", load_data)
+
+
+def test_a_run_from_a_mirror_reports_the_pairs_the_mirror_dropped(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_hub(monkeypatch)
+    mirror = pytester.path / "mirror"
+    code = koembed(["mirror", str(mirror), "--task", "Kor-STS", "--task", "KLUE-NLI"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Kor-STS: 4 examples (2 repeated pairs dropped) -> " in out
+    assert "KLUE-NLI: 4 examples (1 repeated pairs dropped) -> " in out
+    # the rows are written de-duplicated; the count is kept next to them
+    sts_dir = mirror / "KorSTS" / "default" / "test"
+    assert len((sts_dir / "pairs.jsonl").read_text(encoding="utf-8").splitlines()) == 4
+    meta = json.loads((sts_dir / "koembed-mirror.json").read_text(encoding="utf-8"))
+    assert meta["duplicates_dropped"] == 2 and meta["sizes"] == {"pairs": 4}
+    assert meta["source"].startswith("hub:")
+
+    # a second mirror made from the first keeps the count
+    again = pytester.path / "mirror2"
+    assert koembed(["mirror", str(again), "--task", "Kor-STS", "--from", str(mirror)]) == 0
+    capsys.readouterr()
+    meta2 = json.loads(
+        (again / "KorSTS" / "default" / "test" / "koembed-mirror.json").read_text("utf-8")
+    )
+    assert meta2["duplicates_dropped"] == 2 and meta2["source"].startswith("local:")
+
+    pytester.makeconftest(HASH_ENCODER)
+    record_path = pytester.path / "run.json"
+    result = pytester.runpytest(
+        "--koembed-model=char-bigrams",
+        f"--koembed-data-dir={mirror}",
+        f"--koembed-json={record_path}",
+        "-k",
+        "Kor-STS or KLUE-NLI",
+    )
+    result.assert_outcomes(passed=2)
+    tasks = {t["column"]: t for t in json.loads(record_path.read_text("utf-8"))["tasks"]}
+    assert (tasks["Kor-STS"]["n_examples"], tasks["Kor-STS"]["duplicates_dropped"]) == (4, 2)
+    assert (tasks["KLUE-NLI"]["n_examples"], tasks["KLUE-NLI"]["duplicates_dropped"]) == (4, 1)
+    result.stdout.fnmatch_lines(["Kor-STS *STS* 4 *2 *", "KLUE-NLI *NLI* 4 *1 *"])
+
+
+def test_a_mirror_edited_since_is_one_line(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_hub(monkeypatch)
+    mirror = pytester.path / "mirror"
+    assert koembed(["mirror", str(mirror), "--task", "Kor-STS"]) == 0
+    pairs = mirror / "KorSTS" / "default" / "test" / "pairs.jsonl"
+    pairs.write_text("".join(pairs.read_text("utf-8").splitlines(keepends=True)[:3]), "utf-8")
+    pytester.makeconftest(HASH_ENCODER)
+    result = pytester.runpytest(
+        "--koembed-model=char-bigrams", f"--koembed-data-dir={mirror}", "-k", "Kor-STS"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*koembed-mirror.json was written for 4 pairs but pairs.jsonl now holds 3; re-run*"]
+    )
