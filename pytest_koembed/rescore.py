@@ -16,22 +16,40 @@ one model, named by its ``model_meta.json``, else by the folder names. For each 
 entry of the suite's split and ``hf_subset`` is taken (``STS17`` ``ko-ko``, ``BelebeleRetrieval``
 ``kor_Hang-kor_Hang``, PawsX ``test`` only, Ko-StrategyQA ``dev``, ...) and scored by the suite's
 value rule, as a run would be. No pytest, no mteb, no torch.
+
+**Pair de-duplication.** The leaderboard counts a repeated pair ((A, B) or (B, A)) once in its STS
+and pair-classification (NLI) datasets; mteb does not, so values from mteb's own result files are
+not quite what the leaderboard's rule gives. Such values are marked ``†`` in the tables (with a
+footnote) and ``"pairs_deduplicated": false`` in ``--json``. A result written by pytest-koembed
+(``--koembed-results-dir``) is known to be de-duplicated: its folder's ``koembed.jsonl`` has a line
+for the task. How much the difference can be is measured in ``benchmarks/dedup_effect.py``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.publish import rows_markdown, run_tables
+from pytest_koembed.publish import PROVENANCE_FILE, rows_markdown, run_tables
 from pytest_koembed.scoring import task_value
 from pytest_koembed.suite import Suite
-from pytest_koembed.tables import Entry
+from pytest_koembed.tables import WEIGHTED_HEADER, Entry, Table
+
+# Categories scored on sentence pairs, which the leaderboard de-duplicates.
+PAIR_CATEGORIES = ("STS", "NLI")
+NOT_DEDUPLICATED_MARK = "†"
+NOT_DEDUPLICATED_NOTE = (
+    f"{NOT_DEDUPLICATED_MARK} from an mteb result file made without the leaderboard's pair "
+    "de-duplication (a pair repeated as (A, B) or (B, A) counts once there; mteb counts every "
+    "one), so it can differ slightly from the leaderboard's rule; averages that include such a "
+    "value carry the mark too. Files written by pytest --koembed-results-dir (with their "
+    f"{PROVENANCE_FILE}) are de-duplicated."
+)
 
 # Keys of an old (< 1.11) split or entry whose dict values are score groups, not subsets.
 SCORE_GROUPS = {
@@ -167,6 +185,35 @@ class ModelResults:
     name: str
     directory: Path
     files: dict[str, ResultFile] = field(default_factory=dict)  # by task name
+    # tasks whose pairs pytest-koembed de-duplicated (lines of the folder's koembed.jsonl)
+    deduplicated: frozenset[str] = frozenset()
+
+
+def deduplicated_tasks(directory: Path) -> frozenset[str]:
+    """Task names that ``DIR/koembed.jsonl`` (written by ``--koembed-results-dir``) vouches for.
+
+    Every pytest-koembed run de-duplicates pairs; its provenance line for a task carries the
+    number it dropped. Unreadable lines are ignored (the task then counts as not de-duplicated).
+    """
+    path = directory / PROVENANCE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return frozenset()
+    names = set()
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if (
+            isinstance(item, dict)
+            and isinstance(item.get("task_name"), str)
+            and isinstance(item.get("duplicates_dropped"), int)
+            and not isinstance(item.get("duplicates_dropped"), bool)
+        ):
+            names.add(item["task_name"])
+    return frozenset(names)
 
 
 def _folder_model_name(directory: Path, root: Path) -> str:
@@ -202,7 +249,11 @@ def collect_results(directory: Path) -> list[ModelResults]:
         result = read_result_file(path)
         group = groups.get(path.parent)
         if group is None:
-            group = ModelResults(_folder_model_name(path.parent, root), path.parent)
+            group = ModelResults(
+                _folder_model_name(path.parent, root),
+                path.parent,
+                deduplicated=deduplicated_tasks(path.parent),
+            )
             groups[path.parent] = group
         if result.task_name in group.files:
             other = group.files[result.task_name].path.name
@@ -224,6 +275,15 @@ class ModelScores:
     missing: dict[str, str]  # column -> why
     notes: list[str]
     ignored: list[str]  # task names of files outside the suite
+    # pair-task (STS, NLI) columns with a value -> whether its pairs were de-duplicated as the
+    # leaderboard does (False: an mteb result file, which counts repeated pairs)
+    pairs_deduplicated: dict[str, bool] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # column -> result file used
+
+    @property
+    def not_deduplicated(self) -> list[str]:
+        """The columns to mark: pair-task values from files made without de-duplication."""
+        return [c for c, done in self.pairs_deduplicated.items() if not done]
 
 
 def score_model(results: ModelResults, suite: Suite) -> ModelScores:
@@ -231,12 +291,15 @@ def score_model(results: ModelResults, suite: Suite) -> ModelScores:
     values: dict[str, float | None] = {}
     missing: dict[str, str] = {}
     notes: list[str] = []
+    deduplicated: dict[str, bool] = {}
+    files: dict[str, str] = {}
     for spec in suite.tasks:
         values[spec.column] = None
         result = results.files.get(spec.task)
         if result is None:
             missing[spec.column] = f"no result file for task {spec.task}"
             continue
+        files[spec.column] = str(result.path)
         entry = result.entry(spec.split, spec.subset)
         if entry is None:
             have = ", ".join(sorted({f"{e.split}/{e.subset}" for e in result.entries})) or "none"
@@ -258,9 +321,49 @@ def score_model(results: ModelResults, suite: Suite) -> ModelScores:
             values[spec.column] = task_value(spec.value_rule, scores)
         except KoembedError as exc:
             missing[spec.column] = f"{result.path.name}: {exc}"
+            continue
+        if spec.category in PAIR_CATEGORIES:
+            deduplicated[spec.column] = spec.task in results.deduplicated
     known = {spec.task for spec in suite.tasks}
     ignored = sorted(name for name in results.files if name not in known)
-    return ModelScores(results.name, results.directory, values, missing, notes, ignored)
+    return ModelScores(
+        results.name,
+        results.directory,
+        values,
+        missing,
+        notes,
+        ignored,
+        pairs_deduplicated=deduplicated,
+        files=files,
+    )
+
+
+def mark_not_deduplicated(
+    tables: Sequence[Table], suite: Suite, models: Sequence[ModelScores]
+) -> list[Table]:
+    """The tables with :data:`NOT_DEDUPLICATED_MARK` on every run cell that rests on a pair-task
+    value made without de-duplication: the task's cell, its category average, the weighted
+    average."""
+    category_of = {t.column: t.category for t in suite.tasks}
+    marked_by_name: dict[str, set[str]] = {}
+    for m in models:
+        columns = set(m.not_deduplicated)
+        if not columns:
+            continue
+        categories = {category_of[c] for c in columns}
+        marked_by_name[m.name] = columns | {f"{c}_Average" for c in categories} | {WEIGHTED_HEADER}
+    if not marked_by_name:
+        return list(tables)
+    out = []
+    for table in tables:
+        rows = [list(r) for r in table.rows]
+        for i in table.runs:
+            wanted = marked_by_name.get(rows[i][0].strip(), set())
+            for j, head in enumerate(table.header):
+                if head in wanted and rows[i][j] not in ("", "-"):
+                    rows[i][j] += NOT_DEDUPLICATED_MARK
+        out.append(replace(table, rows=tuple(tuple(r) for r in rows)))
+    return out
 
 
 @dataclass
@@ -270,6 +373,36 @@ class Rescored:
     text: str
     notes: list[str]
     models: list[ModelScores]
+    suite: Suite | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``--json`` writes: per model and task, the value and where it came from."""
+        tasks = self.suite.tasks if self.suite is not None else ()
+        return {
+            "suite": self.suite.name if self.suite is not None else None,
+            "models": [
+                {
+                    "name": m.name,
+                    "directory": str(m.directory),
+                    "tasks": [
+                        {
+                            "column": spec.column,
+                            "task": spec.task,
+                            "category": spec.category,
+                            "value": m.values.get(spec.column),
+                            "file": m.files.get(spec.column),
+                            "missing": m.missing.get(spec.column),
+                            # null: not a pair task, or no value
+                            "pairs_deduplicated": m.pairs_deduplicated.get(spec.column),
+                        }
+                        for spec in tasks
+                    ],
+                    "ignored": list(m.ignored),
+                }
+                for m in self.models
+            ],
+            "notes": list(self.notes),
+        }
 
 
 def rescore(
@@ -311,6 +444,11 @@ def rescore(
     for m in models:
         label = f"{m.name} ({m.directory})"
         notes += [f"{label}: {n}" for n in m.notes]
+        if m.not_deduplicated:
+            notes.append(
+                f"{label}: {', '.join(m.not_deduplicated)} from mteb result files made without "
+                f"the leaderboard's pair de-duplication (marked {NOT_DEDUPLICATED_MARK})"
+            )
         if m.missing:
             notes.append(
                 f"{label}: {len(m.missing)} of {len(suite.tasks)} tasks missing: "
@@ -343,7 +481,11 @@ def rescore(
                 "no average over partial data: incomplete categories and the weighted average "
                 "show '-' (pass --allow-partial to average over the tasks present)"
             )
-    return Rescored(rows_markdown(tables), notes, models)
+    tables = mark_not_deduplicated(tables, suite, models)
+    text = rows_markdown(tables)
+    if any(NOT_DEDUPLICATED_MARK in line for t in tables for line in t.to_markdown().split("\n")):
+        text += f"\n{NOT_DEDUPLICATED_NOTE}\n"
+    return Rescored(text, notes, models, suite)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,6 +507,16 @@ def _cmd_rescore(args: Any) -> int:
         table=args.table,
         name=args.name,
     )
+    if args.json:
+        path = Path(args.json)
+        try:
+            path.write_text(
+                json.dumps(result.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+            )
+        except OSError as exc:
+            raise KoembedError(
+                f"--json {args.json}: cannot write ({exc.strerror or exc})"
+            ) from None
     sys.stdout.write(result.text)
     sys.stdout.flush()
     for note in result.notes:
@@ -417,5 +569,12 @@ def register(subparsers: Any) -> None:
         default=None,
         help="row name when DIR holds one model (default: model_meta.json's name, else the "
         "folder name); add the dtype suffix here, e.g. Qwen/Qwen3-Embedding-8B-bf16",
+    )
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="also write each model's task values, their result files and whether their pairs "
+        "were de-duplicated as the leaderboard does, as JSON",
     )
     p.set_defaults(func=_cmd_rescore)

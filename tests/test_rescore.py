@@ -26,6 +26,7 @@ import pytest
 
 from pytest_koembed.cli import main
 from pytest_koembed.leaderboards import load_leaderboard
+from pytest_koembed.rescore import NOT_DEDUPLICATED_MARK as MARK
 from pytest_koembed.suite import TaskSpec, load_suite
 
 SUITE = load_suite("ko-leaderboard-v1")
@@ -131,8 +132,10 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+def cells(line: str, marks: bool = False) -> list[str]:
+    """A table line's cells; without ``marks`` the not-de-duplicated mark is stripped."""
+    out = [c.strip() for c in line.strip().strip("|").split("|")]
+    return out if marks else [c.removesuffix(MARK) for c in out]
 
 
 def published_line(name: str, table: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -141,9 +144,9 @@ def published_line(name: str, table: str, capsys: pytest.CaptureFixture[str]) ->
     return next(cells(line) for line in out.splitlines() if line.startswith(f"| {name} "))
 
 
-def row(out: str, heading: str, name: str) -> list[str]:
+def row(out: str, heading: str, name: str, marks: bool = False) -> list[str]:
     block = out.split(f"# {heading}\n", 1)[1].split("\n\n", 1)[0]
-    return next(cells(line) for line in block.splitlines() if line.startswith(f"| {name} "))
+    return next(cells(line, marks) for line in block.splitlines() if line.startswith(f"| {name} "))
 
 
 def test_both_shapes_reproduce_the_published_rows(
@@ -296,3 +299,124 @@ def _write_twice(folder: Path, text: str) -> Path:
 def test_name_needs_a_single_model(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["rescore", str(results), "--name", "x"], capsys)
     assert code == 2 and "--name names one model" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Pair de-duplication: mteb's own files are marked, pytest-koembed's are not
+# ---------------------------------------------------------------------------------------------
+
+PAIR_COLUMNS = [t.column for t in SUITE.tasks if t.category in ("STS", "NLI")]
+
+
+def test_pair_values_from_mteb_files_are_marked(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "rescore.json"
+    code, out, err = run(["rescore", str(results), "--json", str(report)], capsys)
+    assert code == 0, err
+    for name in ("nlpai-lab/KURE-v1", "acme/legacy-model"):
+        sts = row(out, "STS", name, marks=True)
+        assert [c.endswith(MARK) for c in sts[1:]] == [True] * 4 + [False]  # 3 tasks, avg; rank
+        nli = row(out, "NLI", name, marks=True)
+        assert [c.endswith(MARK) for c in nli[1:]] == [True] * 4 + [False]
+        for table in ("Clustering", "Retrieval"):
+            assert MARK not in "".join(row(out, table, name, marks=True)), table
+        overall = row(out, "종합 순위", name, marks=True)  # S, N, C, R averages, weighted, rank
+        assert [c.endswith(MARK) for c in overall[1:]] == [True, True, False, False, True, False]
+        assert f"{name} ({results}" in err
+    assert out.count(MARK) == 2 * (4 + 4 + 3) + 1  # the cells, and the footnote
+    footnote = out.rstrip("\n").splitlines()[-1]
+    assert footnote.startswith(f"{MARK} from an mteb result file made without the leaderboard's")
+    assert "without the leaderboard's pair de-duplication (marked †)" in err
+    assert "KLUE-STS, Kor-STS, STS17, KLUE-NLI, Kor-NLI, PawsX-PairClassification from mteb" in err
+
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["suite"] == "ko-leaderboard-v1"
+    by_name = {m["name"]: m for m in data["models"]}
+    kure = {t["column"]: t for t in by_name["nlpai-lab/KURE-v1"]["tasks"]}
+    assert [c for c, t in kure.items() if t["pairs_deduplicated"] is False] == PAIR_COLUMNS
+    assert all(kure[c]["pairs_deduplicated"] is None for c in kure if c not in PAIR_COLUMNS)
+    assert kure["Kor-STS"]["value"] == pytest.approx(KURE["Kor-STS"])
+    assert kure["Kor-STS"]["file"].endswith("KorSTS.json")
+    assert kure["Kor-STS"]["missing"] is None
+
+
+def test_koembed_jsonl_lifts_the_mark_per_task(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A provenance line per task (what --koembed-results-dir writes) lifts that task's mark."""
+    kure = next((results / "nlpai-lab__KURE-v1").iterdir())
+    lines = [
+        {"task_name": spec.task, "column": spec.column, "duplicates_dropped": 3}
+        for spec in SUITE.tasks
+        if spec.category == "STS"
+    ]
+    (kure / "koembed.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in lines) + "not json\n", encoding="utf-8"
+    )
+    report = tmp_path / "rescore.json"
+    code, out, err = run(["rescore", str(results), "--json", str(report)], capsys)
+    assert code == 0, err
+    assert MARK not in "".join(row(out, "STS", "nlpai-lab/KURE-v1", marks=True))
+    assert row(out, "NLI", "nlpai-lab/KURE-v1", marks=True)[1].endswith(MARK)
+    assert row(out, "STS", "acme/legacy-model", marks=True)[1].endswith(MARK)
+    models = {m["name"]: m for m in json.loads(report.read_text("utf-8"))["models"]}
+    tasks = {t["column"]: t["pairs_deduplicated"] for t in models["nlpai-lab/KURE-v1"]["tasks"]}
+    assert tasks["Kor-STS"] is True and tasks["Kor-NLI"] is False and tasks["sib200"] is None
+
+
+CHAR_ENCODER = """
+import zlib
+
+import numpy as np
+import pytest
+
+
+class CharBigrams:
+    def encode(self, texts):
+        out = np.zeros((len(texts), 256), dtype="float32")
+        for i, text in enumerate(texts):
+            for j in range(max(1, len(text) - 1)):
+                out[i, zlib.crc32(text[j : j + 2].encode()) % 256] += 1.0
+        return out + 1e-3
+
+
+@pytest.fixture(scope="session")
+def koembed_encoder():
+    return CharBigrams()
+"""
+
+
+def test_results_of_a_koembed_run_are_not_marked(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: --koembed-results-dir, then rescore; without koembed.jsonl the marks return."""
+    pytester.makeconftest(CHAR_ENCODER)
+    results = pytester.path / "out"
+    run_record = pytester.path / "run.json"
+    outcome = pytester.runpytest(
+        "--koembed-model=acme/char-bigrams",
+        "--koembed-suite=sample",
+        f"--koembed-results-dir={results}",
+        f"--koembed-json={run_record}",
+    )
+    outcome.assert_outcomes(passed=4)
+    values = {t["column"]: t["value"] for t in json.loads(run_record.read_text("utf-8"))["tasks"]}
+    report = pytester.path / "rescore.json"
+    code, out, err = run(
+        ["rescore", str(results), "--suite", "sample", "--json", str(report)], capsys
+    )
+    assert code == 0, err
+    assert MARK not in out and "de-duplication" not in err
+    tasks = {t["column"]: t for t in json.loads(report.read_text("utf-8"))["models"][0]["tasks"]}
+    assert tasks["sample-sts"]["pairs_deduplicated"] is True
+    assert tasks["sample-pairs"]["pairs_deduplicated"] is True
+    assert tasks["sample-clustering"]["pairs_deduplicated"] is None
+    for column, value in values.items():  # mteb's files round to 6 decimals (x100: 4)
+        assert tasks[column]["value"] == pytest.approx(value, abs=1e-3), column
+
+    (next(results.glob("results/*/*")) / "koembed.jsonl").unlink()
+    code, out, err = run(["rescore", str(results), "--suite", "sample"], capsys)
+    assert code == 0, err
+    assert "sample-sts, sample-pairs from mteb result files made without" in err
+    assert out.count(MARK) > 1
