@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import re
+import json
+import shutil
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.instructions import (
     SHIPPED_PROFILE,
-    PromptPlan,
     build_prompt_plan,
     leaderboard_dtype,
     load_profile,
     shipped_profile,
 )
+from pytest_koembed.leaderboards import load_leaderboard
 from pytest_koembed.suite import TaskSpec, load_suite
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
-
-# The 20 rows of the leaderboard's overall table (seeds/000_*.txt).
+# The 20 rows of the leaderboard's overall table (baselines/ko-leaderboard-v1.csv).
 LEADERBOARD_ROWS = [
     "Qwen/Qwen3-Embedding-8B-bf16",
     "Alibaba-NLP/gte-Qwen2-7B-instruct-fp16",
@@ -46,7 +43,31 @@ LEADERBOARD_ROWS = [
     "upskyy/bge-m3-korean",
 ]
 
-# Qwen3-Embedding README (seeds/004_*.txt): f'Instruct: {task_description}\nQuery:{query}'.
+# The 18 model names of the leaderboard's instruction table ("Task별 Query_fix / Instruction", at
+# the end of its v1 page; docs/protocol.md), as printed there: Qwen3-Embedding is one line for all
+# sizes, PIXIE-Spell without its dtype suffix.
+INSTRUCTION_TABLE_ROWS = [
+    "BAAI/bge-m3",
+    "dragonkue/BGE-m3-ko",
+    "upskyy/bge-m3-korean",
+    "nlpai-lab/KoE5",
+    "nlpai-lab/KURE-v1",
+    "FronyAI/frony-embed-medium-ko-v2",
+    "McGill-NLP/LLM2Vec-Meta-Llama-3-8B-Instruct-mntp-supervised-bf16",
+    "FronyAI/frony-embed-medium-arctic-ko-v2.5",
+    "Snowflake/snowflake-arctic-embed-l-v2.0",
+    "dragonkue/snowflake-arctic-embed-l-v2.0-ko",
+    "kakaocorp/kanana-nano-2.1b-embedding-fp16",
+    "Alibaba-NLP/gte-Qwen2-7B-instruct-fp16",
+    "BAAI/bge-multilingual-gemma2-fp16",
+    "intfloat/multilingual-e5-large-instruct",
+    "facebook/drama-1b-fp16",
+    "Qwen3-Embedding",
+    "telepix/PIXIE-Rune-Preview",
+    "telepix/PIXIE-Spell-Preview-1.7B",
+]
+
+# The Qwen3-Embedding model card: f'Instruct: {task_description}\nQuery:{query}'.
 QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 QWEN3_QUERY = f"Instruct: {QWEN3_TASK}\nQuery:"
 
@@ -74,24 +95,16 @@ def test_every_leaderboard_row_has_a_profile_entry():
     assert SHIPPED_PROFILE.is_relative_to(Path(__file__).resolve().parents[1] / "pytest_koembed")
     for row in LEADERBOARD_ROWS:
         assert profile.find(row) is not None, row
+    assert set(LEADERBOARD_ROWS) == set(load_leaderboard("ko-leaderboard-v1").rows)
 
 
-def test_seed_table_rows_are_all_covered():
-    """Every model named in the seed's instruction table matches an entry."""
-    seed = next(SEEDS.glob("000_*.txt"), None)
-    if seed is None:
-        pytest.skip("shared/seeds is not next to this checkout")
-    text = seed.read_text(encoding="utf-8")
-    table = text[text.index("# Task별 Query_fix / Instruction") :]
-    names = [
-        m.group(1).strip()
-        for m in re.finditer(r"^\| ([^|]+?)\s+\|", table, flags=re.MULTILINE)
-        if "/" in m.group(1) or m.group(1).strip() == "Qwen3-Embedding"
-    ]
-    assert len(names) == 18
+def test_instruction_table_rows_are_all_covered():
+    """Every model named in the leaderboard's instruction table matches an entry."""
     profile = shipped_profile()
-    for name in names:
+    for name in INSTRUCTION_TABLE_ROWS:
         assert profile.find(name) is not None, name
+    # and the shipped file's entries are not catch-alls that would match anything
+    assert profile.find("someone/unknown-model") is None
 
 
 def test_qwen3_prompts_follow_the_table_and_the_model_card(v1_specs: dict[str, TaskSpec]):
@@ -281,62 +294,196 @@ def test_custom_tasks_are_prompted_by_category():
     )
 
 
-class SpyEncoder:
-    """Records which prompt reached which texts; returns deterministic unit vectors."""
+# ---------------------------------------------------------------------------------------------
+# End to end: the prompts the run record names are the ones the encoder received
+# ---------------------------------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str | None, tuple[str, ...]]] = []
+SAMPLE = Path(__file__).resolve().parents[1] / "suites" / "sample-data"
 
-    def encode(self, texts: list[str], *, prompt: str | None = None) -> np.ndarray:
-        self.calls.append((prompt, tuple(texts)))
-        out = np.ones((len(texts), 4), dtype=np.float32)
-        return out / 2.0
-
-
-def _drive(plan: PromptPlan, encoder: SpyEncoder, specs: dict[str, TaskSpec]) -> dict[Any, Any]:
-    """What the evaluation adapter does per task and role: ask the plan, hand the prompt over."""
-    used = {}
-    for spec in specs.values():
-        for role in _roles(spec):
-            texts = [f"{spec.column}:{role}:{i}" for i in range(2)]
-            prompt = plan.prompt_for(spec, role)
-            encoder.encode(texts, prompt=prompt)
-            used[(spec.column, role)] = prompt
-    return used
+# A user profile for every model, one distinct prompt per category and role, so that what the
+# encoder received tells which prompt it came with. Retrieval is left to the model's own
+# prompts where it has some (variant a) and to this file otherwise (variants b and c).
+PROFILE = """\
+format = 1
+[[profile]]
+match = "*"
+STS = "sts> "
+NLI = "nli> "
+Clustering = "clu> "
+"""
+PROFILE_RETRIEVAL = 'query = "q> "\ndocument = "d> "\n'
+ST_OWN_PROMPTS = {"query": "own query> ", "document": "own doc> "}
 
 
-def test_spy_encoder_sees_the_planned_prompt_for_every_task_and_role(v1_specs):
-    spy = SpyEncoder()
-    plan = build_prompt_plan(
-        "Qwen/Qwen3-Embedding-8B-bf16",
-        {"query": QWEN3_QUERY, "document": ""},  # Qwen3-Embedding's own ST prompts
-        None,
-        False,
+def _jsonl(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _sample_texts() -> dict[tuple[str, str], set[str]]:
+    """(column, role) -> every distinct text the sample suite encodes for it."""
+    sts = _jsonl(SAMPLE / "KoembedSampleSTS/default/test/pairs.jsonl")
+    pairs = _jsonl(SAMPLE / "KoembedSamplePairClassification/default/test/pairs.jsonl")
+    texts = _jsonl(SAMPLE / "KoembedSampleClustering/default/test/texts.jsonl")
+    retrieval = SAMPLE / "KoembedSampleRetrieval/default/test"
+    return {
+        ("sample-sts", "symmetric"): {r[k] for r in sts for k in ("sentence1", "sentence2")},
+        ("sample-pairs", "symmetric"): {r[k] for r in pairs for k in ("sentence1", "sentence2")},
+        ("sample-clustering", "symmetric"): {r["text"] for r in texts},
+        ("sample-retrieval", "query"): {r["text"] for r in _jsonl(retrieval / "queries.jsonl")},
+        ("sample-retrieval", "document"): {r["text"] for r in _jsonl(retrieval / "corpus.jsonl")},
+    }
+
+
+def _received_by_prompt(
+    received: list[str], prompts: dict[tuple[str, str], str | None]
+) -> dict[tuple[str, str], set[str]]:
+    """Sort the strings an encoder received by the (distinct) prompt each starts with."""
+    out: dict[tuple[str, str], set[str]] = {key: set() for key in prompts}
+    for text in received:
+        keys = [key for key, p in prompts.items() if p and text.startswith(p)]
+        assert len(keys) == 1, f"{text!r} starts with no expected prompt, or with several"
+        out[keys[0]].add(text[len(prompts[keys[0]] or "") :])
+    return out
+
+
+def _check_documents(got: set[str], texts: set[str]) -> None:
+    """mteb hands documents over as "title text"; each text must arrive, once per document."""
+    assert len(got) == len(texts)
+    assert all(any(g.endswith(t) for g in got) for t in texts)
+
+
+def _run_sample(
+    pytester: pytest.Pytester, model: str, retrieval_in_profile: bool, *args: str
+) -> dict:
+    profile = pytester.path / "prompts.toml"
+    profile.write_text(PROFILE + (PROFILE_RETRIEVAL if retrieval_in_profile else ""), "utf-8")
+    record_path = pytester.path / "run.json"
+    result = pytester.runpytest(
+        f"--koembed-model={model}",
+        "--koembed-suite=sample",
+        f"--koembed-instructions={profile}",
+        f"--koembed-json={record_path}",
+        *args,
     )
-    used = _drive(plan, spy, v1_specs)
-    assert len(spy.calls) == 3 + 3 + 3 + 6 * 2
-    by_texts = {texts[0].rsplit(":", 1)[0]: prompt for prompt, texts in spy.calls}
-    sts = "Instruct: retrieve semantically similar text.\nQuery:"
-    for column in (
-        "KLUE-STS",
-        "Kor-STS",
-        "STS17",
-        "KLUE-NLI",
-        "Kor-NLI",
-        "PawsX-PairClassification",
-    ):
-        assert by_texts[f"{column}:symmetric"] == sts
-    for column in (
-        "sib200",
-        "clustering_klue_mrc_context_domain",
-        "clustering_klue_mrc_ynat_title",
-    ):
-        assert by_texts[f"{column}:symmetric"] == QWEN3_QUERY
-    for spec in v1_specs.values():
-        if spec.category == "Retrieval":
-            assert by_texts[f"{spec.column}:query"] == QWEN3_QUERY
-            assert by_texts[f"{spec.column}:document"] is None
-    # The plan's answer (what the run record stores) is exactly what reached the encoder.
-    assert len(used) == len(spy.calls)
-    for (column, role), prompt in used.items():
-        assert by_texts[f"{column}:{role}"] == prompt
+    result.assert_outcomes(passed=4 if not args else 2)
+    tasks = json.loads(record_path.read_text(encoding="utf-8"))["tasks"]
+    return {(t["column"], role): p for t in tasks for role, p in t["prompts"].items()}
+
+
+EXPECTED = {
+    ("sample-sts", "symmetric"): "sts> ",
+    ("sample-pairs", "symmetric"): "nli> ",
+    ("sample-clustering", "symmetric"): "clu> ",
+    ("sample-retrieval", "query"): "q> ",
+    ("sample-retrieval", "document"): "d> ",
+}
+
+
+def test_a_sentence_transformers_model_with_prompts(
+    pytester: pytest.Pytester, minilm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own prompts for retrieval, the profile's for the rest; what its tokenizer saw."""
+    from sentence_transformers import SentenceTransformer
+
+    model = pytester.path / "st-with-prompts"
+    shutil.copytree(minilm_dir, model)
+    config = json.loads((model / "config_sentence_transformers.json").read_text("utf-8"))
+    config["prompts"] = ST_OWN_PROMPTS
+    (model / "config_sentence_transformers.json").write_text(json.dumps(config), "utf-8")
+
+    # What the model is handed to tokenize: sentence-transformers >= 6 takes the texts and the
+    # prompt in ``preprocess`` (and prepends it there); older versions prepend it in ``encode``
+    # and call ``tokenize`` with the joined strings.
+    received: list[str] = []
+    hook = "preprocess" if hasattr(SentenceTransformer, "preprocess") else "tokenize"
+    original = getattr(SentenceTransformer, hook)
+
+    def spy(self: SentenceTransformer, inputs: list[str], *args: object, **kwargs: object):
+        prompt = kwargs.get("prompt") if hook == "preprocess" else None
+        received.extend((prompt or "") + text for text in inputs)
+        return original(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceTransformer, hook, spy)
+    # one symmetric task and the retrieval task (the real model is slow on the other two)
+    recorded = _run_sample(pytester, str(model), False, "-k", "sample-sts or sample-retrieval")
+    expected = {
+        ("sample-sts", "symmetric"): "sts> ",
+        ("sample-retrieval", "query"): "own query> ",
+        ("sample-retrieval", "document"): "own doc> ",
+    }
+    assert recorded == expected
+    got = _received_by_prompt(received, recorded)
+    texts = _sample_texts()
+    for key in expected:
+        if key[1] == "document":
+            _check_documents(got[key], texts[key])
+        else:
+            assert got[key] == texts[key], key
+
+
+ENCODER_CONFTEST = """
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+LOG = {log!r}
+
+
+def vectors(texts):
+    out = np.zeros((len(texts), 64), dtype="float32")
+    for i, text in enumerate(texts):
+        for j in range(max(1, len(text) - 1)):
+            out[i, zlib.crc32(text[j : j + 2].encode()) % 64] += 1.0
+    return out + 1e-3
+
+
+def log(texts, prompt):
+    with open(LOG, "a", encoding="utf-8") as f:
+        for text in texts:
+            f.write(json.dumps({{"prompt": prompt, "text": text}}, ensure_ascii=False) + "\\n")
+
+
+class {name}:
+    {method}
+
+
+@pytest.fixture(scope="session")
+def koembed_encoder():
+    return {name}()
+"""
+TAKES_PROMPT = """def encode(self, texts, prompt=None):
+        log(texts, prompt)
+        return vectors([(prompt or "") + t for t in texts])"""
+NO_PROMPT = """def encode(self, texts):
+        log(texts, None)
+        return vectors(texts)"""
+
+
+@pytest.mark.parametrize(
+    ("name", "method"), [("TakesPrompt", TAKES_PROMPT), ("NoPrompt", NO_PROMPT)]
+)
+def test_a_custom_encoder_gets_the_prompt_as_it_can_take_it(
+    pytester: pytest.Pytester, name: str, method: str
+) -> None:
+    """With ``prompt=``: handed over, texts untouched. Without: prepended to every text."""
+    log = pytester.path / "received.jsonl"
+    pytester.makeconftest(ENCODER_CONFTEST.format(log=str(log), name=name, method=method))
+    recorded = _run_sample(pytester, "my-encoder", retrieval_in_profile=True)
+    assert recorded == EXPECTED
+    calls = _jsonl(log)
+    if name == "TakesPrompt":
+        # every text arrived bare, with its prompt as the keyword
+        assert all(c["prompt"] in EXPECTED.values() for c in calls)
+        received = [c["prompt"] + c["text"] for c in calls]
+    else:
+        assert all(c["prompt"] is None for c in calls)
+        received = [c["text"] for c in calls]
+    got = _received_by_prompt(received, recorded)
+    texts = _sample_texts()
+    for key in EXPECTED:
+        if key[1] == "document":
+            _check_documents(got[key], texts[key])
+        else:
+            assert got[key] == texts[key], key
