@@ -22,7 +22,8 @@ else:  # pragma: no cover - Python 3.10
 
 CATEGORIES = ("STS", "NLI", "Clustering", "Retrieval")
 
-# The value rule a category uses on the leaderboard (docs/protocol.md, "Version 1: tasks and the value taken from each").
+# The value rule a category uses on the leaderboard (docs/protocol.md, "Version 1: tasks and the
+# value taken from each").
 DEFAULT_VALUE_RULE = {
     "STS": "sts-mean8",
     "NLI": "cosine_ap",
