@@ -483,7 +483,7 @@ def rescore(
             )
     tables = mark_not_deduplicated(tables, suite, models)
     text = rows_markdown(tables)
-    if any(NOT_DEDUPLICATED_MARK in line for t in tables for line in t.to_markdown().split("\n")):
+    if any(NOT_DEDUPLICATED_MARK in cell for t in tables for r in t.rows for cell in r):
         text += f"\n{NOT_DEDUPLICATED_NOTE}\n"
     return Rescored(text, notes, models, suite)
 
