@@ -44,6 +44,7 @@ class KoembedSession:
     baseline_changes: list[str] = field(default_factory=list)  # --koembed-update-baseline
     reports: Any = None  # publish.ReportOptions: --koembed-row / -model-index / -plot ...
     report_outcome: Any = None  # publish.ReportOutcome, once the reports are written
+    benchmark_only: bool = True  # the repository's own tests are not collected
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
@@ -55,7 +56,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--koembed-model",
         metavar="MODEL",
         help="model to benchmark: a local model directory or a Hugging Face Hub id. "
-        "Nothing of the plugin runs without it.",
+        "Nothing of the plugin runs without it. Runs the benchmark only, unless test paths "
+        "are named or --koembed-with-tests is given.",
+    )
+    group.addoption(
+        "--koembed-with-tests",
+        action="store_true",
+        help="with --koembed-model, also collect and run the repository's own tests "
+        "(naming test paths on the command line does the same)",
     )
     group.addoption(
         "--koembed-suite",
@@ -297,6 +305,12 @@ def pytest_configure(config: pytest.Config) -> None:
         batch_size=config.getoption("koembed_batch_size") or 32,
         policy=_baseline_policy(config, suite),
         reports=_report_options(config),
+        # Without named paths pytest would collect the invocation dir or testpaths: the
+        # repository's own tests, whose modules may import heavy things. Named paths are asked for.
+        benchmark_only=not (
+            config.getoption("koembed_with_tests")
+            or config.args_source == pytest.Config.ArgsSource.ARGS
+        ),
     )
     config.stash[SESSION_KEY] = session
     if not _is_worker(config):
@@ -326,6 +340,22 @@ def _share_cpu_threads() -> None:
 
     if "torch" in sys.modules:  # already imported (e.g. by a conftest): tell it directly
         sys.modules["torch"].set_num_threads(threads)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None or not state.benchmark_only:
+        return None
+    return (
+        "koembed: benchmark only (the repository's own tests run with --koembed-with-tests "
+        "or named test paths)"
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Benchmark only: nothing on disk is collected, so no test module is even imported."""
+    state = config.stash.get(SESSION_KEY, None)
+    return True if state is not None and state.benchmark_only else None
 
 
 def _column_of(nodeid: str) -> str | None:
@@ -439,6 +469,9 @@ def pytest_collection_modifyitems(
     state = config.stash.get(SESSION_KEY, None)
     if state is None:
         return
+    if state.benchmark_only and items:  # e.g. a file named directly in testpaths
+        config.hook.pytest_deselected(items=list(items))
+        items.clear()
     root = KoembedGroup.from_parent(session, name="koembed", nodeid="koembed")
     groups: dict[str, KoembedGroup] = {}
     added: list[pytest.Item] = []
