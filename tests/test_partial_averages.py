@@ -128,3 +128,21 @@ def test_only_failed_task_is_not_scored(repo: pytest.Pytester) -> None:
             "category averages: STS n/a (0 of 3 tasks) | NLI n/a (0 of 1 tasks)",
         ]
     )
+
+
+def test_stopping_at_the_first_failure_leaves_the_run_incomplete(repo: pytest.Pytester) -> None:
+    result, record = _run(repo, "-x")
+    assert result.ret == 1
+    assert record["complete"] is False
+    assert record["interrupted"] == "stopping after 1 failures"  # pytest's own words
+    assert record["not_run"] == ["pairs"]
+    assert record["task_counts"] == {
+        "total": 4, "scored": 2, "failed": 1, "not_run": 1, "deselected": 0
+    }  # fmt: skip
+    result.stdout.fnmatch_lines(
+        [
+            "suite three-sts: 2 of 4 tasks scored, 1 failed, 1 not run",
+            "the run did not finish: stopping after 1 failures",
+            "category averages: STS * (2 of 3 tasks) | NLI n/a (0 of 1 tasks)",
+        ]
+    )
