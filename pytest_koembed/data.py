@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_koembed.errors import KoembedError
+from pytest_koembed.errors import HubDownloadError, KoembedError
 
 if TYPE_CHECKING:
     from mteb.abstasks.abstask import AbsTask
@@ -917,11 +917,11 @@ def _load_hub(task: AbsTask, kind: str, spec: TaskSpec) -> PreparedTask:
     try:
         task.load_data()
     except _hub_errors() as exc:
-        raise KoembedError(
+        raise HubDownloadError(
             f"cannot download {path} for {spec.task} from the Hugging Face Hub "
-            f"({_short_reason(exc)}); run with --koembed-data-dir DIR pointing at a local copy "
-            f"in the documented layout (DIR/{spec.task}/{spec.subset}/{spec.split}/: "
-            f"{LAYOUT[_layout_kind(kind)]})"
+            f"({_short_reason(exc)})",
+            "run with --koembed-data-dir DIR pointing at a local copy in the documented layout "
+            f"(DIR/{spec.task}/{spec.subset}/{spec.split}/: {LAYOUT[_layout_kind(kind)]})",
         ) from exc
     except Exception as exc:  # a dataset mteb cannot read: still one line for the user
         raise KoembedError(

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_koembed.errors import KoembedError
+from pytest_koembed.errors import HubDownloadError, KoembedError
 from pytest_koembed.suite import load_suite
 
 
@@ -35,7 +35,13 @@ def mirror_suite(
     for spec in specs:
         if spec.is_custom:
             continue  # custom tasks already live in the layout, next to their suite file
-        prepared = prepare_task(spec, source)
+        try:
+            prepared = prepare_task(spec, source)
+        except HubDownloadError as exc:  # its advice (--koembed-data-dir) is the plugin's
+            raise KoembedError(
+                f"{exc.problem}; run koembed mirror where the Hub is reachable, or copy an "
+                "existing local copy in the layout with --from SRC"
+            ) from None
         path = export_task(spec, prepared, out_dir)
         written.append((spec.column, path, prepared.n_examples, prepared.duplicates_dropped))
     return written

@@ -20,9 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_koembed.averages import count_tasks
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.leaderboards import leaderboards_for_suite, load_leaderboard
-from pytest_koembed.scoring import TaskRow, format_value, get_scheme, round_half_up, summarize
+from pytest_koembed.scoring import (
+    TaskRow,
+    category_average,
+    format_value,
+    get_scheme,
+    round_half_up,
+    summarize,
+)
 from pytest_koembed.suite import CATEGORIES, Suite
 
 CATEGORY_COLORS = {
@@ -58,6 +66,7 @@ class ChartRow:
     low: float | None = None  # the leaderboard's lowest value
     verdict: str | None = None  # the task's verdict against its baseline, if it was judged
     is_average: bool = False  # a category or weighted average (None: incomplete)
+    incomplete_note: str | None = None  # an incomplete average: "77.32 over 2 of 3 tasks"
 
 
 @dataclass
@@ -179,6 +188,8 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
             )
         )
     for cat in categories:
+        values = [run_values[t.column] for t in suite.tasks if t.category == cat]
+        scored = [v for v in values if v is not None]
         averages.append(
             ChartRow(
                 f"{cat} average",
@@ -187,6 +198,11 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
                 base_summary.category_averages.get(cat) if base_summary else None,
                 *_spread([(r, s.category_averages.get(cat)) for r, s in board_summaries.items()]),
                 is_average=True,
+                # the summary's partial average, same rule (pytest_koembed.averages)
+                incomplete_note=(
+                    f"{_fixed(category_average(scored) or 0.0) if scored else 'n/a'} over "
+                    f"{len(scored)} of {len(values)} tasks"
+                ),
             )
         )
     task_rows = [
@@ -206,9 +222,13 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
     model = record.get("model") if isinstance(record.get("model"), Mapping) else {}
     assert isinstance(model, Mapping)
     name = str(model.get("row_name") or model.get("name") or "this run")
-    scored = sum(1 for v in run_values.values() if v is not None)
+    counts = count_tasks(
+        suite,
+        {c: str(t.get("status", "ok")) for c, t in tasks_by_column.items()},
+        [t.column for t in suite.tasks if t.column not in set(record.get("deselected") or [])],
+    )
     title = f"{name} on {suite.name}"
-    parts = [f"{scored} of {len(suite.tasks)} tasks scored"]
+    parts = [counts.describe()]
     headline = averages[0] if averages and averages[0].category == "" else None
     if headline is not None and headline.value is not None:
         parts.append(f"{headline.label.lower()} {format_value(headline.value)}")
@@ -252,7 +272,10 @@ def _delta_text(row: ChartRow) -> tuple[str, str]:
     averages) it is the sign of the difference.
     """
     if row.value is None:
-        return ("incomplete" if row.is_average else "not scored"), "#b00020"
+        if row.is_average:
+            note = f": {row.incomplete_note}" if row.incomplete_note else ""
+            return f"incomplete{note}", "#b00020"
+        return "not scored", "#b00020"
     text = _fixed(row.value)
     if row.baseline is None:
         return text, "#222222"

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.options import positive_int
 from pytest_koembed.records import TaskScore
 from pytest_koembed.suite import CATEGORIES, Suite, TaskSpec, load_suite
 from pytest_koembed.verdicts import BaselinePolicy, GateResult, Judgement
@@ -44,6 +45,10 @@ class KoembedSession:
     baseline_changes: list[str] = field(default_factory=list)  # --koembed-update-baseline
     reports: Any = None  # publish.ReportOptions: --koembed-row / -model-index / -plot ...
     report_outcome: Any = None  # publish.ReportOutcome, once the reports are written
+    benchmark_only: bool = True  # the repository's own tests are not collected
+    complete: bool = False  # every selected task reported and the session ended normally
+    interrupted: str | None = None  # why the session ended early (Ctrl-C, internal error, -x)
+    write_errors: dict[str, str] = field(default_factory=dict)  # output -> why not written
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
@@ -55,7 +60,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--koembed-model",
         metavar="MODEL",
         help="model to benchmark: a local model directory or a Hugging Face Hub id. "
-        "Nothing of the plugin runs without it.",
+        "Nothing of the plugin runs without it. Runs the benchmark only, unless test paths "
+        "are named or --koembed-with-tests is given.",
+    )
+    group.addoption(
+        "--koembed-with-tests",
+        action="store_true",
+        help="with --koembed-model, also collect and run the repository's own tests "
+        "(naming test paths on the command line does the same)",
     )
     group.addoption(
         "--koembed-suite",
@@ -124,13 +136,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--koembed-batch-size",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="encode batch size (default 32; halves on CUDA out-of-memory)",
     )
     group.addoption(
-        "--koembed-max-length", type=int, default=None, metavar="N", help="max tokens per text"
+        "--koembed-max-length",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="max tokens per text",
     )
     group.addoption(
         "--koembed-trust-remote-code",
@@ -297,7 +313,15 @@ def pytest_configure(config: pytest.Config) -> None:
         batch_size=config.getoption("koembed_batch_size") or 32,
         policy=_baseline_policy(config, suite),
         reports=_report_options(config),
+        # Without named paths pytest would collect the invocation dir or testpaths: the
+        # repository's own tests, whose modules may import heavy things. Named paths are asked for.
+        benchmark_only=not (
+            config.getoption("koembed_with_tests")
+            or config.args_source == pytest.Config.ArgsSource.ARGS
+        ),
     )
+    if not _is_worker(config):  # the workers get the same options: check them once
+        _check_options(config, session)
     config.stash[SESSION_KEY] = session
     if not _is_worker(config):
         config.pluginmanager.register(KoembedController(config, session), "koembed-controller")
@@ -309,6 +333,34 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_koembed.encoders import pin_worker_gpu
 
         pin_worker_gpu(worker, os.environ)
+
+
+def _check_options(config: pytest.Config, session: KoembedSession) -> None:
+    """Output paths, device, pooling and instructions, before anything runs (usage errors)."""
+    from pytest_koembed import options as check
+
+    reports, policy = session.reports, session.policy
+    files: list[tuple[str, Path | None]] = [
+        ("--koembed-json", session.json_path),
+        ("--koembed-save-baseline", policy.save_path if policy else None),
+        ("--koembed-row", Path(reports.row) if reports.row not in (None, "-") else None),
+        ("--koembed-model-index", reports.model_index),
+        ("--koembed-model-card", reports.model_card),
+        ("--koembed-plot", reports.plot),
+    ]
+    if policy is not None and policy.update:
+        files.append(("--koembed-baseline", policy.choice.path))
+    try:
+        for option, path in files:
+            if path is not None:
+                check.check_output_file(option, path)
+        if reports.results_dir is not None:
+            check.check_output_dir("--koembed-results-dir", reports.results_dir)
+        check.check_device(config.getoption("koembed_device"))
+        check.check_pooling(config.getoption("koembed_pooling"))
+        check.check_instructions(config.getoption("koembed_instructions"))
+    except KoembedError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _share_cpu_threads() -> None:
@@ -326,6 +378,22 @@ def _share_cpu_threads() -> None:
 
     if "torch" in sys.modules:  # already imported (e.g. by a conftest): tell it directly
         sys.modules["torch"].set_num_threads(threads)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None or not state.benchmark_only:
+        return None
+    return (
+        "koembed: benchmark only (the repository's own tests run with --koembed-with-tests "
+        "or named test paths)"
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Benchmark only: nothing on disk is collected, so no test module is even imported."""
+    state = config.stash.get(SESSION_KEY, None)
+    return True if state is not None and state.benchmark_only else None
 
 
 def _column_of(nodeid: str) -> str | None:
@@ -439,6 +507,9 @@ def pytest_collection_modifyitems(
     state = config.stash.get(SESSION_KEY, None)
     if state is None:
         return
+    if state.benchmark_only and items:  # e.g. a file named directly in testpaths
+        config.hook.pytest_deselected(items=list(items))
+        items.clear()
     root = KoembedGroup.from_parent(session, name="koembed", nodeid="koembed")
     groups: dict[str, KoembedGroup] = {}
     added: list[pytest.Item] = []
@@ -581,7 +652,7 @@ class KoembedController:
             self.state.encoder_infos.append(info)
         self.write(complete=False)
 
-    def record(self, *, complete: bool) -> dict[str, Any]:
+    def record(self, *, complete: bool = False) -> dict[str, Any]:
         from pytest_koembed.reports import run_record
         from pytest_koembed.verdicts import baseline_block
 
@@ -596,68 +667,137 @@ class KoembedController:
             selected=state.selected,
             started=state.started,
             complete=complete,
+            interrupted=state.interrupted,
             baseline=baseline_block(policy.choice.text, policy.describe(), state.scores.values())
             if policy is not None
             else None,
             gates=[g.to_dict() for g in state.gate_results],
         )
 
-    def write(self, *, complete: bool) -> None:
-        """Rewrite the run record after every finished task: a killed run keeps what it finished."""
+    def write(self, *, complete: bool = False) -> None:
+        """Rewrite the run record after every finished task: a killed run keeps what it finished.
+
+        A failed write never stops the run: ``--koembed-json`` is retried at every task and at
+        the end, where a failure is a summary line and a non-zero exit status.
+        """
         from pytest_koembed.reports import write_json
 
         record = self.record(complete=complete)
-        for path in (self.state.json_path, self.journal):
-            if path is not None:
+        try:
+            journal = self.journal
+        except OSError as exc:
+            journal = None
+            self.state.write_errors["journal"] = f"not written: {_reason(exc)}"
+        targets = [("--koembed-json", self.state.json_path), ("journal", journal)]
+        for option, path in targets:
+            if path is None:
+                continue
+            try:
                 write_json(record, path)
+            except OSError as exc:
+                self.state.write_errors[option] = f"{path}: not written: {_reason(exc)}"
+            else:
+                self.state.write_errors.pop(option, None)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Gates (``--koembed-fail-under``) and baseline files, once every item has reported.
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        message = str(excinfo.value).strip()
+        self.state.interrupted = (
+            f"interrupted ({excinfo.typename}{': ' + message if message else ''})"
+        )
 
-        Like pytest-cov's ``--cov-fail-under``: a failed gate turns exit status 0 into 1 here,
-        before the terminal summary is printed. Nothing is checked or written for an interrupted
-        run or ``--collect-only``.
-        """
-        from pytest_koembed.reports import write_json
-        from pytest_koembed.verdicts import evaluate_gates, write_baseline_files
+    def pytest_internalerror(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self.state.interrupted = f"internal error ({excinfo.typename}: {_reason(excinfo.value)})"
 
-        state, policy = self.state, self.state.policy
-        finished = session.exitstatus in (
+    def _finish_state(self, session: pytest.Session) -> bool:
+        """Whether the run is complete: it ended normally and every selected task reported.
+        Otherwise ``state.interrupted`` says why not."""
+        state = self.state
+        ended = session.exitstatus in (
             pytest.ExitCode.OK,
             pytest.ExitCode.TESTS_FAILED,
             pytest.ExitCode.NO_TESTS_COLLECTED,  # all deselected: gates say "not checked"
         )
-        if policy is None or not finished or self.config.option.collectonly:
-            self.write(complete=True)
-            self.write_reports(session)
+        missing = [c for c in state.selected if c not in state.scores]
+        if ended and not missing and state.interrupted is None:
+            return True
+        if state.interrupted is None:
+            stop = session.shouldstop or session.shouldfail
+            if isinstance(stop, str) and stop:
+                state.interrupted = stop  # -x / --maxfail: "stopping after 1 failures"
+            elif session.exitstatus == pytest.ExitCode.INTERRUPTED:
+                state.interrupted = "interrupted"
+            elif session.exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+                state.interrupted = "internal error"
+            else:
+                state.interrupted = f"{len(missing)} selected task(s) did not report"
+        return False
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Gates (``--koembed-fail-under``), the run record, reports and baseline files.
+
+        Like pytest-cov's ``--cov-fail-under``: a failed gate (or a requested output that could
+        not be written) turns exit status 0 into 1 here, before the terminal summary is printed.
+        ``--collect-only`` writes nothing. An incomplete run (interrupted, ``-x``) is recorded
+        with ``"complete": false``; its gates are not checked and no report or baseline is
+        written.
+        """
+        from pytest_koembed.reports import write_json
+        from pytest_koembed.verdicts import evaluate_gates, unchecked_gates, write_baseline_files
+
+        if self.config.option.collectonly:
             return
-        state.gate_results = evaluate_gates(policy.gates, self.record(complete=True), state.suite)
-        if any(g.failed for g in state.gate_results) and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        self.write(complete=True)
-        self.write_reports(session)
-        try:
-            state.baseline_changes = write_baseline_files(
-                policy, self.record(complete=True), write_json
+        state, policy = self.state, self.state.policy
+        complete = self._finish_state(session)
+        state.complete = complete
+        if policy is not None and complete:
+            state.gate_results = evaluate_gates(
+                policy.gates, self.record(complete=True), state.suite
             )
-        except (KoembedError, OSError) as exc:
-            state.baseline_changes = [f"baseline not written: {exc}"]
+        elif policy is not None:
+            state.gate_results = unchecked_gates(
+                policy.gates, f"the run did not finish: {state.interrupted}"
+            )
+        failed = any(g.failed for g in state.gate_results)
+        self.write(complete=complete)
+        if state.json_path is not None and "--koembed-json" in state.write_errors:
+            failed = True
+        if complete:
+            self.write_reports(session)
+            if state.report_outcome is not None and state.report_outcome.failed:
+                failed = True
+            if policy is not None:
+                try:
+                    state.baseline_changes = write_baseline_files(
+                        policy, self.record(complete=True), write_json
+                    )
+                except (KoembedError, OSError) as exc:
+                    state.baseline_changes = [f"baseline not written: {_reason(exc)}"]
+                    failed = True
+        if failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_koembed.reports import summary_lines
 
+        if self.config.option.collectonly:
+            return
         terminalreporter.ensure_newline()  # else the first line after the header is blank
         terminalreporter.section("koembed summary")
-        for line in summary_lines(self.record(complete=True)):
+        for line in summary_lines(self.record(complete=self.state.complete)):
             terminalreporter.write_line(line)
-        policy = self.state.policy
-        unchecked = policy is not None and policy.gates and not self.state.gate_results
-        if unchecked and not self.config.option.collectonly:
-            terminalreporter.write_line("gates not checked: the run did not finish")
         for line in self.state.baseline_changes:
-            terminalreporter.write_line(line)
-        if self.state.json_path is not None:
+            terminalreporter.write_line(line, red=line.startswith("baseline not written"))
+        json_error = self.state.write_errors.get("--koembed-json")
+        if json_error is not None:
+            terminalreporter.write_line(f"--koembed-json {json_error}", red=True)
+        elif self.state.json_path is not None:
             terminalreporter.write_line(f"run record written to {self.state.json_path}")
+        journal_error = self.state.write_errors.get("journal")
+        if journal_error is not None:
+            terminalreporter.write_line(
+                f"note: pytest cache copy of the run record {journal_error}"
+            )
         outcome = self.state.report_outcome
         if outcome is not None:
             for line in outcome.lines:
@@ -668,14 +808,17 @@ class KoembedController:
 
     def write_reports(self, session: pytest.Session) -> None:
         """--koembed-row / -model-index / -model-card / -results-dir / -plot, from the complete
-        run record; not for an interrupted run or --collect-only."""
+        run record."""
         options = self.state.reports
-        finished = session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
-        if options is None or not options.wanted() or self.config.option.collectonly:
-            return
-        if not finished:
+        if options is None or not options.wanted():
             return
         from pytest_koembed.publish import write_reports
 
         record = self.record(complete=True)
         self.state.report_outcome = write_reports(record, self.state.suite, options)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one line: ``[Errno 28] No space left on device``."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 
 from pytest_koembed import __version__
+from pytest_koembed.averages import TaskCounts, average_fields, category_text, count_tasks
 from pytest_koembed.records import TaskScore
-from pytest_koembed.scoring import SCHEMES, format_value, summarize
+from pytest_koembed.scoring import SCHEMES, format_value
 from pytest_koembed.suite import CATEGORIES, Suite
 from pytest_koembed.verdicts import baseline_lines, gate_lines, signed, verdict_cell
 
@@ -67,36 +68,29 @@ def run_record(
     selected: Iterable[str],
     started: float,
     complete: bool,
+    interrupted: str | None = None,
     finished: float | None = None,
     baseline: Mapping[str, Any] | None = None,
     gates: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Everything a run produced, as JSON-able data, tasks in suite order.
 
-    ``baseline`` (what the run was compared with) and ``gates`` (the ``--koembed-fail-under``
-    results) come from ``pytest_koembed.verdicts``.
+    ``complete``: every selected task reported and the session ended normally; ``interrupted``:
+    why a session ended early (Ctrl-C, an internal error, ``-x``). ``baseline`` (what the run was
+    compared with) and ``gates`` (the ``--koembed-fail-under`` results) come from
+    ``pytest_koembed.verdicts``; the counts and averages from ``pytest_koembed.averages``.
     """
     selected_set = set(selected) | set(scores)
     tasks = [scores[s.column].to_dict() for s in suite.tasks if s.column in scores]
     not_run = [s.column for s in suite.tasks if s.column in selected_set and s.column not in scores]
     deselected = [s.column for s in suite.tasks if s.column not in selected_set]
-    rows = []
-    for spec in suite.tasks:
-        if spec.column in deselected:
-            continue
-        score = scores.get(spec.column)
-        ok = score is not None and score.status == "ok"
-        rows.append((spec.column, spec.category, score.value if ok and score else None))
-    summary = summarize(rows, scheme)
-    weighted = summary.weighted
-    # The weighted average is the leaderboard's number only over the whole suite.
-    partial = bool(deselected)
-    if partial:
-        weighted = None
+    counts = count_tasks(suite, {c: score.status for c, score in scores.items()}, selected_set)
+    values = {c: score.value for c, score in scores.items() if score.status == "ok"}
     finished_ts = finished if finished is not None else datetime.now(timezone.utc).timestamp()
     return {
         "koembed_version": __version__,
         "complete": complete,
+        "interrupted": interrupted,
         "started": _iso(started),
         "finished": _iso(finished_ts),
         "model": _model_block(model, encoder_infos),
@@ -107,14 +101,7 @@ def run_record(
         "tasks": tasks,
         "not_run": not_run,
         "deselected": deselected,
-        "category_averages": dict(summary.category_averages),
-        "incomplete_categories": sorted(summary.incomplete),
-        "weighted_average": weighted,
-        "weighted_average_note": (
-            "not computed: tasks were deselected (-k/-m), the suite is partial"
-            if partial and summary.weighted is not None
-            else None
-        ),
+        **average_fields(suite, scheme, values, counts),
         "baseline": dict(baseline) if baseline is not None else None,
         "gates": [dict(g) for g in gates],
     }
@@ -208,20 +195,18 @@ def _batch_note(model: Mapping[str, Any]) -> str:
 def summary_lines(record: Mapping[str, Any]) -> list[str]:
     """The ``koembed summary`` section of the terminal report."""
     suite = record["suite"]
-    lines = [f"suite {suite['name']}: {len(record['tasks'])} of {suite['tasks']} tasks scored"]
+    counts = TaskCounts.from_dict(record["task_counts"])
+    lines = [f"suite {suite['name']}: {counts.describe()}"]
+    if record.get("interrupted"):
+        lines.append(f"the run did not finish: {record['interrupted']}")
     table = task_table(record)
     if not table.empty:
         lines.extend(_aligned(table, left=("task", "category", "verdict")))
     for task in record["tasks"]:
         if task["status"] != "ok":
             lines.append(f"  {task['column']}: {task['error']}")
-    averages = record["category_averages"]
-    parts = [
-        f"{category} {_fmt(averages[category])}"
-        + (" (incomplete)" if category in record["incomplete_categories"] else "")
-        for category in CATEGORIES
-        if category in averages
-    ]
+    texts = [category_text(record, category, _fmt) for category in CATEGORIES]
+    parts = [text for text in texts if text is not None]
     if parts:
         lines.append("category averages: " + " | ".join(parts))
     scheme = record["scheme"]

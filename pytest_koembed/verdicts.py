@@ -38,10 +38,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pytest_koembed.averages import average_fields, count_tasks
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.leaderboards import find_row, leaderboards_for_suite, load_leaderboard
 from pytest_koembed.records import TaskScore, read_run_record, run_suite_name
-from pytest_koembed.scoring import round_half_up, summarize
+from pytest_koembed.scoring import round_half_up
 from pytest_koembed.suite import CATEGORIES, Suite
 
 DEFAULT_TOLERANCE = 1.0
@@ -568,6 +569,11 @@ def _missing(record: Mapping[str, Any], columns: Sequence[str]) -> list[str]:
     return out
 
 
+def unchecked_gates(gates: Sequence[Gate], reason: str) -> list[GateResult]:
+    """Every gate as "not checked" (a run that did not finish), with ``reason``."""
+    return [GateResult(gate.name, gate.threshold, "not checked", None, reason) for gate in gates]
+
+
 def evaluate_gates(
     gates: Sequence[Gate], record: Mapping[str, Any], suite: Suite
 ) -> list[GateResult]:
@@ -735,20 +741,18 @@ def merge_baseline(
             if fresh is not None:  # it ran and errored
                 kept = f" {old_value:.2f}" if old_value is not None else ""
                 changes.append(f"  {col}: kept{kept}, this run errored")
-    rows = [(t.column, t.category, _task_shown(merged[t.column], t.column))
-            for t in suite.tasks if t.column in merged]  # fmt: skip
-    summary = summarize(rows, new.get("scheme") or suite.scheme) if rows else None
+    values = {col: _task_shown(task, col) for col, task in merged.items()}
+    scored = {col: "ok" for col, v in values.items() if v is not None}
+    task_counts = count_tasks(suite, scored, values)
     record = dict(new)
     record["tasks"] = list(merged.values())
     record["not_run"] = []
     record["deselected"] = [t.column for t in suite.tasks if t.column not in merged]
-    record["category_averages"] = dict(summary.category_averages) if summary else {}
-    record["incomplete_categories"] = sorted(summary.incomplete) if summary else []
-    partial = bool(record["deselected"])
-    record["weighted_average"] = None if partial or summary is None else summary.weighted
-    record["weighted_average_note"] = (
-        "not computed: the baseline does not cover the whole suite" if partial else None
-    )
+    record.update(average_fields(suite, new.get("scheme") or suite.scheme, values, task_counts))
+    if record["weighted_average"] is None:
+        record["weighted_average_note"] = (
+            "not computed: the baseline does not cover the whole suite"
+        )
     record["gates"] = []  # this run's gates say nothing about the merged file
     head = ", ".join(f"{n} {what}" for what, n in counts.items())
     return record, [head, *changes]

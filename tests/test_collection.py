@@ -88,3 +88,19 @@ def test_collection_is_identical_on_xdist_workers(pytester: pytest.Pytester) -> 
     )
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     assert "Different tests were collected" not in result.stdout.str()
+
+
+def test_collect_only_writes_nothing(pytester: pytest.Pytester) -> None:
+    """With --koembed-json in addopts, listing the tests must not destroy the last results."""
+    record = pytester.path / "run.json"
+    record.write_text('{"last": "results"}\n', encoding="utf-8")
+    journal = pytester.path / ".pytest_cache" / "koembed" / "last-run.json"
+    journal.parent.mkdir(parents=True)
+    journal.write_text('{"last": "journal"}\n', encoding="utf-8")
+    pytester.makeini(f"[pytest]\naddopts = --koembed-json={record}\n")
+    result = pytester.runpytest("--koembed-model=m", "--koembed-suite=sample", "--collect-only")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*4 tests collected*"])
+    assert record.read_text(encoding="utf-8") == '{"last": "results"}\n'
+    assert journal.read_text(encoding="utf-8") == '{"last": "journal"}\n'
+    assert "koembed summary" not in result.stdout.str()

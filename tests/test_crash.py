@@ -131,3 +131,100 @@ def test_killed_run_keeps_finished_tasks_in_the_record(tmp_path: Path) -> None:
         ("sample-pairs", "ok"),
     ]
     assert all(t["value"] is not None for t in record["tasks"])
+
+
+def test_ctrl_c_records_an_incomplete_run_and_leaves_gates_unchecked(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "conftest.py").write_text(HANGING_ENCODER, encoding="utf-8")
+    record_path = tmp_path / "run.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_ADDOPTS", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--koembed-model=hangs",
+            "--koembed-suite=sample",
+            f"--koembed-json={record_path}",
+            "--koembed-fail-under=sts=0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        tasks: list = []
+        while time.monotonic() < deadline and len(tasks) < 2:
+            time.sleep(0.5)
+            if record_path.exists():
+                tasks = json.loads(record_path.read_text(encoding="utf-8"))["tasks"]
+        assert len(tasks) == 2, "the two tasks before clustering never reached the record"
+        time.sleep(1.0)  # into the third task's sleep
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, out  # pytest's "interrupted"
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    assert record["complete"] is False
+    assert record["interrupted"].startswith("interrupted (KeyboardInterrupt"), record["interrupted"]
+    assert [t["column"] for t in record["tasks"]] == ["sample-sts", "sample-pairs"]
+    assert record["not_run"] == ["sample-clustering", "sample-retrieval"]
+    assert record["task_counts"]["not_run"] == 2
+    assert [(g["name"], g["status"]) for g in record["gates"]] == [("STS", "not checked")]
+    assert "the run did not finish: interrupted (KeyboardInterrupt" in out
+    assert "gate STS >= 0.00: NOT CHECKED" in out
+
+
+INTERNAL_ERROR_CONFTEST = """
+import zlib
+
+import numpy as np
+import pytest
+
+
+class Hashing:
+    def encode(self, texts):
+        out = np.zeros((len(texts), 64), dtype="float32")
+        for i, text in enumerate(texts):
+            for gram in (text[j : j + 2] for j in range(max(1, len(text) - 1))):
+                out[i, zlib.crc32(gram.encode()) % 64] += 1.0
+        return out + 1e-3
+
+
+@pytest.fixture(scope="session")
+def koembed_encoder():
+    return Hashing()
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if nodeid.endswith("sample-sts"):
+        raise RuntimeError("a plugin broke")
+"""
+
+
+def test_internal_error_records_an_incomplete_run(pytester, tmp_path: Path) -> None:
+    pytester.makeconftest(INTERNAL_ERROR_CONFTEST)
+    record_path = tmp_path / "run.json"
+    result = pytester.runpytest(
+        "--koembed-model=m", "--koembed-suite=sample", f"--koembed-json={record_path}"
+    )
+    assert result.ret == 3, result.stdout.str()  # pytest's "internal error"
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    assert record["complete"] is False
+    assert record["interrupted"] == "internal error (RuntimeError: a plugin broke)"
+    assert record["not_run"] == ["sample-pairs", "sample-clustering", "sample-retrieval"]

@@ -23,11 +23,15 @@ def test_custom_encoder_example_runs_the_sample_suite(run_pytest, tmp_path: Path
         repo,
         "--koembed-model=toy-char-ngram",
         "--koembed-suite=sample",
+        "--koembed-with-tests",
         f"--koembed-json={tmp_path / 'run.json'}",
+        "-v",
     )
     assert result.ret == 0, result.stdout
     record = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
-    # every benchmark task was scored by the example's own model class (its conftest fixture)
+    # the repo's own 3 tests ran too (asked for), and the toy model scored every benchmark task
+    result.fnmatch_lines(["tests/test_model.py::test_encode_shapes_and_norms PASSED*"])
+    assert "7 passed" in result.stdout
     assert "koembed summary" in result.stdout
     assert [t["status"] for t in record["tasks"]] == ["ok"] * 4
     assert record["model"]["name"] == "toy-char-ngram"

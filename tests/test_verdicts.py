@@ -378,4 +378,8 @@ def test_merge_keeps_what_did_not_run_and_lists_changes() -> None:
     assert all("stale" not in t for t in merged["tasks"])
     assert merged["deselected"] == ["sample-retrieval"]
     assert merged["weighted_average"] is None
-    assert merged["category_averages"] == {"STS": 50.0, "NLI": 71.5, "Clustering": 40.0}
+    assert merged["category_averages"] == {
+        "STS": 50.0, "NLI": 71.5, "Clustering": 40.0, "Retrieval": None
+    }  # fmt: skip
+    assert merged["incomplete_categories"] == ["Retrieval"]  # no cell: incomplete, not absent
+    assert merged["task_counts"]["deselected"] == 1

@@ -1,0 +1,113 @@
+"""Task counts and averages of one run, as every output states them.
+
+One count of the suite's tasks, each in exactly one state: scored, failed (evaluated with an
+error), not run (selected, but the session ended first) or deselected (``-k`` / ``-m`` /
+``--deselect``). The summary, the run record and the chart all use it.
+
+An average over a category with any task that was not scored is **incomplete**: it is not the
+leaderboard's average for that category, so ``category_averages`` holds ``None`` for it and the
+category is listed in ``incomplete_categories``. Its mean over the tasks that were scored is kept
+only in ``partial_category_averages``, with the number of tasks it covers (``None`` when none
+was scored). The weighted average is given only for a complete suite.
+
+Plain functions: no pytest, no mteb, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pytest_koembed.scoring import category_average, summarize
+from pytest_koembed.suite import Suite
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """How many of the suite's tasks are in each state; they add up to ``total``."""
+
+    total: int
+    scored: int
+    failed: int
+    not_run: int
+    deselected: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskCounts:
+        return cls(**{k: int(data.get(k) or 0) for k in cls.__dataclass_fields__})
+
+    def describe(self) -> str:
+        """``4 of 4 tasks scored`` / ``1 of 15 tasks scored, 1 failed, 13 deselected``."""
+        text = f"{self.scored} of {self.total} tasks scored"
+        for count, what in (
+            (self.failed, "failed"),
+            (self.not_run, "not run"),
+            (self.deselected, "deselected"),
+        ):
+            if count:
+                text += f", {count} {what}"
+        return text
+
+
+def count_tasks(suite: Suite, statuses: Mapping[str, str], selected: Iterable[str]) -> TaskCounts:
+    """``statuses``: column -> ``"ok"`` or ``"error"`` for every task that reported."""
+    chosen = set(selected) | set(statuses)
+    scored = sum(1 for t in suite.tasks if statuses.get(t.column) == "ok")
+    failed = sum(1 for t in suite.tasks if t.column in statuses and statuses[t.column] != "ok")
+    deselected = sum(1 for t in suite.tasks if t.column not in chosen)
+    return TaskCounts(
+        total=len(suite.tasks),
+        scored=scored,
+        failed=failed,
+        not_run=len(suite.tasks) - scored - failed - deselected,
+        deselected=deselected,
+    )
+
+
+def average_fields(
+    suite: Suite, scheme: str, values: Mapping[str, float | None], counts: TaskCounts
+) -> dict[str, Any]:
+    """The run record's count and average fields.
+
+    ``values``: column -> task value for the scored tasks (a missing or None value is a task that
+    was not scored, whatever the reason).
+    """
+    rows = [(t.column, t.category, values.get(t.column)) for t in suite.tasks]
+    summary = summarize(rows, scheme)
+    partial: dict[str, dict[str, Any]] = {}
+    for category in summary.incomplete:
+        scored = [v for _, cat, v in rows if cat == category and v is not None]
+        partial[category] = {
+            "value": category_average(scored),  # None when no task of it was scored
+            "tasks": len(scored),
+            "of": sum(1 for _, cat, _ in rows if cat == category),
+        }
+    note = None
+    if summary.weighted is None and summary.incomplete:
+        note = f"not computed: the suite is incomplete ({counts.describe()})"
+    return {
+        "task_counts": counts.to_dict(),
+        "category_averages": dict(summary.category_averages),
+        "partial_category_averages": partial,
+        "incomplete_categories": sorted(summary.incomplete),
+        "weighted_average": summary.weighted,
+        "weighted_average_note": note,
+    }
+
+
+def category_text(record: Mapping[str, Any], category: str, fmt: Any) -> str | None:
+    """How the summary shows a category: ``STS 77.32``, ``STS 77.32 (2 of 3 tasks)`` for a
+    partial average, ``STS n/a (0 of 3 tasks)``; None for a category the record does not have."""
+    averages = record.get("category_averages") or {}
+    if category not in averages:
+        return None
+    if category not in (record.get("incomplete_categories") or []):
+        return f"{category} {fmt(averages[category])}"
+    partial = (record.get("partial_category_averages") or {}).get(category)
+    if not partial:  # a record from before partial averages were kept
+        return f"{category} {fmt(None)} (incomplete)"
+    return f"{category} {fmt(partial['value'])} ({partial['tasks']} of {partial['of']} tasks)"

@@ -1,0 +1,96 @@
+"""Checks of the plugin's options before anything runs: one line each, naming the fix.
+
+The plugin turns a :class:`KoembedError` raised here into a pytest usage error (exit status 4) at
+configure time, before a model is loaded or a task evaluated. Without these checks a bad output
+path surfaced only after the whole run, and a bad device or pooling once per task.
+
+Plain functions: no pytest; torch is imported only to check a ``cuda`` / ``mps`` device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from pytest_koembed.errors import KoembedError
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type for counts and sizes: zero and negative values are usage errors."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number, got {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def _writable_dir(option: str, target: Path) -> None:
+    """The directory ``target`` would be written in (or its nearest existing ancestor, since
+    writers create missing parents) must be a directory we can create files in."""
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise KoembedError(f"{option} {target}: {ancestor} is not a directory")
+    try:  # what the writers do (a temp file, renamed); os.access is wrong for root and /proc
+        fd, probe = tempfile.mkstemp(prefix=".koembed-probe.", dir=ancestor)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise KoembedError(
+            f"{option} {target}: cannot write in {ancestor} ({reason}); choose another path"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_file(option: str, path: Path) -> None:
+    """``path`` can be written as a file: not a directory, in a directory we can write."""
+    if path.is_dir():
+        raise KoembedError(f"{option} {path}: is a directory; give a file path")
+    _writable_dir(option, path)
+
+
+def check_output_dir(option: str, path: Path) -> None:
+    """``path`` is (or can be created as) a directory we can write in."""
+    if path.exists() and not path.is_dir():
+        raise KoembedError(f"{option} {path}: exists and is not a directory")
+    _writable_dir(option, path / "x")
+
+
+def check_device(device: str) -> None:
+    """A device name the encoder loader accepts; a CUDA or MPS device must exist here."""
+    value = (device or "auto").strip().lower()
+    if not _DEVICE.fullmatch(value):
+        raise KoembedError(
+            f"--koembed-device {device!r} is not one of auto, cpu, cuda, cuda:N, mps"
+        )
+    if value.startswith(("cuda", "mps")):  # only then is torch worth importing now
+        from pytest_koembed.encoders import resolve_device
+
+        resolve_device(value)
+
+
+def check_pooling(pooling: str | None) -> None:
+    if pooling is None:
+        return
+    from pytest_koembed.encoders import _normalise_pooling  # the loader's own check
+
+    _normalise_pooling(pooling)
+
+
+def check_instructions(path: str | None) -> None:
+    """A user's instruction profiles file exists and is well-formed (read again per session)."""
+    if path is None:
+        return
+    from pytest_koembed.instructions import load_profile
+
+    load_profile(Path(path))
