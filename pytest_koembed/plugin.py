@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ class KoembedSession:
     batch_size: int
     started: float = field(default_factory=time.time)
     scores: dict[str, TaskScore] = field(default_factory=dict)  # by column
+    examples: dict[str, Any] = field(default_factory=dict)  # column -> per-example DataFrame
     encoder_infos: list[dict[str, Any]] = field(default_factory=list)  # one per worker
     selected: list[str] = field(default_factory=list)  # columns collected and not deselected
     policy: BaselinePolicy | None = None  # --koembed-baseline / -tolerance / -fail-under ...
@@ -529,6 +530,10 @@ def pytest_runtest_makereport(
     score = getattr(item, "koembed_score", None)
     if report.when == "call" and score is not None:
         report.koembed_score = score.to_dict()
+        if score.examples is not None:  # report attributes must be JSON-able: parquet, base64
+            from pytest_koembed.per_example import frame_to_text
+
+            report.koembed_examples = frame_to_text(score.examples)
     elif report.failed and score is None and report.when in ("setup", "call"):
         from pytest_koembed.evaluation import failed_score
 
@@ -576,6 +581,13 @@ class KoembedController:
             data = failed_score(self.state.suite.task(column), reason, report.duration).to_dict()
         score = TaskScore.from_dict(data)
         self.state.scores[score.column] = score
+        examples = getattr(report, "koembed_examples", None)
+        if examples is not None:
+            from pytest_koembed.per_example import frame_from_text
+
+            self.state.examples[score.column] = frame_from_text(examples)
+        else:
+            self.state.examples.pop(score.column, None)
         info = getattr(report, "koembed_encoder_info", None)
         if info is not None and info not in self.state.encoder_infos:
             self.state.encoder_infos.append(info)
@@ -602,14 +614,22 @@ class KoembedController:
             gates=[g.to_dict() for g in state.gate_results],
         )
 
-    def write(self, *, complete: bool) -> None:
-        """Rewrite the run record after every finished task: a killed run keeps what it finished."""
+    def write_files(self, record: Mapping[str, Any], path: Path) -> None:
+        """The run record and its per-example sidecar (``per_example.write_run_files``)."""
+        from pytest_koembed.per_example import write_run_files
         from pytest_koembed.reports import write_json
 
+        write_run_files(record, path, self.state.examples, write_json)
+
+    def write(self, *, complete: bool) -> None:
+        """Rewrite the run record after every finished task: a killed run keeps what it finished.
+
+        The per-example sidecar is rewritten with it, just before it, so the two stay in step.
+        """
         record = self.record(complete=complete)
         for path in (self.state.json_path, self.journal):
             if path is not None:
-                write_json(record, path)
+                self.write_files(record, path)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Gates (``--koembed-fail-under``) and baseline files, once every item has reported.
@@ -618,7 +638,6 @@ class KoembedController:
         before the terminal summary is printed. Nothing is checked or written for an interrupted
         run or ``--collect-only``.
         """
-        from pytest_koembed.reports import write_json
         from pytest_koembed.verdicts import evaluate_gates, write_baseline_files
 
         state, policy = self.state, self.state.policy
@@ -638,7 +657,7 @@ class KoembedController:
         self.write_reports(session)
         try:
             state.baseline_changes = write_baseline_files(
-                policy, self.record(complete=True), write_json
+                policy, self.record(complete=True), self.write_files
             )
         except (KoembedError, OSError) as exc:
             state.baseline_changes = [f"baseline not written: {exc}"]
