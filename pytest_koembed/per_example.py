@@ -17,11 +17,11 @@ order (:func:`pair_examples`):
   ``dot``, each oriented so that higher means more similar (distances times -1, as mteb passes them
   to ``average_precision_score``). Key: the sorted sentences and the label.
 - ``retrieval``: one row per query mteb scored: ``key``, ``query_id``, the per-query pytrec_eval
-  values ``ndcg_at_K``, ``map_at_K``, ``recall_at_K``, ``precision_at_K``, ``hit_rate_at_K`` and
-  mteb's ``mrr_at_K`` for every K of the task (1, 3, 5, 10, 20, 100, 1000), ``top_ids`` and
-  ``top_scores`` (the :data:`RETRIEVAL_DEPTH` best documents, ranked as pytrec_eval ranks them:
-  score descending, ties by document id descending), ``relevant_ids`` and ``relevant_grades`` (the
-  query's qrels). Key: the query text and its qrels, sorted.
+  values ``ndcg_at_K``, ``map_at_K``, ``recall_at_K``, ``precision_at_K``, ``hit_rate_at_K`` for
+  every K of the task (1, 3, 5, 10, 20, 100, 1000) and mteb's ``mrr_at_K`` for K <= 100,
+  ``top_ids`` and ``top_scores`` (the :data:`RETRIEVAL_DEPTH` best documents, ranked as
+  pytrec_eval ranks them: score descending, ties by document id descending), ``relevant_ids`` and
+  ``relevant_grades`` (the query's qrels). Key: the query text and its qrels, sorted.
 - ``clustering``: one row per mteb evaluation unit: ``key``, ``v_measure``, ``level``, ``run``,
   ``n_texts``. Fast clustering (SIB200-like) gives one row per bootstrap run (mteb runs 10) and
   hierarchy level; legacy clustering (one clustering set per dataset row, KLUE-like, and local data
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import io
 import json
 import os
@@ -241,50 +242,60 @@ def pairs_frame(
     ).astype({c: np.float64 for c in PAIR_SCORE_COLUMNS})
 
 
+def _by_score_then_id(item: tuple[Any, float]) -> tuple[float, str]:
+    return item[1], str(item[0])
+
+
 def retrieval_frame(
     per_query: Mapping[str, Mapping[str, float]],
     qrels: Mapping[str, Mapping[str, int]],
     results: Mapping[str, Mapping[str, float]],
     query_texts: Mapping[str, Any],
     k_values: Sequence[int],
-    mrr: Mapping[str, Sequence[float]] | None = None,
+    mrr: Callable[..., Mapping[str, Sequence[float]]] | None = None,
     *,
     depth: int = RETRIEVAL_DEPTH,
     skip_first_result: bool = False,
 ) -> pd.DataFrame:
     """The retrieval frame: one row per query pytrec_eval scored, in pytrec_eval's order.
 
-    ``per_query`` is pytrec_eval's per-query output (mteb's ``all_scores``), ``mrr`` mteb's
-    per-query MRR lists (``{"MRR@10": [...]}``, in ``results`` order). The row order matters for
-    :func:`recompute_value`: mteb sums the per-query values in this order.
+    ``per_query`` is pytrec_eval's per-query output (mteb's ``all_scores``); ``mrr`` is mteb's
+    ``retrieval_metrics.mrr``. It is given each query's ``depth`` best documents only: mteb ranks
+    by the same key, so MRR@K is the same for every K <= depth, at a fraction of the cost (deeper
+    K get no ``mrr_at_K`` column). The row order matters for :func:`recompute_value`: mteb sums
+    the per-query values in this order.
     """
-    order = {qid: i for i, qid in enumerate(results)}
+    ranked: dict[str, list[tuple[Any, float]]] = {}
+    for qid in per_query:
+        # pytrec_eval's order: score descending, ties by document id descending
+        top = heapq.nlargest(
+            depth + int(skip_first_result), results[qid].items(), key=_by_score_then_id
+        )
+        ranked[qid] = top[1:] if skip_first_result else top
+    mrr_ks = [k for k in k_values if k <= depth] if mrr is not None else []
+    mrr_lists: Mapping[str, Sequence[float]] = {}
+    if mrr is not None and mrr_ks:
+        top_results = {qid: dict(top) for qid, top in ranked.items()}
+        mrr_lists = mrr({qid: qrels[qid] for qid in ranked}, top_results, mrr_ks)
     columns: dict[str, list[Any]] = {"key": [], "query_id": []}
     metric_names = [
         (f"{prefix}{k}", f"{name}_at_{k}") for prefix, name in _PYTREC.items() for k in k_values
     ]
-    for _, name in metric_names:
-        columns[name] = []
-    mrr_names = [(f"MRR@{k}", f"mrr_at_{k}") for k in k_values] if mrr is not None else []
-    for _, name in mrr_names:
+    mrr_names = [(f"MRR@{k}", f"mrr_at_{k}") for k in mrr_ks]
+    for _, name in metric_names + mrr_names:
         columns[name] = []
     for extra in ("top_ids", "top_scores", "relevant_ids", "relevant_grades"):
         columns[extra] = []
-    for qid, values in per_query.items():
+    for i, (qid, values) in enumerate(per_query.items()):
         rels = sorted((str(d), int(g)) for d, g in qrels[qid].items())
         columns["key"].append(example_key("retrieval", str(query_texts[qid]), rels))
         columns["query_id"].append(str(qid))
         for measure, name in metric_names:
             columns[name].append(float(values[measure]))
         for label, name in mrr_names:
-            assert mrr is not None
-            columns[name].append(float(mrr[label][order[qid]]))
-        ranked = sorted(results[qid].items(), key=lambda item: (item[1], item[0]), reverse=True)
-        if skip_first_result:
-            ranked = ranked[1:]
-        ranked = ranked[:depth]
-        columns["top_ids"].append([str(d) for d, _ in ranked])
-        columns["top_scores"].append([float(s) for _, s in ranked])
+            columns[name].append(float(mrr_lists[label][i]))  # mrr keeps the queries' order
+        columns["top_ids"].append([str(d) for d, _ in ranked[qid]])
+        columns["top_scores"].append([float(s) for _, s in ranked[qid]])
         columns["relevant_ids"].append([d for d, _ in rels])
         columns["relevant_grades"].append([g for _, g in rels])
     return pd.DataFrame(columns)
@@ -295,16 +306,21 @@ ClusteringUnit = tuple[Sequence[Any], Sequence[Any], int, int, float]
 
 def clustering_frame(units: Sequence[ClusteringUnit]) -> pd.DataFrame:
     """The clustering frame from ``(texts, labels, level, run, v_measure)`` per evaluation unit."""
-    rows = [
-        {
-            "key": example_key("clustering", _items_digest(texts, labels), level, run),
-            "v_measure": float(v),
-            "level": int(level),
-            "run": int(run),
-            "n_texts": len(texts),
-        }
-        for texts, labels, level, run, v in units
-    ]
+    digests: dict[tuple[int, int], str] = {}  # fast clustering: 10 runs share one set
+    rows = []
+    for texts, labels, level, run, v in units:
+        ids = (id(texts), id(labels))
+        if ids not in digests:
+            digests[ids] = _items_digest(texts, labels)
+        rows.append(
+            {
+                "key": example_key("clustering", digests[ids], level, run),
+                "v_measure": float(v),
+                "level": int(level),
+                "run": int(run),
+                "n_texts": len(texts),
+            }
+        )
     frame = pd.DataFrame(rows, columns=["key", "v_measure", "level", "run", "n_texts"])
     return frame.astype(
         {"v_measure": np.float64, "level": np.int64, "run": np.int64, "n_texts": np.int64}
@@ -439,7 +455,7 @@ class ExampleCapture:
             results,
             query_texts,
             k_values,
-            mrr(qrels, results, k_values),
+            mrr,
             skip_first_result=bool(getattr(self.task, "skip_first_result", False)),
         )
 
