@@ -296,8 +296,11 @@ def _checked_examples(
         return None, f"mteb gave no per-example scores{f' ({why})' if why else ''}"
     try:
         again = recompute_value(capture.frame, spec.value_rule, main_score)
-    except KoembedError as exc:
-        return None, str(exc)
+    except Exception as exc:  # the task's score stands; only its examples are not kept
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if not isinstance(exc, KoembedError):
+            message = f"{type(exc).__name__}: {message}"
+        return None, message
     if not abs(again - value) <= _RECOMPUTE_TOLERANCE:
         return None, f"the per-example results give {again!r}, mteb {value!r}; not kept"
     return capture.frame, None

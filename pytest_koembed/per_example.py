@@ -33,7 +33,9 @@ record, one file for all tasks with the columns ``column`` (the suite column) an
 by the union of the kinds' columns; the record's ``"examples"`` block names it and holds its
 SHA-256 (:func:`load_examples` checks it).
 
-This module imports neither pytest nor (at import time) mteb.
+This module imports neither pytest nor (at import time) mteb; it touches mteb only through the
+task object ``evaluation.py`` hands it, and borrows mteb's MRR and pair-classification threshold
+search rather than re-implementing them.
 """
 
 from __future__ import annotations
