@@ -305,3 +305,27 @@ def test_plugin_writes_the_sidecar_with_the_record_and_the_baseline(
                 assert len(frame) == task["n_examples"]
     assert (tmp_path / "out" / "run.examples.parquet").is_file()
     assert (tmp_path / "base.examples.parquet").is_file()
+
+
+def test_examples_that_do_not_give_mtebs_value_are_not_kept() -> None:
+    """The safety net: a frame is kept only if it recomputes the value mteb gave."""
+    from types import SimpleNamespace
+
+    from pytest_koembed.evaluation import _checked_examples
+
+    frame = _sts([1.0, 2.0, 3.0, 5.0])
+    spec = load_suite("sample").task("sample-sts")
+    value = recompute_value(frame, "sts-mean8")
+    capture = SimpleNamespace(frame=frame, error=None)
+    assert _checked_examples(capture, spec, value, None) == (frame, None)
+    kept, why = _checked_examples(capture, spec, value + 0.01, None)
+    assert kept is None and why is not None and "not kept" in why
+    nothing = SimpleNamespace(frame=None, error="KeyError: 'cosine_scores'")
+    assert _checked_examples(nothing, spec, value, None) == (
+        None,
+        "mteb gave no per-example scores (KeyError: 'cosine_scores')",
+    )
+    wrong_rule = dataclasses.replace(spec, value_rule="cosine_ap")
+    kept, why = _checked_examples(capture, wrong_rule, value, None)
+    assert kept is None
+    assert why == "value rule 'cosine_ap' does not apply to sts per-example results"
