@@ -25,13 +25,22 @@ order (:func:`pair_examples`):
 - ``clustering``: one row per mteb evaluation unit: ``key``, ``v_measure``, ``level``, ``run``,
   ``n_texts``. Fast clustering (SIB200-like) gives one row per bootstrap run (mteb runs 10) and
   hierarchy level; legacy clustering (one clustering set per dataset row, KLUE-like, and local data
-  with a ``set`` column) one row per set (``run`` 0). Key: the set's (text, label) items, sorted,
-  with the level and run index.
+  with a ``set`` column) one row per set (``run`` 0). ``n_texts``: the texts of the set (fast
+  clustering samples each run from them). Key: the set's (text, label) items, sorted, with the
+  level and run index.
+
+Values (:func:`recompute_value`): STS, the mean of pearson and spearman of ``gold`` against each
+score column; pair classification, sklearn's average precision (or mteb's threshold search for
+accuracy / f1 / precision / recall) of a column, ``max_*`` the best of the five; retrieval, the
+mean over queries of the per-query values, rounded to 5 decimals as mteb rounds them (MRR is not
+rounded); clustering, the mean of ``v_measure``. All x100, as ``TaskScore.value``.
 
 The sidecar file (:func:`write_run_files`): ``<record stem>.examples.parquet`` next to the run
 record, one file for all tasks with the columns ``column`` (the suite column) and ``kind`` followed
 by the union of the kinds' columns; the record's ``"examples"`` block names it and holds its
-SHA-256 (:func:`load_examples` checks it).
+SHA-256 (:func:`load_examples` checks it). The plugin rewrites both after every finished task, the
+sidecar first: a run killed between the two writes (milliseconds) leaves a sidecar one task ahead
+of its record, which :func:`load_examples` refuses by its checksum.
 
 This module imports neither pytest nor (at import time) mteb; it touches mteb only through the
 task object ``evaluation.py`` hands it, and borrows mteb's MRR and pair-classification threshold
