@@ -217,6 +217,7 @@ def evaluate_task(
         revision=revision,
         similarity=similarity,
     )
+    capture = _capture_examples(prepared.task, spec)
     try:
         # cache=None: mteb's result cache keys only by model, revision and task, so it would
         # silently hand back scores computed on other data.
@@ -246,6 +247,9 @@ def evaluate_task(
     value = task_value(spec.value_rule, scores)
     if not math.isfinite(value):
         raise KoembedError(f"{spec.column}: the {spec.value_rule} value is {value}")
+    examples, examples_error = _checked_examples(
+        capture, spec, value, prepared.task.metadata.main_score
+    )
     return TaskScore(
         **_identity(spec),
         status="ok",
@@ -261,7 +265,45 @@ def evaluate_task(
         source=prepared.source,
         **task_metadata_info(prepared.task),
         mteb_result=mteb_result_json(result.task_results[0]),
+        examples=examples,
+        examples_error=examples_error,
     )
+
+
+# How far the value recomputed from the per-example results may be from mteb's (x100 scale):
+# float noise only (they agree to ~1e-13); anything more means they are not what mteb scored.
+_RECOMPUTE_TOLERANCE = 1e-7
+
+
+def _capture_examples(task: Any, spec: TaskSpec) -> Any:
+    """An installed ``per_example.ExampleCapture`` on the task, or None if it cannot be."""
+    from pytest_koembed.per_example import ExampleCapture
+
+    try:
+        return ExampleCapture(task, split=spec.split, subset=spec.subset).install()
+    except (KoembedError, AttributeError):
+        return None
+
+
+def _checked_examples(
+    capture: Any, spec: TaskSpec, value: float, main_score: str | None
+) -> tuple[Any, str | None]:
+    """The per-example frame if it recomputes mteb's value, else None and why not."""
+    from pytest_koembed.per_example import recompute_value
+
+    if capture is None or capture.frame is None:
+        why = capture.error if capture is not None else None
+        return None, f"mteb gave no per-example scores{f' ({why})' if why else ''}"
+    try:
+        again = recompute_value(capture.frame, spec.value_rule, main_score)
+    except Exception as exc:  # the task's score stands; only its examples are not kept
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if not isinstance(exc, KoembedError):
+            message = f"{type(exc).__name__}: {message}"
+        return None, message
+    if not abs(again - value) <= _RECOMPUTE_TOLERANCE:
+        return None, f"the per-example results give {again!r}, mteb {value!r}; not kept"
+    return capture.frame, None
 
 
 def task_metadata_info(task: Any) -> dict[str, str | None]:

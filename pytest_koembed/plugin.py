@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class KoembedSession:
     batch_size: int
     started: float = field(default_factory=time.time)
     scores: dict[str, TaskScore] = field(default_factory=dict)  # by column
+    examples: dict[str, Any] = field(default_factory=dict)  # column -> per-example DataFrame
     encoder_infos: list[dict[str, Any]] = field(default_factory=list)  # one per worker
     selected: list[str] = field(default_factory=list)  # columns collected and not deselected
     policy: BaselinePolicy | None = None  # --koembed-baseline / -tolerance / -fail-under ...
@@ -600,6 +601,10 @@ def pytest_runtest_makereport(
     score = getattr(item, "koembed_score", None)
     if report.when == "call" and score is not None:
         report.koembed_score = score.to_dict()
+        if score.examples is not None:  # report attributes must be JSON-able: parquet, base64
+            from pytest_koembed.per_example import frame_to_text
+
+            report.koembed_examples = frame_to_text(score.examples)
     elif report.failed and score is None and report.when in ("setup", "call"):
         from pytest_koembed.evaluation import failed_score
 
@@ -647,6 +652,13 @@ class KoembedController:
             data = failed_score(self.state.suite.task(column), reason, report.duration).to_dict()
         score = TaskScore.from_dict(data)
         self.state.scores[score.column] = score
+        examples = getattr(report, "koembed_examples", None)
+        if examples is not None:
+            from pytest_koembed.per_example import frame_from_text
+
+            self.state.examples[score.column] = frame_from_text(examples)
+        else:
+            self.state.examples.pop(score.column, None)
         info = getattr(report, "koembed_encoder_info", None)
         if info is not None and info not in self.state.encoder_infos:
             self.state.encoder_infos.append(info)
@@ -674,14 +686,20 @@ class KoembedController:
             gates=[g.to_dict() for g in state.gate_results],
         )
 
+    def write_files(self, record: Mapping[str, Any], path: Path) -> None:
+        """The run record and its per-example sidecar (``per_example.write_run_files``)."""
+        from pytest_koembed.per_example import write_run_files
+        from pytest_koembed.reports import write_json
+
+        write_run_files(record, path, self.state.examples, write_json)
+
     def write(self, *, complete: bool = False) -> None:
         """Rewrite the run record after every finished task: a killed run keeps what it finished.
 
+        The per-example sidecar is rewritten with it, just before it, so the two stay in step.
         A failed write never stops the run: ``--koembed-json`` is retried at every task and at
         the end, where a failure is a summary line and a non-zero exit status.
         """
-        from pytest_koembed.reports import write_json
-
         record = self.record(complete=complete)
         try:
             journal = self.journal
@@ -693,7 +711,7 @@ class KoembedController:
             if path is None:
                 continue
             try:
-                write_json(record, path)
+                self.write_files(record, path)
             except OSError as exc:
                 self.state.write_errors[option] = f"{path}: not written: {_reason(exc)}"
             else:
@@ -742,7 +760,6 @@ class KoembedController:
         with ``"complete": false``; its gates are not checked and no report or baseline is
         written.
         """
-        from pytest_koembed.reports import write_json
         from pytest_koembed.verdicts import evaluate_gates, unchecked_gates, write_baseline_files
 
         if self.config.option.collectonly:
@@ -769,7 +786,7 @@ class KoembedController:
             if policy is not None:
                 try:
                     state.baseline_changes = write_baseline_files(
-                        policy, self.record(complete=True), write_json
+                        policy, self.record(complete=True), self.write_files
                     )
                 except (KoembedError, OSError) as exc:
                     state.baseline_changes = [f"baseline not written: {_reason(exc)}"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +53,21 @@ class TaskScore:
     tolerance: float | None = None  # points the task may fall below the baseline
     verdict: str | None = None  # pass | improved | regressed | warned | no baseline
     verdict_note: str | None = None  # the regression message, or why there is no baseline
+    # Why the task has no per-example results although it was scored (``per_example``).
+    examples_error: str | None = None
+    # The per-example results (a pandas DataFrame, ``pytest_koembed.per_example``). Not part of
+    # ``to_dict``: they travel and are stored apart, in the run record's parquet sidecar.
+    examples: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(replace(self, examples=None))
+        del data["examples"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskScore:
         """From ``to_dict`` output; keys this version does not know are ignored."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"examples"}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 # pytester's in-process runs drop modules first imported during a run; C extensions such as
-# numpy cannot be imported twice in one process, so load the heavy stack once, up front.
+# numpy cannot be imported twice in one process, so load the heavy stack once, up front (pandas'
+# pyarrow extension types too: parquet I/O of per-example results registers them once).
 import mteb  # noqa: F401
 import numpy  # noqa: F401
-import pandas  # noqa: F401
+import pandas.core.arrays.arrow.extension_types  # noqa: F401
 import pytest
 import sentence_transformers  # noqa: F401
 import torch
