@@ -424,11 +424,44 @@ def _encoder_info(encoder: Any, model: str) -> dict[str, Any]:
         data = dict(info)
         data.setdefault("name", model)
         return data
-    return {
+    data: dict[str, Any] = {
         "name": model,
         "row_name": model,
         "loader": f"custom ({type(encoder).__module__}.{type(encoder).__qualname__})",
     }
+    # No info: what the object itself says (a SentenceTransformer has device, max_seq_length ...).
+    for key, attributes in _DECLARED_ATTRIBUTES:
+        for attribute in attributes:
+            value = _plain_attribute(encoder, attribute)
+            if value is not None:
+                data[key] = value
+                break
+    return data
+
+
+_DECLARED_ATTRIBUTES = (
+    ("pooling", ("pooling", "pooling_mode")),
+    ("dtype", ("dtype",)),
+    ("device", ("device",)),
+    ("max_length", ("max_length", "max_seq_length")),
+)
+_TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+
+
+def _plain_attribute(obj: Any, name: str) -> str | int | None:
+    """A short str/int attribute (torch devices and dtypes as text), or None."""
+    try:
+        value = getattr(obj, name, None)
+    except Exception:  # a property that fails
+        return None
+    if isinstance(value, bool) or value is None or callable(value):
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if type(value).__module__ == "torch":  # torch.device, torch.dtype
+        return _TORCH_DTYPES.get(text, text)
+    return text if isinstance(value, str) and 0 < len(text) <= 40 else None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -451,12 +484,27 @@ def pytest_collection_modifyitems(
         item.koembed_spec = spec
         item.add_marker("koembed")
         item.add_marker(spec.marker)
+        item.extra_keyword_matches.update(_task_keywords(spec, config))
         added.append(item)
     items.extend(added)
     # Report them like any collected node, so "collected N items" counts them.
     session.ihook.pytest_collectreport(
         report=pytest.CollectReport(root.nodeid, "passed", None, added)
     )
+
+
+def _task_keywords(spec: TaskSpec, config: pytest.Config) -> set[str]:
+    """``-k`` matches the mteb task name (``-k KorSTS``) as well as the column (``-k Kor-STS``),
+    and the Hub dataset id, which needs mteb's task metadata: looked up only when ``-k`` is used,
+    so that a run without it does not import mteb at collection."""
+    keywords = {spec.task}
+    if config.getoption("keyword", None):
+        from pytest_koembed.data import dataset_id
+
+        dataset = dataset_id(spec)
+        if dataset:
+            keywords.add(dataset)
+    return keywords
 
 
 @pytest.hookimpl(trylast=True)
