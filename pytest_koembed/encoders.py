@@ -42,7 +42,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -188,8 +188,13 @@ class LoadedEncoder:
         *,
         prompt: str | None = None,
         batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Embed ``texts`` (``prompt`` prepended, or handed to sentence-transformers)."""
+        """Embed ``texts`` (``prompt`` prepended, or handed to sentence-transformers).
+
+        ``progress(n)`` is called after each finished batch of n texts (not for a batch that ran
+        out of memory and is retried).
+        """
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
         items = list(texts)
@@ -232,6 +237,8 @@ class LoadedEncoder:
                 continue
             parts.append(np.asarray(emb, dtype=np.float32).reshape(len(batch), -1))
             start += len(batch)
+            if progress is not None:
+                progress(len(batch))
         self.info.batch_size = size
         stacked = np.concatenate(parts, axis=0)
         out = np.empty_like(stacked)

@@ -364,6 +364,7 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     info = _encoder_info(koembed_encoder, session.model)
     item.koembed_encoder_info = info
     started = time.perf_counter()
+    status, progress = _live_progress(request.config, spec.column)
     try:
         score = evaluate_task(
             spec,
@@ -374,13 +375,19 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
             revision=info.get("revision"),
             similarity=info.get("similarity") or "cosine",
             batch_size=session.batch_size,
+            progress=progress,
         )
     except KoembedError as exc:
         error = str(exc)
     else:
         error = None
+        score.worker = os.environ.get("PYTEST_XDIST_WORKER")
+    finally:
+        if status is not None:
+            status.clear()  # before pytest writes the item's outcome
     if error is not None:  # failed outside the except block: no chained traceback in the report
         item.koembed_score = failed_score(spec, error, time.perf_counter() - started)
+        item.koembed_score.worker = os.environ.get("PYTEST_XDIST_WORKER")
         _judge(session, info, item.koembed_score)  # records the baseline cell only
         pytest.fail(error, pytrace=False)
     item.koembed_score = score
@@ -407,6 +414,30 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
         )
     if judgement.fails:
         pytest.fail(judgement.message or f"{spec.column} regressed", pytrace=False)
+
+
+def _live_progress(config: pytest.Config, column: str) -> tuple[Any, Any]:
+    """(StatusLine, TaskProgress) for a task's encoding on an interactive terminal, else
+    (None, None): not with -q, not when stdout is not a terminal (CI logs, pipes) or has no
+    ANSI markup, and not on an xdist worker, which has no terminal of its own."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or _is_worker(config):
+        return None, None
+    writer = config.get_terminal_writer()
+    if config.get_verbosity() < 0 or not reporter.isatty() or not writer.hasmarkup:
+        return None, None
+    import sys
+
+    from pytest_koembed.progress import StatusLine, TaskProgress
+
+    def write(text: str) -> None:
+        with capture.global_and_fixture_disabled():  # the task runs under output capture
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    status = StatusLine(write, lambda: writer.fullwidth - writer.width_of_current_line)
+    return status, TaskProgress(column, status.show)
 
 
 def _judge(session: KoembedSession, info: dict[str, Any], score: TaskScore) -> Judgement:

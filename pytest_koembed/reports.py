@@ -162,6 +162,7 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
                 "n": task["n_examples"] if ok else "",
                 "dup": task["duplicates_dropped"] if ok else "",
                 "seconds": f"{task['seconds']:.1f}",
+                "worker": task.get("worker") or "",
             }
         )
     for column in record["not_run"]:
@@ -170,7 +171,10 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
         )
     compared = any(t.get("verdict") or t.get("baseline") is not None for t in record["tasks"])
     verdict_columns = ["baseline", "delta", "verdict"] if compared else []
+    # Under pytest-xdist: which worker ran each task (live progress is shown in serial runs only).
+    worker_columns = ["worker"] if any(t.get("worker") for t in record["tasks"]) else []
     columns = ["task", "category", "value", *verdict_columns, "n", "dup", "seconds"]
+    columns += worker_columns
     return pd.DataFrame(rows, columns=columns).fillna("")
 
 
@@ -269,7 +273,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     lines = [f"suite {suite['name']}: {len(record['tasks'])} of {suite['tasks']} tasks scored"]
     table = task_table(record)
     if not table.empty:
-        lines.extend(_aligned(table, left=("task", "category", "verdict")))
+        lines.extend(_aligned(table, left=("task", "category", "verdict", "worker")))
     for task in record["tasks"]:
         if task["status"] != "ok":
             lines.append(f"  {task['column']}: {task['error']}")
