@@ -251,6 +251,8 @@ def evaluate_task(
     from pytest_koembed.data import prepare_task
 
     started = time.perf_counter()
+    if progress is not None:
+        progress.reading_data()
     prepared = prepare_task(spec, data_dir)
     if progress is not None:
         progress.begin(expected_texts(prepared.sizes))

@@ -425,7 +425,10 @@ def _live_progress(config: pytest.Config, column: str) -> tuple[Any, Any]:
     if reporter is None or capture is None or _is_worker(config):
         return None, None
     writer = config.get_terminal_writer()
-    if config.get_verbosity() < 0 or not reporter.isatty() or not writer.hasmarkup:
+    isatty = reporter.isatty  # a method since pytest 8.4, a bool before
+    if config.get_verbosity() < 0 or not (isatty() if callable(isatty) else isatty):
+        return None, None
+    if not writer.hasmarkup:  # --color=no, TERM=dumb: no cursor control codes either
         return None, None
     import sys
 

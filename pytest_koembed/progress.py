@@ -55,7 +55,8 @@ def format_progress(column: str, done: int, total: int, elapsed: float) -> str:
 class TaskProgress:
     """Counts one task's encoded texts; ``progress(n)`` after each batch of n texts.
 
-    ``begin(total)`` starts the clock once the task's data is ready (``total``: the texts the
+    ``reading_data()`` says the data is being read; ``begin(total)`` starts the clock once the
+    task's data is ready (``total``: the texts the
     task will encode). ``show`` gets the formatted line: on the first batch, then at most every
     ``interval`` seconds, and when the last text is done.
     """
@@ -76,6 +77,10 @@ class TaskProgress:
         self._interval = interval
         self._started: float | None = None
         self._last_shown: float | None = None
+
+    def reading_data(self) -> None:
+        """Shown while the task's data is read (a Hub download can take a while)."""
+        self._show(f"{self.column}: reading data")
 
     def begin(self, total: int) -> None:
         self.total = max(0, int(total))
@@ -98,7 +103,7 @@ class TaskProgress:
 
     def text(self, now: float | None = None) -> str:
         if self._started is None:
-            return f"{self.column}: preparing data"
+            return f"{self.column}: reading data"
         elapsed = (self._clock() if now is None else now) - self._started
         return format_progress(self.column, self.done, self.total, elapsed)
 

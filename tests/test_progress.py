@@ -68,9 +68,10 @@ def test_format_progress() -> None:
 def test_task_progress_counts_and_throttles() -> None:
     clock, shown = FakeClock(), []
     progress = TaskProgress("sample-sts", shown.append, clock=clock, interval=0.5)
-    assert progress.text() == "sample-sts: preparing data"
+    assert progress.text() == "sample-sts: reading data"
+    progress.reading_data()
     progress.begin(100)
-    assert shown == ["sample-sts: encoding 100 texts"]
+    assert shown == ["sample-sts: reading data", "sample-sts: encoding 100 texts"]
     clock.now += 1.0
     progress(10)  # the first batch is always shown
     clock.now += 0.1
@@ -78,7 +79,7 @@ def test_task_progress_counts_and_throttles() -> None:
     clock.now += 0.5
     progress(10)
     assert progress.done == 30
-    assert shown[1:] == [
+    assert shown[2:] == [
         "sample-sts: 10/100 texts (10%), 10 texts/s, 0:09 left",
         "sample-sts: 30/100 texts (30%), 19 texts/s, 0:04 left",
     ]
@@ -177,7 +178,7 @@ def test_a_task_counts_all_its_texts_and_scores_the_same(tiny: LoadedEncoder, co
     # the total known before encoding is what the encoder was handed, text for text
     assert progress.total == expected_texts(with_progress.sizes) == progress.done
     assert with_progress.texts_encoded == progress.done == without.texts_encoded
-    assert shown[0] == f"{column}: encoding {progress.total:,} texts"
+    assert shown[:2] == [f"{column}: reading data", f"{column}: encoding {progress.total:,} texts"]
     assert shown[-1].startswith(f"{column}: {progress.total:,} texts encoded in ")
 
 
@@ -238,7 +239,8 @@ def test_progress_on_a_terminal(tmp_path: Path, tiny_bert_dir: Path) -> None:
     )  # fmt: skip
     assert "1 passed" in screen, screen
     # 164 texts in batches of 16: the status after the item's id, each saved/erased/restored
-    assert "koembed::STS::sample-sts \x1b7\x1b[K sample-sts: encoding 164 texts\x1b8" in screen
+    assert "koembed::STS::sample-sts \x1b7\x1b[K sample-sts: reading data\x1b8" in screen
+    assert "\x1b7\x1b[K sample-sts: encoding 164 texts\x1b8" in screen
     assert "\x1b7\x1b[K sample-sts: 16/164 texts (9%), " in screen
     assert " sample-sts: 164 texts encoded in " in screen
     # erased before the outcome is written where it would have been
@@ -247,9 +249,12 @@ def test_progress_on_a_terminal(tmp_path: Path, tiny_bert_dir: Path) -> None:
 
 
 @needs_script
-def test_quiet_on_a_terminal_with_q(tmp_path: Path, tiny_bert_dir: Path) -> None:
+@pytest.mark.parametrize("flag", ["-q", "--color=no"])
+def test_quiet_on_a_terminal_with_q_or_without_markup(
+    tmp_path: Path, tiny_bert_dir: Path, flag: str
+) -> None:
     screen = _in_a_terminal(
-        tmp_path, f"--koembed-model={tiny_bert_dir}", "--koembed-suite=sample", "-k", "sts", "-q"
+        tmp_path, f"--koembed-model={tiny_bert_dir}", "--koembed-suite=sample", "-k", "sts", flag
     )
     assert "1 passed" in screen, screen
     assert "\x1b7" not in screen and "texts/s" not in screen
