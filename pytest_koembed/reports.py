@@ -244,9 +244,6 @@ def model_line(model: Mapping[str, Any]) -> str:
     """
     name = model.get("row_name") or model.get("name")
     fields = []
-    source = _NAME_SOURCES.get(str(model.get("name_source")))
-    if source:
-        fields.append(source)
     for key, label in _MODEL_FIELDS:
         text = _shown(model.get(key))
         if text is not None:
@@ -260,7 +257,11 @@ def model_line(model: Mapping[str, Any]) -> str:
     batch = _batch_note(model).removeprefix(", ")
     if batch:
         fields.append(batch)
-    return f"model: {name}" + (f" ({', '.join(fields)})" if fields else "")
+    text = ", ".join(fields)
+    source = _NAME_SOURCES.get(str(model.get("name_source")))
+    if source:
+        text = f"{text}; {source}" if text else source
+    return f"model: {name}" + (f" ({text})" if text else "")
 
 
 def _first(value: Any) -> Any:

@@ -158,8 +158,8 @@ def test_model_line_leaves_out_what_is_not_known() -> None:
         "dimension": 384,  # not shown for the built-in loaders, as before
     }
     assert model_line(loaded) == (
-        "model: all-MiniLM-L6-v2 (name from its model card, loader sentence-transformers, "
-        "pooling mean, dtype fp32, device cpu, max length 256, batch size 32)"
+        "model: all-MiniLM-L6-v2 (loader sentence-transformers, pooling mean, dtype fp32, "
+        "device cpu, max length 256, batch size 32; name from its model card)"
     )
 
 

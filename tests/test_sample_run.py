@@ -49,7 +49,8 @@ def test_every_task_passes_and_the_summary_is_printed(serial_run) -> None:
             "sample-retrieval*Retrieval*",
             "category averages: STS * | NLI * | Clustering * | Retrieval *",
             "weighted average * (scheme ko-leaderboard-v1: R/3 + C/3 + (S+N)/9)",
-            "model: * (loader sentence-transformers, pooling mean, dtype fp32, device cpu, *",
+            "model: all-MiniLM-L6-v2 (loader sentence-transformers, pooling mean, dtype fp32, "
+            "device cpu, *; name from its model card)",
             "versions: mteb 2.*, sentence-transformers *, transformers *, torch *",
         ]
     )
