@@ -131,6 +131,28 @@ def test_loaded_encoder_reports_every_batch_and_embeds_the_same(tiny: LoadedEnco
     assert np.array_equal(with_progress, tiny.encode(TEXTS))
 
 
+def test_a_batch_retried_after_out_of_memory_is_counted_once(
+    tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    enc = load_encoder(EncoderOptions(model=str(tiny_bert_dir), device="cpu", batch_size=8))
+    want = enc.encode(TEXTS)
+    model = enc.backend.model
+    forward = model.forward
+
+    def oom_over_four(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", oom_over_four)
+    batches: list[int] = []
+    got = enc.encode(TEXTS, progress=batches.append)
+    assert batches == [4, 4, 3] and enc.info.oom_retries == 1
+    assert np.allclose(got, want, atol=1e-5)
+
+
 class PlainEncoder:
     def __init__(self) -> None:
         self.calls: list[int] = []
