@@ -596,6 +596,20 @@ def _get_mteb_task(spec: TaskSpec) -> tuple[AbsTask, str]:
     return probe, kind
 
 
+def dataset_id(spec: TaskSpec) -> str | None:
+    """The Hub dataset id of an mteb task, from its metadata (no data is read); None for custom
+    tasks and unknown names."""
+    if spec.is_custom:
+        return None
+    import mteb
+
+    try:
+        path = mteb.get_task(spec.task).metadata.dataset.get("path")
+    except Exception:  # an unknown task fails later, with its own one-line error
+        return None
+    return str(path) if path else None
+
+
 def _name_some(wanted: str, names: Sequence[str], limit: int = 12) -> str:
     """All names when few; else the closest and the Korean ones, and how many there are."""
     if len(names) <= limit:

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,12 +22,36 @@ from pytest_koembed.records import TaskScore
 from pytest_koembed.scoring import round_half_up, task_value
 from pytest_koembed.suite import TaskSpec
 
+if TYPE_CHECKING:
+    from pytest_koembed.progress import TaskProgress
+
 # Resolves the exact prompt for a task and a role ("query", "document" or "symmetric").
 PromptResolver = Callable[[TaskSpec, str], "str | None"]
+# Told how many texts the encoder has just finished (see pytest_koembed.progress.TaskProgress).
+ProgressCallback = Callable[[int], None]
 
 
 def _no_prompts(spec: TaskSpec, role: str) -> str | None:
     return None
+
+
+def _declares_parameter(func: Callable[..., Any], name: str) -> bool:
+    """``func`` has a parameter called ``name`` (not merely ``**kwargs``, which a
+    SentenceTransformer would forward to its modules)."""
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def expected_texts(sizes: dict[str, int]) -> int:
+    """How many texts mteb encodes for a task of these sizes (``PreparedTask.sizes``): both
+    sides of each pair, every clustering text, every query and document."""
+    if "pairs" in sizes:
+        return 2 * sizes["pairs"]
+    if "texts" in sizes:
+        return sizes["texts"]
+    return sizes.get("queries", 0) + sizes.get("documents", 0)
 
 
 def _accepts_keyword(func: Callable[..., Any], name: str) -> bool:
@@ -77,10 +101,15 @@ def make_adapter(
     model_name: str,
     revision: str | None,
     similarity: str = "cosine",
+    progress: ProgressCallback | None = None,
 ) -> Any:
     """Wrap any encoder in mteb's ``AbsEncoder`` interface for one task.
 
-    The adapter records the exact prompt used per role (``used_prompts``) for the run record.
+    The adapter records the exact prompt used per role (``used_prompts``) for the run record,
+    and counts the texts encoded (``texts_encoded``, ``encode_seconds``). ``progress`` is told
+    of every finished batch when the encoder's ``encode`` takes a ``progress`` callback (a
+    ``LoadedEncoder`` does), else of every finished call: the encoder's batching, and so its
+    embeddings, are never changed for it.
     """
     from mteb.models.abs_encoder import AbsEncoder
     from mteb.models.model_meta import ModelMeta, ScoringFunction
@@ -91,6 +120,8 @@ def make_adapter(
             self.model = encoder
             self.used_prompts: dict[str, str | None] = {}
             self.dimension: int | None = None
+            self.texts_encoded = 0
+            self.encode_seconds = 0.0
             self.mteb_model_meta = ModelMeta.create_empty(
                 overwrites={
                     "name": model_name,
@@ -109,12 +140,21 @@ def make_adapter(
                 method = self.model.encode_query
             elif role == "document" and callable(getattr(self.model, "encode_document", None)):
                 method = self.model.encode_document
+            started = time.perf_counter()
+            by_batch = progress is not None and _declares_parameter(method, "progress")
+            extra: dict[str, Any] = {"progress": progress} if by_batch else {}
             if prompt is None:
-                return method(texts)
-            if _accepts_keyword(method, "prompt"):
-                return method(texts, prompt=prompt)
-            # The encoder takes no prompt argument: prepend it, as sentence-transformers does.
-            return method([prompt + text for text in texts])
+                out = method(texts, **extra)
+            elif _accepts_keyword(method, "prompt"):
+                out = method(texts, prompt=prompt, **extra)
+            else:
+                # The encoder takes no prompt argument: prepend it, as sentence-transformers does.
+                out = method([prompt + text for text in texts], **extra)
+            self.encode_seconds += time.perf_counter() - started
+            self.texts_encoded += len(texts)
+            if progress is not None and not by_batch:
+                progress(len(texts))
+            return out
 
         def encode(
             self,
@@ -198,9 +238,12 @@ def evaluate_task(
     revision: str | None = None,
     similarity: str = "cosine",
     batch_size: int = 32,
+    progress: TaskProgress | None = None,
 ) -> TaskScore:
     """Evaluate one task and score it by the leaderboard's rule.
 
+    ``progress`` (``pytest_koembed.progress.TaskProgress``) is started with the number of texts
+    to encode once the data is ready, and told of every finished batch.
     Raises KoembedError (one line) when the data, the encoder or the scores are unusable.
     """
     import mteb
@@ -208,7 +251,11 @@ def evaluate_task(
     from pytest_koembed.data import prepare_task
 
     started = time.perf_counter()
+    if progress is not None:
+        progress.reading_data()
     prepared = prepare_task(spec, data_dir)
+    if progress is not None:
+        progress.begin(expected_texts(prepared.sizes))
     adapter = make_adapter(
         encoder,
         spec,
@@ -216,6 +263,7 @@ def evaluate_task(
         model_name=model_name,
         revision=revision,
         similarity=similarity,
+        progress=progress,
     )
     capture = _capture_examples(prepared.task, spec)
     try:
@@ -262,6 +310,8 @@ def evaluate_task(
         duplicates_dropped=prepared.duplicates_dropped,
         seconds=time.perf_counter() - started,
         prompts=dict(adapter.used_prompts),
+        texts_encoded=adapter.texts_encoded,
+        encode_seconds=adapter.encode_seconds,
         source=prepared.source,
         **task_metadata_info(prepared.task),
         mteb_result=mteb_result_json(result.task_results[0]),

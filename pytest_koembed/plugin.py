@@ -433,6 +433,7 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     info = _encoder_info(koembed_encoder, session.model)
     item.koembed_encoder_info = info
     started = time.perf_counter()
+    status, progress = _live_progress(request.config, spec.column)
     try:
         score = evaluate_task(
             spec,
@@ -443,13 +444,19 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
             revision=info.get("revision"),
             similarity=info.get("similarity") or "cosine",
             batch_size=session.batch_size,
+            progress=progress,
         )
     except KoembedError as exc:
         error = str(exc)
     else:
         error = None
+        score.worker = os.environ.get("PYTEST_XDIST_WORKER")
+    finally:
+        if status is not None:
+            status.clear()  # before pytest writes the item's outcome
     if error is not None:  # failed outside the except block: no chained traceback in the report
         item.koembed_score = failed_score(spec, error, time.perf_counter() - started)
+        item.koembed_score.worker = os.environ.get("PYTEST_XDIST_WORKER")
         _judge(session, info, item.koembed_score)  # records the baseline cell only
         pytest.fail(error, pytrace=False)
     item.koembed_score = score
@@ -478,6 +485,33 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
         pytest.fail(judgement.message or f"{spec.column} regressed", pytrace=False)
 
 
+def _live_progress(config: pytest.Config, column: str) -> tuple[Any, Any]:
+    """(StatusLine, TaskProgress) for a task's encoding on an interactive terminal, else
+    (None, None): not with -q, not when stdout is not a terminal (CI logs, pipes) or has no
+    ANSI markup, and not on an xdist worker, which has no terminal of its own."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or _is_worker(config):
+        return None, None
+    writer = config.get_terminal_writer()
+    isatty = reporter.isatty  # a method since pytest 8.4, a bool before
+    if config.get_verbosity() < 0 or not (isatty() if callable(isatty) else isatty):
+        return None, None
+    if not writer.hasmarkup:  # --color=no, TERM=dumb: no cursor control codes either
+        return None, None
+    import sys
+
+    from pytest_koembed.progress import StatusLine, TaskProgress
+
+    def write(text: str) -> None:
+        with capture.global_and_fixture_disabled():  # the task runs under output capture
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    status = StatusLine(write, lambda: writer.fullwidth - writer.width_of_current_line)
+    return status, TaskProgress(column, status.show)
+
+
 def _judge(session: KoembedSession, info: dict[str, Any], score: TaskScore) -> Judgement:
     """The task against its baseline (``verdicts``), recorded in the score for the controller."""
     assert session.policy is not None
@@ -493,11 +527,44 @@ def _encoder_info(encoder: Any, model: str) -> dict[str, Any]:
         data = dict(info)
         data.setdefault("name", model)
         return data
-    return {
+    data: dict[str, Any] = {
         "name": model,
         "row_name": model,
         "loader": f"custom ({type(encoder).__module__}.{type(encoder).__qualname__})",
     }
+    # No info: what the object itself says (a SentenceTransformer has device, max_seq_length ...).
+    for key, attributes in _DECLARED_ATTRIBUTES:
+        for attribute in attributes:
+            value = _plain_attribute(encoder, attribute)
+            if value is not None:
+                data[key] = value
+                break
+    return data
+
+
+_DECLARED_ATTRIBUTES = (
+    ("pooling", ("pooling", "pooling_mode")),
+    ("dtype", ("dtype",)),
+    ("device", ("device",)),
+    ("max_length", ("max_length", "max_seq_length")),
+)
+_TORCH_DTYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+
+
+def _plain_attribute(obj: Any, name: str) -> str | int | None:
+    """A short str/int attribute (torch devices and dtypes as text), or None."""
+    try:
+        value = getattr(obj, name, None)
+    except Exception:  # a property that fails
+        return None
+    if isinstance(value, bool) or value is None or callable(value):
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if type(value).__module__ == "torch":  # torch.device, torch.dtype
+        return _TORCH_DTYPES.get(text, text)
+    return text if isinstance(value, str) and 0 < len(text) <= 40 else None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -523,12 +590,27 @@ def pytest_collection_modifyitems(
         item.koembed_spec = spec
         item.add_marker("koembed")
         item.add_marker(spec.marker)
+        item.extra_keyword_matches.update(_task_keywords(spec, config))
         added.append(item)
     items.extend(added)
     # Report them like any collected node, so "collected N items" counts them.
     session.ihook.pytest_collectreport(
         report=pytest.CollectReport(root.nodeid, "passed", None, added)
     )
+
+
+def _task_keywords(spec: TaskSpec, config: pytest.Config) -> set[str]:
+    """``-k`` matches the mteb task name (``-k KorSTS``) as well as the column (``-k Kor-STS``),
+    and the Hub dataset id, which needs mteb's task metadata: looked up only when ``-k`` is used,
+    so that a run without it does not import mteb at collection."""
+    keywords = {spec.task}
+    if config.getoption("keyword", None):
+        from pytest_koembed.data import dataset_id
+
+        dataset = dataset_id(spec)
+        if dataset:
+            keywords.add(dataset)
+    return keywords
 
 
 @pytest.hookimpl(trylast=True)

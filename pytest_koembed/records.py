@@ -36,6 +36,9 @@ class TaskScore:
     duplicates_dropped: int = 0
     seconds: float = 0.0
     prompts: dict[str, str | None] = field(default_factory=dict)  # role -> exact prompt used
+    texts_encoded: int = 0  # texts handed to the encoder (both sides of pairs, queries + docs)
+    encode_seconds: float = 0.0  # time spent in the encoder's calls
+    worker: str | None = None  # the pytest-xdist worker that ran the task (gw0, ...); None serial
     source: str = ""  # where the rows came from (local path or Hub dataset@revision)
     error: str | None = None  # one-line reason when status == "error"
     # From the mteb task's metadata (what model cards and mteb result files name):

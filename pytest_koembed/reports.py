@@ -149,6 +149,7 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
                 "n": task["n_examples"] if ok else "",
                 "dup": task["duplicates_dropped"] if ok else "",
                 "seconds": f"{task['seconds']:.1f}",
+                "worker": task.get("worker") or "",
             }
         )
     for column in record["not_run"]:
@@ -157,7 +158,10 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
         )
     compared = any(t.get("verdict") or t.get("baseline") is not None for t in record["tasks"])
     verdict_columns = ["baseline", "delta", "verdict"] if compared else []
+    # Under pytest-xdist: which worker ran each task (live progress is shown in serial runs only).
+    worker_columns = ["worker"] if any(t.get("worker") for t in record["tasks"]) else []
     columns = ["task", "category", "value", *verdict_columns, "n", "dup", "seconds"]
+    columns += worker_columns
     return pd.DataFrame(rows, columns=columns).fillna("")
 
 
@@ -192,6 +196,65 @@ def _batch_note(model: Mapping[str, Any]) -> str:
     return f", batch size {size}{halved}"
 
 
+# Fields of the model line, in order: (run-record key, label).
+_MODEL_FIELDS = (
+    ("loader", "loader"),
+    ("pooling", "pooling"),
+    ("dtype", "dtype"),
+    ("device", "device"),
+    ("max_length", "max length"),
+)
+# What the name says of where it came from, when it is not the Hub id or the directory's name.
+_NAME_SOURCES = {
+    "model card": "name from its model card",
+    "config.json _name_or_path": "name from config.json _name_or_path",
+}
+# Keys of a custom encoder's info that the model line never repeats.
+_NOT_SHOWN = {"name", "row_name", "revision", "fingerprint", "path", "batch_size", "oom_retries"}
+_BUILTIN_LOADERS = ("sentence-transformers", "transformers")
+
+
+def _shown(value: Any) -> str | None:
+    """A field's text, or None when it is unknown (missing, None, empty or "?")."""
+    if isinstance(value, list):  # differs between xdist workers
+        parts = [_shown(v) for v in value]
+        return "/".join(p or "?" for p in parts) if any(parts) else None
+    if value is None or isinstance(value, (dict, tuple)) or str(value).strip() in ("", "?"):
+        return None
+    return str(value)
+
+
+def model_line(model: Mapping[str, Any]) -> str:
+    """``model: NAME (loader ..., pooling ..., ...)``: only the fields that are known.
+
+    A custom encoder's own ``info`` keys are shown as it declares them.
+    """
+    name = model.get("row_name") or model.get("name")
+    fields = []
+    for key, label in _MODEL_FIELDS:
+        text = _shown(model.get(key))
+        if text is not None:
+            fields.append(f"{label} {text}")
+    if str(_first(model.get("loader"))) not in _BUILTIN_LOADERS:
+        for key, value in model.items():
+            text = _shown(value)
+            if key in _NOT_SHOWN or key in dict(_MODEL_FIELDS) or text is None:
+                continue
+            fields.append(f"{key.replace('_', ' ')} {text}")
+    batch = _batch_note(model).removeprefix(", ")
+    if batch:
+        fields.append(batch)
+    text = ", ".join(fields)
+    source = _NAME_SOURCES.get(str(model.get("name_source")))
+    if source:
+        text = f"{text}; {source}" if text else source
+    return f"model: {name}" + (f" ({text})" if text else "")
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and value else value
+
+
 def summary_lines(record: Mapping[str, Any]) -> list[str]:
     """The ``koembed summary`` section of the terminal report."""
     suite = record["suite"]
@@ -201,7 +264,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
         lines.append(f"the run did not finish: {record['interrupted']}")
     table = task_table(record)
     if not table.empty:
-        lines.extend(_aligned(table, left=("task", "category", "verdict")))
+        lines.extend(_aligned(table, left=("task", "category", "verdict", "worker")))
     for task in record["tasks"]:
         if task["status"] != "ok":
             lines.append(f"  {task['column']}: {task['error']}")
@@ -219,19 +282,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
         + f" (scheme {scheme}: {formula})"
         + (f"; {note}" if note else "")
     )
-    model = record["model"]
-    lines.append(
-        "model: {row} (loader {loader}, pooling {pooling}, dtype {dtype}, device {device}, "
-        "max length {max_length}{batch})".format(
-            row=model.get("row_name") or model.get("name"),
-            loader=model.get("loader", "?"),
-            pooling=model.get("pooling", "?"),
-            dtype=model.get("dtype", "?"),
-            device=model.get("device", "?"),
-            max_length=model.get("max_length", "?"),
-            batch=_batch_note(model),
-        )
-    )
+    lines.append(model_line(record["model"]))
     versions = record["versions"]
     lines.append(
         "versions: "

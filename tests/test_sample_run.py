@@ -49,7 +49,8 @@ def test_every_task_passes_and_the_summary_is_printed(serial_run) -> None:
             "sample-retrieval*Retrieval*",
             "category averages: STS * | NLI * | Clustering * | Retrieval *",
             "weighted average * (scheme ko-leaderboard-v1: R/3 + C/3 + (S+N)/9)",
-            "model: * (loader sentence-transformers, pooling mean, dtype fp32, device cpu, *",
+            "model: all-MiniLM-L6-v2 (loader sentence-transformers, pooling mean, dtype fp32, "
+            "device cpu, *; name from its model card)",
             "versions: mteb 2.*, sentence-transformers *, transformers *, torch *",
         ]
     )
@@ -114,14 +115,18 @@ def test_xdist_gives_the_same_summary_and_values(
     assert parallel["category_averages"] == serial_record["category_averages"]
     assert parallel["weighted_average"] == serial_record["weighted_average"]
 
-    def summary(result: Any) -> list[str]:
+    def summary(result: Any, worker: bool) -> list[str]:
         lines = result.lines
         start = next(i for i, line in enumerate(lines) if "koembed summary" in line) + 1
         end = next(i for i, line in enumerate(lines) if line.startswith("versions: "))
-        # seconds (the last column of task rows) differ between runs; compare everything else
+        # seconds (and under xdist the worker: the last columns of task rows) differ between
+        # runs; compare everything else
         return [
-            line.rsplit(None, 1)[0] if line.startswith("sample-") else line
+            line.rsplit(None, 2 if worker else 1)[0]
+            if line.startswith("sample-")
+            else line.removesuffix("  worker")
             for line in lines[start : end + 1]
         ]
 
-    assert summary(result) == summary(serial_result)
+    assert summary(result, True) == summary(serial_result, False)
+    assert any(line.startswith("task ") and line.endswith("  worker") for line in result.lines)
