@@ -326,7 +326,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     if not _is_worker(config):
         config.pluginmanager.register(KoembedController(config, session), "koembed-controller")
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    worker = _worker_id(config)
     if worker:
         _share_cpu_threads()
     if worker and config.getoption("koembed_device") in ("auto", "cuda"):
@@ -407,6 +407,16 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _worker_id(config: pytest.Config) -> str | None:
+    """This process's xdist worker id (``gw0``), None on the controller or in a serial run.
+
+    From the config, not ``PYTEST_XDIST_WORKER``: a pytest run started inside a worker (pytester)
+    inherits that variable without being a worker.
+    """
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput.get("workerid") if isinstance(workerinput, dict) else None
+
+
 class KoembedGroup(pytest.Collector):
     """A container node (``koembed`` and its categories) so ids read koembed::Retrieval::X."""
 
@@ -450,13 +460,13 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
         error = str(exc)
     else:
         error = None
-        score.worker = os.environ.get("PYTEST_XDIST_WORKER")
+        score.worker = _worker_id(request.config)
     finally:
         if status is not None:
             status.clear()  # before pytest writes the item's outcome
     if error is not None:  # failed outside the except block: no chained traceback in the report
         item.koembed_score = failed_score(spec, error, time.perf_counter() - started)
-        item.koembed_score.worker = os.environ.get("PYTEST_XDIST_WORKER")
+        item.koembed_score.worker = _worker_id(request.config)
         _judge(session, info, item.koembed_score)  # records the baseline cell only
         pytest.fail(error, pytrace=False)
     item.koembed_score = score
