@@ -121,7 +121,13 @@ def swap_masks(
 
 
 def _cumsum_rows(a: np.ndarray) -> np.ndarray:
-    """Cumulative sum down the rows, in place (a row loop beats np.cumsum(axis=0) 4x here)."""
+    """Cumulative sum down the rows, in place.
+
+    For wide arrays (many resamples) a loop over rows beats ``np.cumsum(axis=0)`` 4x: each step
+    is one contiguous vector add. For narrow ones the loop's per-row cost dominates.
+    """
+    if a.ndim == 1 or a.shape[1] < 64:
+        return np.cumsum(a, axis=0, out=a)
     for k in range(1, len(a)):
         np.add(a[k], a[k - 1], out=a[k])
     return a
