@@ -306,7 +306,7 @@ def outcome_of(
     """Each gate's decision on one trial's paired results."""
     verdicts = stats.gate_run(tests, confidence, min_effect)
     regressed = tuple(c for c, v in verdicts.items() if v.verdict == "regressed")
-    alpha = 1.0 - confidence
+    alpha = stats.significance_level(confidence)
     unadjusted = any(
         stats.paired_verdict(r.delta, r.p_value, confidence, min_effect) == "regressed"
         and r.p_value < alpha

@@ -38,6 +38,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -855,6 +856,13 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return [float(x) for x in adjusted]
 
 
+def significance_level(confidence: float = DEFAULT_LEVEL) -> float:
+    """alpha = 1 - confidence, computed in decimal: 1 - 0.95 is 0.05, not 0.050000000000000044
+    (which would let p = 0.05 pass as significant)."""
+    _check_level(confidence)
+    return float(Decimal(1) - Decimal(repr(float(confidence))))
+
+
 def paired_verdict(
     delta: float,
     adjusted_p: float,
@@ -867,11 +875,10 @@ def paired_verdict(
     the table shows it (``delta`` rounded half-up to 2 decimals), is at least ``min_effect``
     points: ``delta <= -min_effect``. ``improved`` symmetrically; otherwise ``within noise``.
     """
-    _check_level(confidence)
     if min_effect < 0:
         raise KoembedError(f"minimum effect must be 0 points or more, got {min_effect!r}")
     shown = round_half_up(delta, 2)
-    significant = adjusted_p < 1.0 - confidence
+    significant = adjusted_p < significance_level(confidence)
     if significant and shown <= -min_effect and shown < 0:
         return "regressed"
     if significant and shown >= min_effect and shown > 0:
