@@ -154,21 +154,26 @@ def retrieval_task(column: str, queries: int, docs: int, rng: np.random.Generato
     return SimTask(column, "Retrieval", "ndcg-5-10", queries, frame)
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 30) -> np.ndarray:
+def _kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 20) -> np.ndarray:
     """Lloyd's k-means with k-means++ seeding (numpy; sklearn's thread start-up costs more here)."""
     rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(len(x))]]
+    centres = x[[rng.integers(len(x))]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
     for _ in range(1, k):
-        d2 = np.min(((x[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
-        centres.append(x[rng.choice(len(x), p=d2 / d2.sum())])
-    c = np.array(centres)
-    assign = np.zeros(len(x), dtype=np.int64)
+        centres = np.vstack([centres, x[rng.choice(len(x), p=d2 / d2.sum())]])
+        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
+    assign = np.full(len(x), -1)
     for _ in range(iterations):
-        assign = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        new = np.array([x[assign == j].mean(0) if np.any(assign == j) else c[j] for j in range(k)])
-        if np.allclose(new, c):
+        distances = (x * x).sum(1)[:, None] - 2 * x @ centres.T + (centres * centres).sum(1)
+        new_assign = distances.argmin(1)
+        if np.array_equal(new_assign, assign):
             break
-        c = new
+        assign = new_assign
+        onehot = np.eye(k)[assign]
+        counts = onehot.sum(0)
+        centres = np.where(
+            counts[:, None] > 0, onehot.T @ x / np.maximum(counts, 1)[:, None], centres
+        )
     return assign
 
 

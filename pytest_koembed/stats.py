@@ -703,15 +703,19 @@ def _swap_ap_column(
     if np.any(ordered[1:] == ordered[:-1]):
         return None
     example = order % n
-    positive = labels[example] == 1
+    positive = np.flatnonzero(labels[example] == 1)
+    if len(positive) == 0:
+        return None
     # the new side counts its own copy where the example is not swapped, base's where it is
-    new_side = (swaps[example] != (order < n)[:, None]).astype(np.float64)
-    drawn_new = _cumsum_rows(new_side.copy())[positive]
-    drawn_all = (np.flatnonzero(positive) + 1.0)[:, None]
-    gained_new = new_side[positive]
+    new_side = swaps[example[: positive[-1] + 1]] != (order[: positive[-1] + 1] < n)[:, None]
+    # running counts in int32 (exact; a row loop of vector adds is the fast way here), read at
+    # the positives
+    drawn_new = _cumsum_rows(new_side.astype(np.int32))[positive].astype(np.float64)
+    gained_new = new_side[positive].astype(np.float64)
     tps_new = _cumsum_rows(gained_new.copy())
-    tps_all = np.arange(1.0, len(gained_new) + 1)[:, None]
-    total = labels.sum()
+    drawn_all = (positive + 1.0)[:, None]
+    tps_all = np.arange(1.0, len(positive) + 1)[:, None]
+    total = len(positive) / 2  # each example's label is there twice, once per side
     with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 only where nothing is counted
         new_precision = np.nan_to_num(tps_new / drawn_new)
         base_precision = np.nan_to_num((tps_all - tps_new) / (drawn_all - drawn_new))
