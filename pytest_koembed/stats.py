@@ -10,7 +10,8 @@ pairs, retrieval queries (the corpus is fixed), clustering rows (mteb's runs for
 clustering tasks, its clustering sets for the legacy ones; see :func:`task_interval`).
 
 **How.** A resample is a row of *count weights*: ``weights[b, i]`` is how often example ``i``
-is drawn in resample ``b`` (n draws with replacement). Every task value is then computed for
+is drawn in resample ``b`` (n draws with replacement; stored example-major internally, which
+makes gathering examples in sorted order fast). Every task value is then computed for
 all resamples at once without materialising them: means are a matrix product; Pearson is
 closed-form in weighted moments; Spearman is Pearson of weighted mid-ranks (the ranks the
 resample itself would have, ties averaged, from one sort and cumulative sums); average
@@ -21,12 +22,15 @@ score, which is exactly scikit-learn's ``average_precision_score`` on the resamp
 the two systems' outputs on an example are exchangeable, so each example's outputs are swapped
 between the systems with probability 1/2 and the delta recomputed. For a mean metric that is a
 sign flip of the per-example differences; for correlation and AP metrics the per-example
-*scores* are swapped, after standardising each system's score columns (z-scores: Pearson,
-Spearman and AP are unchanged by it, and it keeps a swap from mixing two score scales). The
-two-sided p-value is ``(1 + #{|delta*| >= |delta|}) / (1 + R)`` (Phipson & Smyth 2010: never 0,
-valid at any R). It is preferred to the paired bootstrap of Koehn (2004) for the p-value
-because it holds its false-alarm rate on small tasks, where the bootstrap is anti-conservative;
-the paired bootstrap still gives ``delta_ci``.
+*scores* are swapped, after standardising each system's score columns (z-scores for Pearson and
+AP, within-run ranks for Spearman: the observed values are unchanged by it, and it keeps a swap
+from mixing two score scales). The two-sided p-value is ``(1 + #{|delta*| >= |delta|}) / (1 + R)``
+(Phipson & Smyth 2010: never 0, valid at any R). It is preferred to the paired bootstrap of
+Koehn (2004) for the p-value because its false-alarm rate holds at any size under
+exchangeability, while the bootstrap's is only asymptotic (77-query tasks exist); the paired
+bootstrap still gives ``delta_ci``. The swap distribution is symmetric around 0, so the
+two-sided p is twice the one-sided p in the direction of the change: "regressed" (a negative
+delta with two-sided p < alpha) is a one-sided test at alpha/2.
 
 **Run-level gate.** Holm's step-down adjustment over the tasks of a run (valid under any
 dependence between tasks, uniformly more powerful than Bonferroni), then :func:`paired_verdict`.
@@ -132,33 +136,6 @@ def _cumsum_rows(a: np.ndarray) -> np.ndarray:
     for k in range(1, len(a)):
         np.add(a[k], a[k - 1], out=a[k])
     return a
-
-
-def _weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray, center: bool) -> np.ndarray:
-    """Pearson correlation of x and y under each column of count weights ``w`` (n, B).
-
-    ``x`` and ``y`` are (n,) or (n, B). Equal to the plain Pearson correlation of the examples
-    repeated as the weights say. ``center`` shifts fixed vectors to mean 0 first (correlation is
-    shift-free) against cancellation; ranks are not shifted, their sums are exact integers.
-    """
-    total = w.sum(axis=0)
-    if x.ndim == 1 and y.ndim == 1:
-        if center:
-            x, y = x - x.mean(), y - y.mean()
-        products = np.stack([x, y, x * x, y * y, x * y])
-        sx, sy, sxx, syy, sxy = products @ w
-    else:
-        sx = np.einsum("ij,ij->j", x, w) if x.ndim == 2 else x @ w
-        sy = np.einsum("ij,ij->j", y, w) if y.ndim == 2 else y @ w
-        sxx = np.einsum("ij,ij,ij->j", x, x, w) if x.ndim == 2 else (x * x) @ w
-        syy = np.einsum("ij,ij,ij->j", y, y, w) if y.ndim == 2 else (y * y) @ w
-        xw = x * w if x.ndim == 2 else x[:, None] * w
-        sxy = np.einsum("ij,ij->j", xw, y) if y.ndim == 2 else y @ xw
-    cov = sxy - sx * sy / total
-    var_x = sxx - sx * sx / total
-    var_y = syy - sy * sy / total
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return cov / np.sqrt(var_x * var_y)
 
 
 class _SortedGroups(NamedTuple):
