@@ -1,0 +1,908 @@
+"""Confidence intervals and the paired significance gate, from per-example results.
+
+Pure numpy; no pytest, torch or mteb. Every function that draws random numbers takes ``seed``
+(default :data:`DEFAULT_SEED`, 0) and a ``stream`` name (use the task's column), and gives the
+same numbers for the same input, in any process: a run's intervals are reproducible, and a
+task's draws do not depend on which other tasks ran.
+
+**What is resampled.** The units a task's value averages over: STS and pair-classification
+pairs, retrieval queries (the corpus is fixed), clustering rows (mteb's runs for the fast
+clustering tasks, its clustering sets for the legacy ones; see :func:`task_interval`).
+
+**How.** A resample is a row of *count weights*: ``weights[b, i]`` is how often example ``i``
+is drawn in resample ``b`` (n draws with replacement; stored example-major internally, which
+makes gathering examples in sorted order fast). Every task value is then computed for
+all resamples at once without materialising them: means are a matrix product; Pearson is
+closed-form in weighted moments; Spearman is Pearson of weighted mid-ranks (the ranks the
+resample itself would have, ties averaged, from one sort and cumulative sums); average
+precision uses one sort and cumulative weighted true/false-positive sums at each distinct
+score, which is exactly scikit-learn's ``average_precision_score`` on the resampled rows.
+
+**Paired test.** Approximate randomisation (a paired permutation test): under "no difference"
+the two systems' outputs on an example are exchangeable, so each example's outputs are swapped
+between the systems with probability 1/2 and the delta recomputed. For a mean metric that is a
+sign flip of the per-example differences; for correlation and AP metrics the per-example
+*scores* are swapped, after standardising each system's score columns (z-scores for Pearson and
+AP, within-run ranks for Spearman: the observed values are unchanged by it, and it keeps a swap
+from mixing two score scales). The two-sided p-value is ``(1 + #{|delta*| >= |delta|}) / (1 + R)``
+(Phipson & Smyth 2010: never 0, valid at any R). It is preferred to the paired bootstrap of
+Koehn (2004) for the p-value because its false-alarm rate holds at any size under
+exchangeability, while the bootstrap's is only asymptotic (77-query tasks exist); the paired
+bootstrap still gives ``delta_ci``. The swap distribution is symmetric around 0, so the
+two-sided p is twice the one-sided p in the direction of the change: "regressed" (a negative
+delta with two-sided p < alpha) is a one-sided test at alpha/2.
+
+**Run-level gate.** Holm's step-down adjustment over the tasks of a run (valid under any
+dependence between tasks, uniformly more powerful than Bonferroni), then :func:`paired_verdict`.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.scoring import get_scheme, round_half_up, summarize
+
+DEFAULT_SEED = 0
+"""The seed every random function uses unless told otherwise."""
+
+DEFAULT_LEVEL = 0.95
+"""Confidence level of every interval; ``1 - level`` is the run-level false-alarm budget."""
+
+DEFAULT_RESAMPLES = 1000
+"""Bootstrap resamples per interval (task values, averages, ``delta_ci``)."""
+
+DEFAULT_PERMUTATIONS = 1000
+"""Random swaps per paired test: the smallest p-value is 1/1001, below Holm's first threshold
+0.05/15 = 0.0033 for the 15 tasks of ko-leaderboard-v1."""
+
+DEFAULT_MIN_EFFECT = 0.5
+"""Points: the smallest change the paired gate calls a regression or an improvement."""
+
+STS_SCORE_COLUMNS: tuple[str, ...] = ("similarity", "cosine", "manhattan", "euclidean")
+"""STS score columns, in the order of :data:`pytest_koembed.scoring.STS_KEYS` (``similarity``
+is what mteb's plain ``pearson``/``spearman`` keys use)."""
+
+PAIR_SCORE_COLUMNS: tuple[str, ...] = ("similarity", "cosine", "manhattan", "euclidean", "dot")
+"""Pair-classification score columns (higher = more similar); ``max_ap`` is the best of them."""
+
+VERDICTS: tuple[str, ...] = ("regressed", "improved", "within noise")
+
+
+# ---------------------------------------------------------------------------------------------
+# Random draws
+# ---------------------------------------------------------------------------------------------
+
+
+def _rng(seed: int, stream: str, purpose: str) -> np.random.Generator:
+    # crc32, not hash(): the same stream gives the same draws in every process
+    words = [int(seed) & 0xFFFFFFFF, zlib.crc32(stream.encode()), zlib.crc32(purpose.encode())]
+    return np.random.default_rng(np.random.SeedSequence(words))
+
+
+def _counts(n: int, n_resamples: int, seed: int, stream: str) -> np.ndarray:
+    """Bootstrap count weights laid out (n, B): example-major, the layout every kernel uses."""
+    if n < 1:
+        raise KoembedError("cannot resample a task with no examples")
+    rng = _rng(seed, stream, "bootstrap")
+    draws = rng.integers(0, n, size=(n_resamples, n))
+    # resample-major flat indices keep bincount's writes local; then one transposing copy
+    draws += np.arange(n_resamples)[:, None] * n
+    counts = np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    return np.ascontiguousarray(counts.T, dtype=np.float64)
+
+
+def bootstrap_weights(
+    n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, stream: str = ""
+) -> np.ndarray:
+    """Count weights of ``n_resamples`` bootstrap resamples of ``n`` examples: shape (B, n).
+
+    Row ``b`` says how many times each example is drawn when ``n`` examples are drawn with
+    replacement (each row sums to ``n``). Deterministic for the same arguments. (A transposed
+    view of an example-major array, which :func:`resampled_values` uses without copying.)
+    """
+    return _counts(n, n_resamples, seed, stream).T
+
+
+def swap_masks(
+    n: int, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED, stream: str = ""
+) -> np.ndarray:
+    """Random swaps for the paired test: shape (n, R), True where example ``i`` is swapped."""
+    coins = _rng(seed, stream, "swap").integers(0, 2, size=(n, n_permutations), dtype=np.uint8)
+    return coins.astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weighted statistics. Weights are laid out (n, B): one column per resample, so that gathering
+# examples in sorted order copies whole rows (10x faster than gathering columns).
+# ---------------------------------------------------------------------------------------------
+
+
+def _cumsum_rows(a: np.ndarray) -> np.ndarray:
+    """Cumulative sum down the rows, in place.
+
+    For wide arrays (many resamples) a loop over rows beats ``np.cumsum(axis=0)`` 4x: each step
+    is one contiguous vector add. For narrow ones the loop's per-row cost dominates.
+    """
+    if a.ndim == 1 or a.shape[1] < 64:
+        return np.cumsum(a, axis=0, out=a)
+    for k in range(1, len(a)):
+        np.add(a[k], a[k - 1], out=a[k])
+    return a
+
+
+class _SortedGroups(NamedTuple):
+    order: np.ndarray  # the sort of the values (ascending, or descending for AP)
+    ends: np.ndarray | None  # last sorted position of each group of equal values; None: no ties
+    group_of: np.ndarray  # group index of each example (original order)
+
+
+def _groups(x: np.ndarray, descending: bool = False) -> _SortedGroups:
+    order = np.argsort(-x if descending else x, kind="stable")
+    xs = x[order]
+    changes = xs[1:] != xs[:-1]
+    ties = not bool(np.all(changes))
+    ends = np.flatnonzero(np.append(changes, True)) if ties else None
+    group_sorted = np.concatenate(([0], np.cumsum(changes)))
+    group_of = np.empty(len(x), dtype=np.intp)
+    group_of[order] = group_sorted
+    return _SortedGroups(order, ends, group_of)
+
+
+def _weighted_midranks(groups: _SortedGroups, w: np.ndarray) -> np.ndarray:
+    """Twice the mid-rank minus one of each example in each resample: (n, B), exact integers.
+
+    A value drawn ``c`` times after ``s`` smaller draws takes ranks s+1..s+c, mid-rank
+    s + (c+1)/2 (ties averaged, as scipy's rankdata); all its copies and all its ties share it.
+    ``2*mid - 1 = s + (s + c)``: the cumulative count before and after the value. Correlations
+    do not see the affine change, and integers keep every sum exact (the weighted sum of these
+    is N^2 for N draws). Examples with weight 0 get the rank they would have, which no weighted
+    statistic reads.
+    """
+    cum = _cumsum_rows(w[groups.order])
+    if groups.ends is not None:
+        cum = cum[groups.ends]
+    doubled = np.empty_like(cum)
+    doubled[0] = cum[0]
+    np.add(cum[1:], cum[:-1], out=doubled[1:])
+    return doubled[groups.group_of]
+
+
+def _weighted_ap(groups: _SortedGroups, labels: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average precision under each column of count weights; ``groups`` sorted by score descending.
+
+    scikit-learn's definition: thresholds at the distinct scores, AP = sum over thresholds of
+    (recall_k - recall_{k-1}) * precision_k. NaN when a resample has no positive.
+    """
+    ws = w[groups.order]
+    positives = labels[groups.order] == 1
+    drawn = _cumsum_rows(ws.copy())
+    if groups.ends is None:
+        # no ties: only positive examples move recall, by their own weight
+        gained = ws[positives]
+        tps = _cumsum_rows(gained.copy())
+        reached = drawn[positives]
+    else:
+        tps = _cumsum_rows(ws * positives[:, None])[groups.ends]
+        reached = drawn[groups.ends]
+        gained = np.diff(tps, axis=0, prepend=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(reached > 0, tps / np.where(reached > 0, reached, 1.0), 0.0)
+        return np.einsum("ij,ij->j", gained, precision) / tps[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# A task's per-example frame, ready for resampling
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Metric:
+    """One task's per-example data in the shape its value rule needs."""
+
+    kind: str  # "mean" | "sts" | "ap"
+    n: int
+    values: np.ndarray | None = None  # mean: per-example values (0-1)
+    gold: np.ndarray | None = None  # sts: gold scores; ap: 0/1 labels
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # score columns
+    keys: tuple[tuple[str, str], ...] = ()  # sts: (column, "pearson"|"spearman"); ap: (column,)
+    reduce: str = "mean"  # how the keys combine: "mean" (sts) or "max" (max_ap)
+    _sorted: dict[str, _SortedGroups] = field(default_factory=dict, repr=False)
+
+    def groups(self, column: str) -> _SortedGroups:
+        """The sort of a score column (or ``"gold"``), made once per metric."""
+        if column not in self._sorted:
+            values = self.gold if column == "gold" else self.columns[column]
+            assert values is not None
+            self._sorted[column] = _groups(values, descending=self.kind == "ap")
+        return self._sorted[column]
+
+    def value_for(self, w: np.ndarray, shared: dict[str, Any] | None = None) -> np.ndarray:
+        """The task value (x100) under each column of count weights ``w`` (n, B): shape (B,).
+
+        ``shared`` (STS) carries the gold ranks from one run to the other when two runs of the
+        same examples are resampled with the same ``w`` (the gold column is the same).
+        """
+        if self.kind == "mean":
+            assert self.values is not None
+            return 100.0 * (self.values @ w) / w.sum(axis=0)
+        if self.kind == "sts":
+            combined = np.mean(self._correlations(w, {} if shared is None else shared), axis=0)
+        else:
+            assert self.gold is not None
+            aps = np.vstack([_weighted_ap(self.groups(c), self.gold, w) for c, _ in self.keys])
+            combined = aps.max(axis=0) if self.reduce == "max" else aps.mean(axis=0)
+        return 100.0 * combined
+
+    def _correlations(self, w: np.ndarray, shared: dict[str, Any]) -> list[np.ndarray]:
+        assert self.gold is not None
+        total = w.sum(axis=0)
+        parts = []
+        pearson = [c for c, how in self.keys if how == "pearson"]
+        if pearson:  # every Pearson key from one matrix product of the centred moments
+            x = self.gold - self.gold.mean()
+            ys = [self.columns[c] - self.columns[c].mean() for c in pearson]
+            sums = np.stack([x, x * x, *ys, *(y * y for y in ys), *(x * y for y in ys)]) @ w
+            sx, sxx, k = sums[0], sums[1], len(ys)
+            var_x = sxx - sx * sx / total
+            for j in range(k):
+                sy, syy, sxy = sums[2 + j], sums[2 + k + j], sums[2 + 2 * k + j]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    parts.append((sxy - sx * sy / total) / np.sqrt(var_x * (syy - sy * sy / total)))
+        spearman = [c for c, how in self.keys if how == "spearman"]
+        if spearman:
+            # every column of doubled ranks sums to N^2 under weights summing to N
+            mean_square = total * total * total
+            if "gold" not in shared:
+                gold_ranks = _weighted_midranks(self.groups("gold"), w)
+                weighted_gold = gold_ranks * w
+                gold_var = np.einsum("ij,ij->j", weighted_gold, gold_ranks) - mean_square
+                shared["gold"] = (weighted_gold, gold_var)
+            weighted_gold, gold_var = shared["gold"]
+            for column in spearman:
+                ranks = _weighted_midranks(self.groups(column), w)
+                cov = np.einsum("ij,ij->j", weighted_gold, ranks) - mean_square
+                var = np.einsum("ij,ij,ij->j", ranks, ranks, w) - mean_square
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    parts.append(cov / np.sqrt(gold_var * var))
+        return parts
+
+
+def _frame_columns(frame: Any) -> list[str]:
+    try:
+        return [str(c) for c in frame.columns]
+    except AttributeError:
+        raise KoembedError(
+            f"per-example results must be a pandas DataFrame, got {type(frame).__name__}"
+        ) from None
+
+
+def _column(frame: Any, name: str, rule: str) -> np.ndarray:
+    values = np.asarray(frame[name], dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        bad = int(np.sum(~np.isfinite(values)))
+        raise KoembedError(
+            f"per-example column {name!r} (value rule {rule!r}) has {bad} missing or non-finite "
+            "value(s); re-run the task to regenerate its per-example results"
+        )
+    return values
+
+
+def _require(frame: Any, names: Sequence[str], rule: str, what: str) -> None:
+    have = _frame_columns(frame)
+    missing = [c for c in names if c not in have]
+    if missing:
+        raise KoembedError(
+            f"value rule {rule!r} needs per-example column(s) {', '.join(missing)} ({what}); the "
+            f"frame has {', '.join(have) or 'no columns'}"
+        )
+
+
+def _metric(frame: Any, rule: str) -> _Metric:
+    """Read ``frame`` for ``rule``: which columns, and how they make the task value."""
+    have = _frame_columns(frame)
+    n = len(frame)
+    if n == 0:
+        raise KoembedError(f"per-example results for value rule {rule!r} have no rows")
+    if (
+        rule == "sts-mean8"
+        or rule.endswith(("_pearson", "_spearman"))
+        or rule
+        in (
+            "pearson",
+            "spearman",
+        )
+    ):
+        if rule == "sts-mean8":
+            keys = tuple((c, how) for c in STS_SCORE_COLUMNS for how in ("pearson", "spearman"))
+        else:
+            column, _, how = rule.rpartition("_")
+            keys = ((column or "similarity", how),)
+        needed = ["gold", *dict.fromkeys(c for c, _ in keys)]
+        _require(frame, needed, rule, "an STS task's gold score and similarities")
+        return _Metric(
+            "sts",
+            n,
+            gold=_column(frame, "gold", rule),
+            columns={c: _column(frame, c, rule) for c in needed[1:]},
+            keys=keys,
+        )
+    if rule.endswith("_ap"):
+        column = rule[: -len("_ap")]
+        columns = list(PAIR_SCORE_COLUMNS) if column == "max" else [column]
+        _require(frame, ["label", *columns], rule, "a pair-classification task's label and scores")
+        labels = _column(frame, "label", rule)
+        if not np.all((labels == 0) | (labels == 1)):
+            raise KoembedError(f"per-example column 'label' (value rule {rule!r}) must be 0 or 1")
+        return _Metric(
+            "ap",
+            n,
+            gold=labels,
+            columns={c: _column(frame, c, rule) for c in columns},
+            keys=tuple((c, "ap") for c in columns),
+            reduce="max" if column == "max" else "mean",
+        )
+    if rule == "ndcg-5-10":
+        _require(frame, ["ndcg_at_5", "ndcg_at_10"], rule, "a retrieval task's per-query nDCG")
+        values = (_column(frame, "ndcg_at_5", rule) + _column(frame, "ndcg_at_10", rule)) / 2.0
+        return _Metric("mean", n, values=values)
+    if rule == "main_score":
+        for column in ("ndcg_at_10", "v_measure"):  # retrieval, clustering
+            if column in have:
+                return _Metric("mean", n, values=_column(frame, column, rule))
+        raise KoembedError(
+            "value rule 'main_score' can be resampled only for retrieval (ndcg_at_10) and "
+            "clustering (v_measure) frames; name the score key (e.g. cosine_ap) in the suite"
+        )
+    if rule in have:  # a per-example score averaged over the examples: v_measure, ndcg_at_10, ...
+        return _Metric("mean", n, values=_column(frame, rule, rule))
+    raise KoembedError(
+        f"value rule {rule!r} cannot be recomputed from per-example columns "
+        f"{', '.join(have) or '(none)'}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One task: value, resampled values, interval
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval on the x100 scale of task values."""
+
+    level: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict[str, float]:
+        """The run record's form: ``{"level": 0.95, "low": L, "high": H}``."""
+        return {"level": self.level, "low": self.low, "high": self.high}
+
+    @property
+    def half_width(self) -> float:
+        """Half the width: what the summary prints as ``±``."""
+        return (self.high - self.low) / 2.0
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise KoembedError(f"confidence level must be between 0 and 1, got {level!r}")
+
+
+def _percentile_interval(replicates: np.ndarray, level: float) -> Interval:
+    tail = (1.0 - level) / 2.0
+    kept = replicates[np.isfinite(replicates)]
+    if kept.size == 0:
+        return Interval(level, math.nan, math.nan)
+    low, high = np.quantile(kept, [tail, 1.0 - tail])
+    return Interval(level, float(low), float(high))
+
+
+def frame_value(frame: Any, rule: str) -> float:
+    """The task value (x100, unrounded) recomputed from its per-example frame under ``rule``."""
+    metric = _metric(frame, rule)
+    return float(metric.value_for(np.ones((metric.n, 1)))[0])
+
+
+def resampled_values(frame: Any, rule: str, weights: np.ndarray) -> np.ndarray:
+    """The task value (x100) under each row of count ``weights`` (B, n): shape (B,).
+
+    With a row of ones it is the exact value; with a bootstrap row it equals the value computed
+    on the rows drawn (each repeated as often as drawn).
+    """
+    metric = _metric(frame, rule)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[1] != metric.n:
+        raise KoembedError(
+            f"weights of shape {weights.shape} do not fit a task with {metric.n} examples"
+        )
+    # no copy when ``weights`` came from bootstrap_weights (a transposed example-major array)
+    return metric.value_for(np.ascontiguousarray(weights.T))
+
+
+def task_replicates(
+    frame: Any,
+    rule: str,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    stream: str = "",
+) -> np.ndarray:
+    """The task value in each of ``n_resamples`` bootstrap resamples of its examples: (B,)."""
+    metric = _metric(frame, rule)
+    return metric.value_for(_counts(metric.n, n_resamples, seed, stream))
+
+
+def task_interval(
+    frame: Any,
+    rule: str,
+    level: float = DEFAULT_LEVEL,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    stream: str = "",
+) -> tuple[float, float]:
+    """Percentile bootstrap interval ``(low, high)`` of the task value, x100 scale.
+
+    Resamples the task's units with replacement: pairs (STS, pair classification), queries
+    (retrieval; the corpus stays fixed), rows of a clustering frame. For mteb's fast clustering
+    (sib200) the rows are its 10 seeded runs, each a k-means fit on a subsample: the interval
+    then covers the run-to-run spread of mteb's own protocol (subsample and k-means seed), not
+    the spread over other test sets, and 10 rows make it somewhat narrow. For the legacy KLUE
+    clustering tasks the rows are clustering sets; a task with a single set has a zero-width
+    interval (nothing to resample), and its paired test can never be significant.
+    Percentile, not BCa: BCa's acceleration needs a jackknife (n recomputations of a rank
+    correlation or AP per task), and at these sizes the two agree to well within the
+    interval's own Monte-Carlo error.
+    """
+    _check_level(level)
+    replicates = task_replicates(frame, rule, n_resamples, seed, stream)
+    interval = _percentile_interval(replicates, level)
+    return interval.low, interval.high
+
+
+# ---------------------------------------------------------------------------------------------
+# Averages and rank
+# ---------------------------------------------------------------------------------------------
+
+
+class TaskSample(NamedTuple):
+    """One task of a run for the averages: its column, category, value rule and frame.
+
+    ``frame`` is None for a task with no per-example results (errored, not run): averages
+    containing it have no interval, as they have no value.
+    """
+
+    column: str
+    category: str
+    rule: str
+    frame: Any
+
+
+@dataclass(frozen=True)
+class AverageIntervals:
+    """Intervals of a run's averages (what :func:`average_intervals` returns).
+
+    ``categories`` maps each category to its interval (None when a task of it has no frame);
+    ``weighted`` is the scheme's weighted average's interval (None when incomplete);
+    ``weighted_replicates`` are the weighted average in each resample (for :func:`rank_interval`).
+    """
+
+    scheme: str
+    categories: dict[str, Interval | None]
+    weighted: Interval | None
+    weighted_replicates: np.ndarray | None
+
+
+def average_intervals(
+    tasks: Sequence[TaskSample | tuple[str, str, str, Any]],
+    scheme: str,
+    level: float = DEFAULT_LEVEL,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> AverageIntervals:
+    """Category and weighted averages' intervals, resampling every task at once.
+
+    Each task is resampled on its own (its draws come from ``stream=column``, the same draws
+    :func:`task_interval` makes with that stream), and every replicate goes through
+    :func:`pytest_koembed.scoring.summarize`: shown values rounded half-up, category means
+    rounded half-even, the scheme's weights, exactly as the run's own averages are computed.
+    """
+    _check_level(level)
+    sch = get_scheme(scheme)
+    rows = [TaskSample(*t) for t in tasks]
+    replicates: dict[str, np.ndarray | None] = {
+        r.column: None
+        if r.frame is None
+        else task_replicates(r.frame, r.rule, n_resamples, seed, stream=r.column)
+        for r in rows
+    }
+    categories: dict[str, list[float | None]] = {}
+    weighted: list[float | None] = []
+    for b in range(n_resamples):
+        summary = summarize(
+            [
+                (r.column, r.category, None if (v := replicates[r.column]) is None else float(v[b]))
+                for r in rows
+            ],
+            sch,
+        )
+        for cat, avg in summary.category_averages.items():
+            categories.setdefault(cat, []).append(avg)
+        weighted.append(summary.weighted)
+
+    def interval(values: list[float | None]) -> tuple[Interval | None, np.ndarray | None]:
+        if not values or any(v is None for v in values):
+            return None, None
+        array = np.array(values, dtype=np.float64)
+        return _percentile_interval(array, level), array
+
+    weighted_interval, weighted_array = interval(weighted)
+    return AverageIntervals(
+        scheme=sch.name,
+        categories={cat: interval(vals)[0] for cat, vals in categories.items()},
+        weighted=weighted_interval,
+        weighted_replicates=weighted_array,
+    )
+
+
+def rank_among(value: float, published: Mapping[str, float] | Sequence[float]) -> int:
+    """The rank ``value`` would take among the published numbers, as :func:`scoring.rank` ranks:
+    descending, equal numbers share a rank (1 + how many published numbers are higher)."""
+    numbers = np.fromiter(
+        (published.values() if isinstance(published, Mapping) else published), dtype=np.float64
+    )
+    return 1 + int(np.sum(numbers > round_half_up(value, 2)))
+
+
+def rank_interval(
+    weighted_replicates: np.ndarray,
+    published: Mapping[str, float] | Sequence[float],
+    level: float = DEFAULT_LEVEL,
+) -> tuple[int, int]:
+    """The ``(best, worst)`` rank of the run among fixed published numbers, over the resamples.
+
+    The published numbers stay fixed; each resample's weighted average (rounded to 2 decimals,
+    as the table shows it) takes its competition rank among them. The interval is the
+    ``(1-level)/2`` and ``(1+level)/2`` quantiles of those ranks, taken outward (lower/higher).
+    Leave the run's own row out of ``published``.
+    """
+    _check_level(level)
+    numbers = np.sort(
+        np.fromiter(
+            (published.values() if isinstance(published, Mapping) else published),
+            dtype=np.float64,
+        )
+    )
+    shown = np.floor(np.asarray(weighted_replicates, dtype=np.float64) * 100.0 + 0.5) / 100.0
+    ranks = 1 + len(numbers) - np.searchsorted(numbers, shown, side="right")
+    tail = (1.0 - level) / 2.0
+    best = int(np.quantile(ranks, tail, method="lower"))
+    worst = int(np.quantile(ranks, 1.0 - tail, method="higher"))
+    return best, worst
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired test
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired comparison of one task between two runs on the same examples.
+
+    ``delta = new - base`` (x100, unrounded), ``delta_ci`` its paired bootstrap interval (the
+    same resampled examples for both runs), ``p_value`` the two-sided approximate-randomisation
+    p-value for "no difference" (before any adjustment for the number of tasks). ``base_ci`` and
+    ``new_ci`` are each run's own interval from the same resamples: ``new_ci`` equals
+    ``task_interval(new_frame, rule, level, n_resamples, seed, stream)``.
+    """
+
+    base: float
+    new: float
+    delta: float
+    delta_ci: Interval
+    p_value: float
+    base_ci: Interval
+    new_ci: Interval
+    n: int
+    n_resamples: int
+    n_permutations: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run record's fields: ``delta``, ``delta_ci`` (level, low, high) and ``p_value``."""
+        return {"delta": self.delta, "delta_ci": self.delta_ci.to_dict(), "p_value": self.p_value}
+
+
+def _zscores(scores: np.ndarray) -> np.ndarray:
+    sd = scores.std()
+    return (scores - scores.mean()) / (sd if sd > 0 else 1.0)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    return _weighted_midranks(_groups(values), np.ones((len(values), 1)))[:, 0]
+
+
+def _swap_deltas_correlation(new: _Metric, base: _Metric, swaps: np.ndarray) -> np.ndarray:
+    """STS: delta under each swap column, on per-run z-scores (Pearson) and ranks (Spearman).
+
+    Each key's swapped series is ``a + S*(b - a)`` (a, b: the two runs' standardised scores), so
+    its Pearson correlation with the fixed (centred) gold series needs only the sums
+    ``d @ S``, ``(x*d) @ S`` and ``(b^2 - a^2) @ S``: one matrix product for all keys and swaps.
+    """
+    assert new.gold is not None
+    gold = new.gold - new.gold.mean()
+    gold_ranks = _ranks(new.gold)
+    gold_ranks -= gold_ranks.mean()
+    rows, consts = [], []
+    for column, how in new.keys:
+        if how == "pearson":
+            x, a, b = gold, _zscores(new.columns[column]), _zscores(base.columns[column])
+        else:
+            x, a, b = gold_ranks, _ranks(new.columns[column]), _ranks(base.columns[column])
+        d = b - a
+        rows += [d, x * d, b * b - a * a]
+        consts.append((x @ x, a.sum(), x @ a, (a * a).sum(), b.sum(), x @ b, (b * b).sum()))
+    sums = np.stack(rows) @ swaps.astype(np.float64)  # (3 keys, R)
+    n = new.n
+    deltas = np.zeros(swaps.shape[1])
+    for k, (sxx, sa, sxa, saa, sb, sxb, sbb) in enumerate(consts):
+        sd, sxd, sq = sums[3 * k], sums[3 * k + 1], sums[3 * k + 2]
+        # gold is centred, so sum(x*y) is already the co-moment
+        r_new = (sxa + sxd) / np.sqrt(sxx * ((saa + sq) - (sa + sd) ** 2 / n))
+        r_base = (sxb - sxd) / np.sqrt(sxx * ((sbb - sq) - (sb - sd) ** 2 / n))
+        deltas += r_new - r_base
+    return 100.0 * deltas / len(consts)
+
+
+def _swap_ap_column(
+    labels: np.ndarray, new_scores: np.ndarray, base_scores: np.ndarray, swaps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """AP of both sides under each swap column, one sort of the 2n stacked scores; None on ties.
+
+    Each example has two copies in the stacked order (new's score, base's score); a swap
+    decides which copy the new side counts, and the base side counts the other. So the base
+    side's running counts are the totals minus the new side's: one cumulative sum serves both.
+    """
+    n = len(labels)
+    stacked = np.concatenate([new_scores, base_scores])
+    order = np.argsort(-stacked, kind="stable")
+    ordered = stacked[order]
+    if np.any(ordered[1:] == ordered[:-1]):
+        return None
+    example = order % n
+    positive = np.flatnonzero(labels[example] == 1)
+    if len(positive) == 0:
+        return None
+    # the new side counts its own copy where the example is not swapped, base's where it is
+    new_side = swaps[example[: positive[-1] + 1]] != (order[: positive[-1] + 1] < n)[:, None]
+    # running counts in int32 (exact; a row loop of vector adds is the fast way here), read at
+    # the positives
+    drawn_new = _cumsum_rows(new_side.astype(np.int32))[positive].astype(np.float64)
+    gained_new = new_side[positive].astype(np.float64)
+    tps_new = _cumsum_rows(gained_new.copy())
+    drawn_all = (positive + 1.0)[:, None]
+    tps_all = np.arange(1.0, len(positive) + 1)[:, None]
+    total = len(positive) / 2  # each example's label is there twice, once per side
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 only where nothing is counted
+        new_precision = np.nan_to_num(tps_new / drawn_new)
+        base_precision = np.nan_to_num((tps_all - tps_new) / (drawn_all - drawn_new))
+    ap_new = np.einsum("ij,ij->j", gained_new, new_precision) / total
+    ap_base = np.einsum("ij,ij->j", 1.0 - gained_new, base_precision) / total
+    return ap_new, ap_base
+
+
+def _swap_deltas_ap(new: _Metric, base: _Metric, swaps: np.ndarray) -> np.ndarray:
+    """AP: the two runs' z-scored scores stacked (2n); a swap picks which copy each side counts."""
+    assert new.gold is not None
+    sides = []
+    for column, _ in new.keys:
+        a, b = _zscores(new.columns[column]), _zscores(base.columns[column])
+        fast = _swap_ap_column(new.gold, a, b, swaps)
+        if fast is None:  # tied scores: the general weighted AP on the stacked rows
+            stacked = _Metric(
+                "ap",
+                2 * new.n,
+                gold=np.concatenate([new.gold, new.gold]),
+                columns={column: np.concatenate([a, b])},
+                keys=((column, "ap"),),
+            )
+            kept, moved = (~swaps).astype(np.float64), swaps.astype(np.float64)
+            fast = (
+                stacked.value_for(np.vstack([kept, moved])) / 100.0,
+                stacked.value_for(np.vstack([moved, kept])) / 100.0,
+            )
+        sides.append(fast)
+    new_aps = np.vstack([s[0] for s in sides])
+    base_aps = np.vstack([s[1] for s in sides])
+    if new.reduce == "max":
+        return 100.0 * (new_aps.max(axis=0) - base_aps.max(axis=0))
+    return 100.0 * (new_aps.mean(axis=0) - base_aps.mean(axis=0))
+
+
+def _swap_deltas(new: _Metric, base: _Metric, swaps: np.ndarray) -> np.ndarray:
+    """delta = value(new') - value(base') for each swap column (n, R)."""
+    if new.kind == "mean":
+        assert new.values is not None and base.values is not None
+        return 100.0 * ((new.values - base.values) @ (1.0 - 2.0 * swaps)) / new.n
+    if new.kind == "sts":
+        return _swap_deltas_correlation(new, base, swaps)
+    return _swap_deltas_ap(new, base, swaps)
+
+
+def _aligned(base_frame: Any, new_frame: Any) -> None:
+    if len(base_frame) != len(new_frame):
+        raise KoembedError(
+            f"paired test needs the same examples in both runs: base has {len(base_frame)}, "
+            f"new has {len(new_frame)}; align them by key first"
+        )
+    if "key" in _frame_columns(base_frame) and "key" in _frame_columns(new_frame):
+        same = np.asarray(base_frame["key"]) == np.asarray(new_frame["key"])
+        if not bool(np.all(same)):
+            raise KoembedError(
+                f"paired test: {int(np.sum(~same))} of {len(same)} rows have different keys in "
+                "base and new; align the frames by key first"
+            )
+
+
+def paired_test(
+    base_frame: Any,
+    new_frame: Any,
+    rule: str,
+    level: float = DEFAULT_LEVEL,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = DEFAULT_SEED,
+    stream: str = "",
+) -> PairedTest:
+    """Compare two runs of one task on the same (aligned) examples.
+
+    ``delta_ci`` is the percentile interval of ``new* - base*`` over bootstrap resamples that
+    draw the same examples for both runs. ``p_value`` is two-sided, from ``n_permutations``
+    random swaps of each example's outputs between the runs: a sign flip of per-example
+    differences for mean metrics (retrieval, clustering); for STS, swapped per-run z-scores
+    (Pearson keys) and per-run ranks (Spearman keys); for AP, swapped per-run z-scores, the AP
+    recomputed on the mixture. Each standardisation leaves the observed values unchanged and
+    keeps a swap from mixing two runs' score scales. Identical runs give ``delta == 0`` and
+    ``p_value == 1``.
+    """
+    _check_level(level)
+    _aligned(base_frame, new_frame)
+    base, new = _metric(base_frame, rule), _metric(new_frame, rule)
+    if base.kind != "mean" and not np.array_equal(base.gold, new.gold):
+        raise KoembedError(
+            "paired test: the gold scores/labels differ between base and new; the frames are "
+            "not the same examples"
+        )
+    ones = np.ones((new.n, 1))
+    base_value = float(base.value_for(ones)[0])
+    new_value = float(new.value_for(ones)[0])
+    weights = _counts(new.n, n_resamples, seed, stream)
+    shared: dict[str, Any] = {}  # the gold ranks: the same examples, the same resamples
+    new_replicates = new.value_for(weights, shared)
+    base_replicates = base.value_for(weights, shared)
+    swaps = swap_masks(new.n, n_permutations + 1, seed, stream)
+    swaps[:, 0] = False  # column 0: the observed statistic, computed as the swapped ones are
+    deltas = _swap_deltas(new, base, swaps)
+    observed, permuted = abs(deltas[0]), np.abs(deltas[1:])
+    # a swap that changes nothing (identical outputs) must count as "at least as extreme"
+    slack = 1e-9 * max(1.0, observed)
+    extreme = int(np.sum(permuted >= observed - slack))
+    return PairedTest(
+        base=base_value,
+        new=new_value,
+        delta=new_value - base_value,
+        delta_ci=_percentile_interval(new_replicates - base_replicates, level),
+        p_value=(1 + extreme) / (1 + n_permutations),
+        base_ci=_percentile_interval(base_replicates, level),
+        new_ci=_percentile_interval(new_replicates, level),
+        n=new.n,
+        n_resamples=n_resamples,
+        n_permutations=n_permutations,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Run-level error control and verdicts
+# ---------------------------------------------------------------------------------------------
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order.
+
+    Sorted ascending, the k-th smallest (k = 1..m) is multiplied by m - k + 1, made
+    non-decreasing, capped at 1. Rejecting every adjusted p < alpha keeps the chance of any
+    false rejection among the m tasks at most alpha, whatever the dependence between tasks.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return []
+    if np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise KoembedError(f"p-values must lie between 0 and 1, got {list(p_values)!r}")
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (m - np.arange(m))
+    adjusted_sorted = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    adjusted = np.empty(m)
+    adjusted[order] = adjusted_sorted
+    return [float(x) for x in adjusted]
+
+
+def significance_level(confidence: float = DEFAULT_LEVEL) -> float:
+    """alpha = 1 - confidence, computed in decimal: 1 - 0.95 is 0.05, not 0.050000000000000044
+    (which would let p = 0.05 pass as significant)."""
+    _check_level(confidence)
+    return float(Decimal(1) - Decimal(repr(float(confidence))))
+
+
+def paired_verdict(
+    delta: float,
+    adjusted_p: float,
+    confidence: float = DEFAULT_LEVEL,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+) -> str:
+    """``regressed``, ``improved`` or ``within noise`` for one task of a paired comparison.
+
+    ``regressed`` when the Holm-adjusted p-value is below ``1 - confidence`` and the drop, as
+    the table shows it (``delta`` rounded half-up to 2 decimals), is at least ``min_effect``
+    points: ``delta <= -min_effect``. ``improved`` symmetrically; otherwise ``within noise``.
+    """
+    if min_effect < 0:
+        raise KoembedError(f"minimum effect must be 0 points or more, got {min_effect!r}")
+    shown = round_half_up(delta, 2)
+    significant = adjusted_p < significance_level(confidence)
+    if significant and shown <= -min_effect and shown < 0:
+        return "regressed"
+    if significant and shown >= min_effect and shown > 0:
+        return "improved"
+    return "within noise"
+
+
+@dataclass(frozen=True)
+class TaskVerdict:
+    """One task's outcome in :func:`gate_run`."""
+
+    delta: float
+    p_value: float
+    adjusted_p: float
+    verdict: str
+
+
+def gate_run(
+    tests: Mapping[str, PairedTest],
+    confidence: float = DEFAULT_LEVEL,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+) -> dict[str, TaskVerdict]:
+    """Holm-adjust the p-values of all paired tasks of a run and give each its verdict.
+
+    The run fails when any verdict is ``regressed``. Under "no difference" on every task, that
+    happens with probability at most ``1 - confidence`` (in fact about half of it: a false
+    alarm must also go the wrong way and pass the minimum effect).
+    """
+    columns = list(tests)
+    adjusted = holm([tests[c].p_value for c in columns])
+    return {
+        c: TaskVerdict(
+            delta=tests[c].delta,
+            p_value=tests[c].p_value,
+            adjusted_p=adj,
+            verdict=paired_verdict(tests[c].delta, adj, confidence, min_effect),
+        )
+        for c, adj in zip(columns, adjusted, strict=True)
+    }
+
+
+def within_interval(baseline: float, low: float, high: float) -> bool:
+    """Against a published row (no per-example data): does the published ``baseline`` lie
+    within the run's own interval ``[low, high]``? True means the gap is smaller than the
+    sampling noise of the task's test set, so it cannot be told from noise."""
+    return low <= baseline <= high
