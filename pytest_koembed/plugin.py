@@ -36,6 +36,7 @@ class KoembedSession:
     data_dir: Path | None
     json_path: Path | None
     batch_size: int
+    confidence: float = 0.95  # --koembed-confidence: the level of every interval
     started: float = field(default_factory=time.time)
     scores: dict[str, TaskScore] = field(default_factory=dict)  # by column
     examples: dict[str, Any] = field(default_factory=dict)  # column -> per-example DataFrame
@@ -50,6 +51,7 @@ class KoembedSession:
     complete: bool = False  # every selected task reported and the session ended normally
     interrupted: str | None = None  # why the session ended early (Ctrl-C, internal error, -x)
     write_errors: dict[str, str] = field(default_factory=dict)  # output -> why not written
+    intervals: Any = None  # intervals.RunIntervals: the averages' intervals, on the controller
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
@@ -204,6 +206,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rewrite the --koembed-baseline PATH file from this run and list what changed "
         "(regressions are reported, not failed)",
     )
+    group.addoption(
+        "--koembed-confidence",
+        dest="koembed_confidence",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="level of every confidence interval (and of the paired gate), between 0 and 1 "
+        "(default 0.95)",
+    )
+    parser.addini("koembed_confidence", "default for --koembed-confidence", default=None)
     parser.addini("koembed_suite", "default suite for --koembed-suite", default=None)
     parser.addini("koembed_data_dir", "default for --koembed-data-dir", default=None)
     parser.addini("koembed_baseline", "default for --koembed-baseline", default=None)
@@ -305,6 +317,18 @@ def pytest_configure(config: pytest.Config) -> None:
             "DIR/<mteb task>/<subset>/<split>/*.jsonl)"
         )
     json_option = config.getoption("koembed_json")
+    from pytest_koembed.intervals import parse_confidence
+
+    try:
+        level = config.getoption("koembed_confidence")  # 0 is a value here, not "unset"
+        if level is None:
+            confidence = parse_confidence(
+                config.getini("koembed_confidence"), "ini koembed_confidence"
+            )
+        else:
+            confidence = parse_confidence(level)
+    except KoembedError as exc:
+        raise pytest.UsageError(str(exc)) from None
     session = KoembedSession(
         model=model,
         suite=suite,
@@ -312,6 +336,7 @@ def pytest_configure(config: pytest.Config) -> None:
         data_dir=data_dir,
         json_path=Path(json_option).resolve() if json_option else None,
         batch_size=config.getoption("koembed_batch_size") or 32,
+        confidence=confidence,
         policy=_baseline_policy(config, suite),
         reports=_report_options(config),
         # Without named paths pytest would collect the invocation dir or testpaths: the
@@ -325,6 +350,9 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_options(config, session)
     config.stash[SESSION_KEY] = session
     if not _is_worker(config):
+        from pytest_koembed.intervals import RunIntervals
+
+        session.intervals = RunIntervals(confidence)
         config.pluginmanager.register(KoembedController(config, session), "koembed-controller")
     worker = _worker_id(config)
     if worker:
@@ -461,6 +489,9 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     else:
         error = None
         score.worker = _worker_id(request.config)
+        from pytest_koembed.intervals import task_ci
+
+        score.ci = task_ci(score.examples, score.value_rule, spec.column, session.confidence)
     finally:
         if status is not None:
             status.clear()  # before pytest writes the item's outcome
@@ -762,7 +793,7 @@ class KoembedController:
 
         state = self.state
         policy = state.policy
-        return run_record(
+        record = run_record(
             model=state.model,
             suite=state.suite,
             scheme=state.scheme,
@@ -777,6 +808,9 @@ class KoembedController:
             else None,
             gates=[g.to_dict() for g in state.gate_results],
         )
+        if state.intervals is None:
+            return record
+        return state.intervals.add_to(record, state.suite, state.examples)
 
     def write_files(self, record: Mapping[str, Any], path: Path) -> None:
         """The run record and its per-example sidecar (``per_example.write_run_files``)."""

@@ -28,6 +28,9 @@ class TaskScore:
     status: str = "ok"  # "ok" or "error"
     value: float | None = None  # leaderboard value x100, unrounded
     shown: float | None = None  # value rounded half-up to 2 decimals (what tables show)
+    # The value's bootstrap interval over its examples, same scale: {"level", "low", "high"};
+    # None without per-example results (``pytest_koembed.intervals.task_ci``).
+    ci: dict[str, float] | None = None
     # all raw mteb scores, 0-1 scale; None where mteb gave NaN
     scores: dict[str, float | None] = field(default_factory=dict)
     main_score: str | None = None  # mteb's main score key for the task

@@ -19,6 +19,8 @@ import pandas as pd
 
 from pytest_koembed import __version__
 from pytest_koembed.averages import TaskCounts, average_fields, category_text, count_tasks
+from pytest_koembed.intervals import describe as describe_intervals
+from pytest_koembed.intervals import interval_text, rank_text
 from pytest_koembed.records import TaskScore
 from pytest_koembed.scoring import SCHEMES, format_value
 from pytest_koembed.suite import CATEGORIES, Suite
@@ -132,6 +134,36 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _value_cell(task: Mapping[str, Any]) -> tuple[str, str]:
+    """A scored task's value and its interval (``"76.94"``, ``"±0.85"``), joined by
+    :func:`_align_value_cells`."""
+    value = task.get("value")
+    ci = task.get("ci") if isinstance(value, (int, float)) else None
+    return _fmt(task["shown"]), interval_text(float(value), ci) if ci else ""
+
+
+def _align_value_cells(rows: list[dict[str, Any]]) -> None:
+    """Join each value with its interval, both parts padded, so that the numbers stay aligned
+    on their decimal point when some tasks have no interval (or a ``[low, high]`` one)."""
+    pairs = [r["value"] for r in rows if isinstance(r.get("value"), tuple)]
+    width = max((len(v) for v, _ in pairs), default=0)
+    ci_width = max((len(c) for _, c in pairs), default=0)
+    for row in rows:
+        if isinstance(row.get("value"), tuple):
+            value, ci = row["value"]
+            text = value.rjust(width) + (" " + ci.ljust(ci_width) if ci_width else "")
+            row["value"] = text
+        elif ci_width and row.get("value") in ("ERROR", "NOT RUN"):
+            row["value"] = row["value"].ljust(width + 1 + ci_width)
+
+
+def _with_ci(text: str, value: Any, ci: Any) -> str:
+    """``text`` followed by the interval of ``value``, when there is one."""
+    if not isinstance(value, (int, float)) or not isinstance(ci, Mapping):
+        return text
+    return f"{text} {interval_text(float(value), ci)}"
+
+
 def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
     """One row per task; the columns baseline, delta and verdict when a baseline was in use."""
     rows = []
@@ -142,7 +174,7 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
             {
                 "task": task["column"],
                 "category": task["category"],
-                "value": _fmt(task["shown"]) if ok else "ERROR",
+                "value": _value_cell(task) if ok else "ERROR",
                 "baseline": "-" if baseline is None else _fmt(baseline),
                 "delta": "" if delta is None else signed(delta),
                 "verdict": verdict_cell(task),
@@ -156,6 +188,7 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
         rows.append(
             {"task": column, "category": "", "value": "NOT RUN", "n": "", "dup": "", "seconds": ""}
         )
+    _align_value_cells(rows)
     compared = any(t.get("verdict") or t.get("baseline") is not None for t in record["tasks"])
     verdict_columns = ["baseline", "delta", "verdict"] if compared else []
     # Under pytest-xdist: which worker ran each task (live progress is shown in serial runs only).
@@ -264,11 +297,20 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
         lines.append(f"the run did not finish: {record['interrupted']}")
     table = task_table(record)
     if not table.empty:
-        lines.extend(_aligned(table, left=("task", "category", "verdict", "worker")))
+        # with intervals every value cell has the same width: left-aligned, the header sits
+        # over the numbers rather than over the intervals
+        value_left = ("value",) if any(t.get("ci") for t in record["tasks"]) else ()
+        lines.extend(_aligned(table, left=("task", "category", *value_left, "verdict", "worker")))
     for task in record["tasks"]:
         if task["status"] != "ok":
             lines.append(f"  {task['column']}: {task['error']}")
-    texts = [category_text(record, category, _fmt) for category in CATEGORIES]
+    category_cis = record.get("category_average_ci") or {}
+    averages = record.get("category_averages") or {}
+    texts = [
+        _with_ci(text, averages.get(category), category_cis.get(category))
+        for category in CATEGORIES
+        if (text := category_text(record, category, _fmt)) is not None
+    ]
     parts = [text for text in texts if text is not None]
     if parts:
         lines.append("category averages: " + " | ".join(parts))
@@ -278,10 +320,20 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     formula = record["scheme_description"].split(":")[0]
     lines.append(
         "weighted average "
-        + (format_value(weighted) if weighted is not None else "n/a")
+        + (
+            _with_ci(format_value(weighted), weighted, record.get("weighted_average_ci"))
+            if weighted is not None
+            else "n/a"
+        )
         + f" (scheme {scheme}: {formula})"
         + (f"; {note}" if note else "")
     )
+    ranked = rank_text(record)
+    if ranked is not None:
+        lines.append(ranked)
+    described = describe_intervals(record)
+    if described is not None:
+        lines.append(described)
     lines.append(model_line(record["model"]))
     versions = record["versions"]
     lines.append(

@@ -1,0 +1,284 @@
+"""Confidence intervals of a run: per task, per average, and of its rank among published models.
+
+The glue between a run's per-example frames (``pytest_koembed.per_example``) and the pure
+statistics of ``pytest_koembed.stats``, in the shapes the run record and the summary use:
+
+- :func:`task_ci`: a task's percentile bootstrap interval, computed on the worker right after
+  evaluation, as ``TaskScore.ci = {"level", "low", "high"}`` (x100, unrounded, like ``value``).
+- :func:`average_fields`: the record's ``intervals``, ``category_average_ci``,
+  ``weighted_average_ci`` and ``rank`` fields, resampling every task at once on the controller.
+- :func:`interval_text`: how the summary shows an interval next to its value (``76.94 ±0.85``).
+
+Every draw is seeded (:data:`stats.DEFAULT_SEED`) with the task's column as its stream, so the
+same run gives the same intervals in any process and under any ``-n``.
+
+Plain functions: no pytest, no mteb, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_koembed import stats
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.scoring import TaskRow, get_scheme, summarize
+from pytest_koembed.suite import Suite
+
+DEFAULT_CONFIDENCE = stats.DEFAULT_LEVEL
+RESAMPLES = stats.DEFAULT_RESAMPLES
+SEED = stats.DEFAULT_SEED
+METHOD = "percentile bootstrap over examples"
+
+ASYMMETRY = 0.5
+"""An interval whose two sides around the value differ by more than this fraction of its
+half-width is shown as ``[low, high]``, not ``±half-width``."""
+
+
+def parse_confidence(value: Any, where: str = "--koembed-confidence") -> float:
+    """The confidence level, a number strictly between 0 and 1 (None: the default, 0.95)."""
+    if value is None or value == "":
+        return DEFAULT_CONFIDENCE
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        level = math.nan
+    if not (0.0 < level < 1.0):
+        raise KoembedError(
+            f"{where} {value!r}: must be a number between 0 and 1 (exclusive), e.g. 0.95"
+        )
+    return level
+
+
+def _interval_dict(level: float, low: float, high: float) -> dict[str, float] | None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return {"level": level, "low": float(low), "high": float(high)}
+
+
+def task_ci(
+    frame: Any, rule: str, column: str, level: float = DEFAULT_CONFIDENCE
+) -> dict[str, float] | None:
+    """A task's interval from its per-example frame, or None when it has none (no frame, a value
+    rule that cannot be resampled, or no finite resample)."""
+    if frame is None:
+        return None
+    try:
+        low, high = stats.task_interval(frame, rule, level, RESAMPLES, SEED, stream=column)
+    except KoembedError:
+        return None
+    return _interval_dict(level, low, high)
+
+
+def _published_weighted(
+    suite: Suite, scheme: str, run_name: str
+) -> tuple[str, dict[str, float]] | None:
+    """The weighted averages of the published rows of the leaderboard the run is ranked in.
+
+    The same leaderboard and numbers as the run's ``--koembed-row`` tables
+    (``publish.run_tables``): the suite's first shipped leaderboard that takes runs, every row
+    under the run's scheme; the row of the run's own name is left out (a re-run of a published
+    model replaces its row), and rows with no weighted average are not ranked.
+    """
+    from pytest_koembed.leaderboards import leaderboards_for_suite, load_leaderboard
+    from pytest_koembed.tables import entries_from_leaderboard, layout_for
+
+    boards = [n for n in leaderboards_for_suite(suite.name) if layout_for(n).takes_runs]
+    if not boards:
+        return None
+    board = load_leaderboard(boards[0])
+    published: dict[str, float] = {}
+    for entry in entries_from_leaderboard(board, suite):
+        if entry.name.casefold() == run_name.casefold():
+            continue
+        summary = summarize(
+            [TaskRow(t.column, t.category, entry.values.get(t.column)) for t in suite.tasks],
+            scheme,
+        )
+        if summary.weighted is not None:
+            published[entry.name] = summary.weighted
+    return board.name, published
+
+
+def rank_fields(
+    suite: Suite,
+    scheme: str,
+    run_name: str,
+    weighted: float | None,
+    weighted_replicates: Any,
+    level: float = DEFAULT_CONFIDENCE,
+) -> dict[str, Any] | None:
+    """``{"leaderboard", "rank", "interval": [best, worst], "of", "level"}``, or None (no
+    leaderboard, no weighted average).
+
+    ``rank`` is the run's rank among the published weighted averages (as the leaderboard
+    table ranks it); ``interval`` the ranks its resampled weighted averages take among the same
+    fixed numbers (``stats.rank_interval``); ``of`` the rows of the table with the run in it.
+    ``interval`` is None when there are no replicates (a task without per-example results).
+    """
+    if weighted is None:
+        return None
+    found = _published_weighted(suite, scheme, run_name)
+    if found is None:
+        return None
+    name, published = found
+    interval = None
+    if weighted_replicates is not None:
+        best, worst = stats.rank_interval(weighted_replicates, published, level)
+        interval = [best, worst]
+    return {
+        "leaderboard": name,
+        "rank": stats.rank_among(weighted, published),
+        "interval": interval,
+        "of": len(published) + 1,
+        "level": level,
+    }
+
+
+def average_fields(
+    suite: Suite,
+    scheme: str,
+    tasks: Mapping[str, tuple[str, Any]],
+    weighted: float | None,
+    run_name: str,
+    level: float = DEFAULT_CONFIDENCE,
+) -> dict[str, Any]:
+    """The run record's interval fields for the averages and the rank.
+
+    ``tasks``: column -> (value rule, per-example frame) for each scored task that has per-example
+    results. A category with a task missing from it (not scored, deselected, or without per-example
+    results) has no interval (``null``), nor has the weighted average then: the same rule as
+    ``averages.py`` applies to the averages themselves, and a partial average gets no interval.
+    ``weighted``: the run's weighted average (for the rank).
+    """
+    samples = [
+        stats.TaskSample(t.column, t.category, *tasks[t.column])
+        if t.column in tasks
+        else stats.TaskSample(t.column, t.category, "", None)
+        for t in suite.tasks
+    ]
+    sch = get_scheme(scheme)
+    if any(s.frame is not None for s in samples):
+        result = stats.average_intervals(samples, sch.name, level, RESAMPLES, SEED)
+        categories = {
+            cat: None if ci is None else _interval_dict(level, ci.low, ci.high)
+            for cat, ci in result.categories.items()
+        }
+        weighted_ci = (
+            None
+            if result.weighted is None
+            else _interval_dict(level, result.weighted.low, result.weighted.high)
+        )
+        replicates = result.weighted_replicates
+    else:
+        summary = summarize([TaskRow(t.column, t.category, None) for t in suite.tasks], sch)
+        categories = {cat: None for cat in summary.category_averages}
+        weighted_ci, replicates = None, None
+    return {
+        "intervals": {"method": METHOD, "level": level, "resamples": RESAMPLES, "seed": SEED},
+        "category_average_ci": categories,
+        "weighted_average_ci": weighted_ci,
+        "rank": rank_fields(suite, sch.name, run_name, weighted, replicates, level),
+    }
+
+
+def interval_text(value: float, ci: Mapping[str, Any] | None) -> str:
+    """What follows a value in the summary: ``±0.85`` (half the interval's width), or
+    ``[74.10, 78.02]`` when the interval is asymmetric about the value (its two sides differ by
+    more than half the half-width, or the value lies outside it); ``""`` without an interval."""
+    if not ci:
+        return ""
+    low, high = float(ci["low"]), float(ci["high"])
+    half = (high - low) / 2.0
+    below, above = value - low, high - value
+    if below < 0 or above < 0 or abs(above - below) > ASYMMETRY * half:
+        return f"[{low:.2f}, {high:.2f}]"
+    return f"±{half:.2f}"
+
+
+def describe(record: Mapping[str, Any]) -> str | None:
+    """``intervals: 95% bootstrap over examples (1000 resamples, seed 0)``, or None when the
+    record has no interval at all."""
+    info = record.get("intervals")
+    has_any = any(t.get("ci") for t in record.get("tasks") or []) or record.get(
+        "weighted_average_ci"
+    )
+    if not isinstance(info, Mapping) or not has_any:
+        return None
+    level = float(info.get("level", DEFAULT_CONFIDENCE))
+    percent = f"{level * 100:.10g}%"
+    return (
+        f"intervals: {percent} bootstrap over examples ({info.get('resamples')} resamples, "
+        f"seed {info.get('seed')})"
+    )
+
+
+def rank_text(record: Mapping[str, Any]) -> str | None:
+    """``rank 12 of 40 on ko-leaderboard-v1 (95% interval: 9 to 15)``, or None."""
+    rank = record.get("rank")
+    if not isinstance(rank, Mapping) or rank.get("rank") is None:
+        return None
+    text = f"rank {rank['rank']} of {rank['of']} on {rank['leaderboard']}"
+    interval = rank.get("interval")
+    if interval:
+        percent = f"{float(rank.get('level', DEFAULT_CONFIDENCE)) * 100:.10g}%"
+        best, worst = interval
+        span = f"{best}" if best == worst else f"{best} to {worst}"
+        text += f" ({percent} interval: {span})"
+    return text
+
+
+class RunIntervals:
+    """Adds the averages' and the rank's intervals to a run record (:meth:`add_to`).
+
+    The controller rebuilds the record after every finished task and several times at the end;
+    the intervals are recomputed only when a task's frame, the weighted average or the run's
+    name changed since the last call.
+    """
+
+    def __init__(self, level: float = DEFAULT_CONFIDENCE) -> None:
+        self.level = level
+        self._key: tuple[Any, ...] | None = None
+        self._fields: dict[str, Any] = {}
+
+    def fields(
+        self, record: Mapping[str, Any], suite: Suite, examples: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The interval fields of ``record`` (see :func:`average_fields`), from ``examples``
+        (column -> per-example frame) of its scored tasks."""
+        scored = [
+            t
+            for t in record.get("tasks") or []
+            if t.get("status") == "ok" and examples.get(t["column"]) is not None
+        ]
+        tasks = {
+            t["column"]: (str(t.get("value_rule") or ""), examples[t["column"]]) for t in scored
+        }
+        model = record.get("model") or {}
+        run_name = str(model.get("row_name") or model.get("name") or "")
+        scheme = str(record.get("scheme") or suite.scheme)
+        weighted = record.get("weighted_average")
+        key = (
+            scheme,
+            tuple((t["column"], t.get("value"), id(tasks[t["column"]][1])) for t in scored),
+            weighted,
+            run_name,
+        )
+        if key != self._key:
+            self._fields = average_fields(suite, scheme, tasks, weighted, run_name, self.level)
+            self._key = key
+        return self._fields
+
+    def add_to(
+        self, record: Mapping[str, Any], suite: Suite, examples: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``record`` with the interval fields placed right after its averages."""
+        fields = self.fields(record, suite, examples)
+        out: dict[str, Any] = {}
+        for name, value in record.items():
+            out[name] = value
+            if name == "weighted_average_note":
+                out.update(fields)
+        out.update({k: v for k, v in fields.items() if k not in out})
+        return out
