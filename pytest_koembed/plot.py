@@ -7,7 +7,9 @@ matplotlib is an optional extra (``pip install pytest-koembed[plot]``), imported
 What the chart shows, top to bottom: the weighted average and the category averages, then every
 task grouped by category. Per row: a bar for this run (coloured by category), the leaderboard's
 median (black tick) and best (black triangle), the baseline (hollow diamond, when the record
-carries one), and on the right the run's value with its difference to the baseline.
+carries one), the run's confidence interval as an error bar (when the record has one: its
+tasks' ``ci``, ``category_average_ci`` and ``weighted_average_ci``), and on the right the run's
+value with its difference to the baseline.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ CATEGORY_COLORS = {
 }
 WEIGHTED_COLOR = "#4d4d4d"
 WEIGHTED_LABEL = "Weighted average"
+CI_COLOR = "#222222"
+CI_GID = "koembed-ci"
+"""The gid of the artists that draw the run's confidence intervals (error bars)."""
 
 
 def check_matplotlib() -> None:
@@ -67,6 +72,8 @@ class ChartRow:
     verdict: str | None = None  # the task's verdict against its baseline, if it was judged
     is_average: bool = False  # a category or weighted average (None: incomplete)
     incomplete_note: str | None = None  # an incomplete average: "77.32 over 2 of 3 tasks"
+    ci_low: float | None = None  # the run's confidence interval (x100), when it has one
+    ci_high: float | None = None
 
 
 @dataclass
@@ -78,6 +85,7 @@ class ChartData:
     baseline_label: str | None = None
     leaderboard: str | None = None  # name of the published leaderboard compared with
     notes: list[str] = field(default_factory=list)
+    ci_level: float | None = None  # the level of the run's intervals, when it has any
 
 
 def _number(value: Any) -> float | None:
@@ -96,6 +104,14 @@ def _task_baseline(task: Mapping[str, Any]) -> float | None:
                 return number
         return None
     return _number(baseline)
+
+
+def _ci(value: Any) -> tuple[float | None, float | None]:
+    """``(low, high)`` of a record's interval (``{"level", "low", "high"}``), or two Nones."""
+    if not isinstance(value, Mapping):
+        return None, None
+    low, high = _number(value.get("low")), _number(value.get("high"))
+    return (low, high) if low is not None and high is not None else (None, None)
 
 
 def _baseline_label(record: Mapping[str, Any]) -> str:
@@ -148,12 +164,14 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
         if isinstance(t, Mapping) and isinstance(t.get("column"), str)
     }
     run_values: dict[str, float | None] = {}
+    run_cis: dict[str, tuple[float | None, float | None]] = {}
     baselines: dict[str, float | None] = {}
     verdicts: dict[str, str | None] = {}
     for spec in suite.tasks:
         task = tasks_by_column.get(spec.column, {})
         ok = task.get("status", "ok") == "ok"
         run_values[spec.column] = _number(task.get("value")) if ok else None
+        run_cis[spec.column] = _ci(task.get("ci")) if ok else (None, None)
         baselines[spec.column] = _task_baseline(task)
         verdict = task.get("verdict")
         verdicts[spec.column] = verdict if isinstance(verdict, str) and ok else None
@@ -176,7 +194,11 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
 
     categories = [c for c in CATEGORIES if any(t.category == c for t in suite.tasks)]
     averages: list[ChartRow] = []
+    category_cis = record.get("category_average_ci")
+    category_cis = category_cis if isinstance(category_cis, Mapping) else {}
     if scheme.needs or len(categories) > 1:  # a weighted (or plain) average over categories
+        has_weighted = run_summary.weighted is not None
+        low, high = _ci(record.get("weighted_average_ci")) if has_weighted else (None, None)
         averages.append(
             ChartRow(
                 WEIGHTED_LABEL if scheme.needs else "Average",
@@ -185,11 +207,15 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
                 base_summary.weighted if base_summary else None,
                 *_spread([(r, s.weighted) for r, s in board_summaries.items()]),
                 is_average=True,
+                ci_low=low,
+                ci_high=high,
             )
         )
     for cat in categories:
         values = [run_values[t.column] for t in suite.tasks if t.category == cat]
         scored = [v for v in values if v is not None]
+        has_average = run_summary.category_averages.get(cat) is not None
+        low, high = _ci(category_cis.get(cat)) if has_average else (None, None)
         averages.append(
             ChartRow(
                 f"{cat} average",
@@ -203,6 +229,8 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
                     f"{_fixed(category_average(scored) or 0.0) if scored else 'n/a'} over "
                     f"{len(scored)} of {len(values)} tasks"
                 ),
+                ci_low=low,
+                ci_high=high,
             )
         )
     task_rows = [
@@ -213,6 +241,8 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
             baselines[spec.column],
             *_spread([(r, values.get(spec.column)) for r, values in board.items()]),
             verdict=verdicts[spec.column],
+            ci_low=run_cis[spec.column][0],
+            ci_high=run_cis[spec.column][1],
         )
         for cat in categories
         for spec in suite.tasks
@@ -243,6 +273,15 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
             rank = tables[0].rows[tables[0].runs[0]][-1]
             if rank != "-":
                 parts.append(f"rank {rank} of {len(tables[0].rows)} on {board_name}")
+    levels = [
+        _number(ci.get("level"))
+        for ci in [
+            *(t.get("ci") for t in tasks_by_column.values()),
+            *category_cis.values(),
+            record.get("weighted_average_ci"),
+        ]
+        if isinstance(ci, Mapping)
+    ]
     notes = []
     if board_name is None:
         notes.append(f"no published leaderboard for suite {suite.name!r}")
@@ -254,6 +293,7 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
         baseline_label=_baseline_label(record) if have_baseline else None,
         leaderboard=board_name,
         notes=notes,
+        ci_level=next((level for level in levels if level is not None), None),
     )
 
 
@@ -298,7 +338,10 @@ def _x_range(rows: Sequence[ChartRow], *, from_zero: bool) -> tuple[float, float
     """An x range on multiples of 5 that holds every number of the rows (zoomed unless
     ``from_zero``)."""
     values = [
-        v for r in rows for v in (r.value, r.baseline, r.best, r.median, r.low) if v is not None
+        v
+        for r in rows
+        for v in (r.value, r.baseline, r.best, r.median, r.low, r.ci_low, r.ci_high)
+        if v is not None
     ]
     if not values:
         return 0.0, 100.0
@@ -366,6 +409,21 @@ def _draw_rows(ax: Any, rows: Sequence[ChartRow], *, show_best_names: bool, stem
                 linestyle="none",
                 zorder=5,
             )
+        if row.value is not None and row.ci_low is not None and row.ci_high is not None:
+            # dark and thin: it must stand out from the category-coloured stem beneath it
+            bar = ax.hlines(y, row.ci_low, row.ci_high, colors=CI_COLOR, linewidth=1.6, zorder=4)
+            bar.set_gid(CI_GID)
+            caps = ax.plot(
+                [row.ci_low, row.ci_high],
+                [y, y],
+                marker="|",
+                markersize=9,
+                markeredgewidth=1.6,
+                color=CI_COLOR,
+                linestyle="none",
+                zorder=4,
+            )
+            caps[0].set_gid(CI_GID)
         if row.value is not None:
             ax.plot(
                 [row.value],
@@ -440,6 +498,18 @@ def _category_separators(ax: Any, rows: Sequence[ChartRow]) -> None:
 
 def plot_run(record: Mapping[str, Any], suite: Suite, path: Path) -> Path:
     """Draw the run's chart into ``path`` (PNG, or any format matplotlib knows by suffix)."""
+    fig = build_figure(record, suite)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path)
+    except (OSError, ValueError) as exc:
+        raise KoembedError(f"cannot save the chart to {path}: {exc}") from None
+    return path
+
+
+def build_figure(record: Mapping[str, Any], suite: Suite) -> Any:
+    """The run's chart as a matplotlib ``Figure`` (Agg canvas; axes: averages, then tasks)."""
     check_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -491,6 +561,19 @@ def plot_run(record: Mapping[str, Any], suite: Suite, path: Path) -> Path:
             label="this run (colour: category)",
         )
     ]
+    if data.ci_level is not None:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="|",
+                markersize=9,
+                markeredgewidth=1.6,
+                color=CI_COLOR,
+                linewidth=1.6,
+                label=f"{data.ci_level * 100:.10g}% interval",
+            )
+        )
     if data.baseline_label is not None:
         handles.append(
             Line2D(
@@ -532,10 +615,4 @@ def plot_run(record: Mapping[str, Any], suite: Suite, path: Path) -> Path:
         handletextpad=0.3,
         columnspacing=1.4,
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path)
-    except (OSError, ValueError) as exc:
-        raise KoembedError(f"cannot save the chart to {path}: {exc}") from None
-    return path
+    return fig
