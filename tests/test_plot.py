@@ -130,3 +130,52 @@ def test_missing_matplotlib_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(KoembedError, match=r"needs matplotlib.*pytest-koembed\[plot\]") as info:
         check_matplotlib()
     assert "\n" not in str(info.value)
+
+
+def _ci_artists(fig: Any) -> list[list[Any]]:
+    """Per axes (averages, tasks): the artists drawing the run's intervals."""
+    from pytest_koembed.plot import CI_GID
+
+    return [[a for a in [*ax.collections, *ax.lines] if a.get_gid() == CI_GID] for ax in fig.axes]
+
+
+def test_chart_draws_the_runs_intervals_as_error_bars() -> None:
+    """Every task and every complete average with an interval gets its error bar, at its bounds;
+    a failed task and the averages it leaves incomplete get none."""
+    from pytest_koembed.plot import build_figure
+
+    suite = load_suite("ko-leaderboard-v1")
+    record = _v1_record()
+    for task in record["tasks"]:
+        if task["status"] == "ok":
+            task["ci"] = {"level": 0.9, "low": task["value"] - 1.5, "high": task["value"] + 2.0}
+    record["category_average_ci"] = {
+        "STS": {"level": 0.9, "low": 70.0, "high": 90.0},
+        "Retrieval": None,  # incomplete: the failed task is a retrieval task
+    }
+    record["weighted_average_ci"] = None
+    data = chart_data(record, suite)
+    assert data.ci_level == 0.9
+    klue = data.tasks[0]
+    assert (klue.ci_low, klue.ci_high) == (klue.value - 1.5, klue.value + 2.0)
+    assert data.tasks[-1].ci_low is None  # failed
+    assert [(r.ci_low, r.ci_high) for r in data.averages[:2]] == [(None, None), (70.0, 90.0)]
+
+    averages, tasks = _ci_artists(build_figure(record, suite))
+    bars = [a for a in tasks if a.__class__.__name__ == "LineCollection"]
+    assert len(bars) == 14  # 15 tasks, one failed
+    segments = [seg for bar in bars for seg in bar.get_segments()]
+    assert sorted((s[0][0], s[1][0]) for s in segments) == sorted(
+        (r.ci_low, r.ci_high) for r in data.tasks if r.ci_low is not None
+    )
+    assert len([a for a in averages if a.__class__.__name__ == "LineCollection"]) == 1  # STS
+    labels = [t.get_text() for t in build_figure(record, suite).legends[0].get_texts()]
+    assert "90% interval" in labels
+
+
+def test_chart_without_intervals_draws_no_error_bars() -> None:
+    from pytest_koembed.plot import build_figure
+
+    fig = build_figure(_v1_record(), load_suite("ko-leaderboard-v1"))
+    assert _ci_artists(fig) == [[], []]
+    assert not any("interval" in t.get_text() for t in fig.legends[0].get_texts())

@@ -43,12 +43,13 @@ def test_every_task_passes_and_the_summary_is_printed(serial_run) -> None:
             "*= koembed summary =*",
             "suite sample: 4 of 4 tasks scored",
             "task*category*value*n*dup*seconds*",
-            "sample-sts*STS*",
-            "sample-pairs*NLI*",
-            "sample-clustering*Clustering*",
-            "sample-retrieval*Retrieval*",
-            "category averages: STS * | NLI * | Clustering * | Retrieval *",
-            "weighted average * (scheme ko-leaderboard-v1: R/3 + C/3 + (S+N)/9)",
+            "sample-sts*STS*.?? ±*",
+            "sample-pairs*NLI*.?? ±*",
+            "sample-clustering*Clustering*.?? ±*",
+            "sample-retrieval*Retrieval*.?? ±*",
+            "category averages: STS * ±* | NLI * ±* | Clustering * ±* | Retrieval * ±*",
+            "weighted average * ±* (scheme ko-leaderboard-v1: R/3 + C/3 + (S+N)/9)",
+            "intervals: 95% bootstrap over examples (1000 resamples, seed 0)",
             "model: all-MiniLM-L6-v2 (loader sentence-transformers, pooling mean, dtype fp32, "
             "device cpu, *; name from its model card)",
             "versions: mteb 2.*, sentence-transformers *, transformers *, torch *",
@@ -89,6 +90,31 @@ def test_run_record_is_consistent(serial_run) -> None:
     assert set(record["versions"]) >= {"mteb", "sentence-transformers", "transformers", "torch"}
 
 
+def test_run_record_has_intervals(serial_run) -> None:
+    """Every task and every average has a 95% interval around its value (issue 9)."""
+    _, record = serial_run
+    assert record["intervals"] == {
+        "method": "percentile bootstrap over examples",
+        "level": 0.95,
+        "resamples": 1000,
+        "seed": 0,
+    }
+    for task in record["tasks"]:
+        ci = task["ci"]
+        assert ci["level"] == 0.95
+        assert ci["low"] <= task["value"] <= ci["high"], task["column"]
+        assert ci["high"] - ci["low"] > 0.1, task["column"]  # tiny tasks: wide intervals
+    for category, average in record["category_averages"].items():
+        ci = record["category_average_ci"][category]
+        assert ci["low"] <= average <= ci["high"], category
+    weighted, ci = record["weighted_average"], record["weighted_average_ci"]
+    assert ci["level"] == 0.95 and ci["low"] <= weighted <= ci["high"]
+    # resampling the tasks together averages part of their noise away
+    widest = max(t["ci"]["high"] - t["ci"]["low"] for t in record["tasks"])
+    assert ci["high"] - ci["low"] < widest
+    assert record["rank"] is None  # the sample suite has no published leaderboard
+
+
 def test_junit_xml_carries_the_values(serial_run, workdir: Path) -> None:
     _, record = serial_run
     tree = ET.parse(workdir / "junit.xml")
@@ -114,6 +140,10 @@ def test_xdist_gives_the_same_summary_and_values(
     assert values(parallel) == values(serial_record)
     assert parallel["category_averages"] == serial_record["category_averages"]
     assert parallel["weighted_average"] == serial_record["weighted_average"]
+    # seeded per task column: a second run, in other processes, gives the very same intervals
+    assert [t["ci"] for t in parallel["tasks"]] == [t["ci"] for t in serial_record["tasks"]]
+    for key in ("category_average_ci", "weighted_average_ci"):
+        assert parallel[key] == serial_record[key]
 
     def summary(result: Any, worker: bool) -> list[str]:
         lines = result.lines
