@@ -252,6 +252,9 @@ class RunIntervals:
             for t in record.get("tasks") or []
             if t.get("status") == "ok" and examples.get(t["column"]) is not None
         ]
+        averages = record.get("category_averages") or {}
+        if not any(v is not None for v in averages.values()):
+            scored = []  # no average to give an interval to (yet): skip the resampling
         tasks = {
             t["column"]: (str(t.get("value_rule") or ""), examples[t["column"]]) for t in scored
         }
