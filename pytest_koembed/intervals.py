@@ -66,7 +66,7 @@ def task_ci(
         return None
     try:
         low, high = stats.task_interval(frame, rule, level, RESAMPLES, SEED, stream=column)
-    except KoembedError:
+    except (KoembedError, ValueError, ArithmeticError):  # an interval never fails a task
         return None
     return _interval_dict(level, low, high)
 
@@ -159,8 +159,16 @@ def average_fields(
         for t in suite.tasks
     ]
     sch = get_scheme(scheme)
+    note = None
+    result = None
     if any(s.frame is not None for s in samples):
-        result = stats.average_intervals(samples, sch.name, level, RESAMPLES, SEED)
+        try:
+            result = stats.average_intervals(samples, sch.name, level, RESAMPLES, SEED)
+        except (KoembedError, ValueError, ArithmeticError) as exc:
+            # e.g. a resample of a tiny pair task with no positive pair has no AP, so that
+            # resample has no average: say so rather than give an interval that skips it
+            note = f"no interval for the averages: a resampled task value is undefined ({exc})"
+    if result is not None:
         categories = {
             cat: None if ci is None else _interval_dict(level, ci.low, ci.high)
             for cat, ci in result.categories.items()
@@ -175,8 +183,11 @@ def average_fields(
         summary = summarize([TaskRow(t.column, t.category, None) for t in suite.tasks], sch)
         categories = {cat: None for cat in summary.category_averages}
         weighted_ci, replicates = None, None
+    info: dict[str, Any] = {"method": METHOD, "level": level, "resamples": RESAMPLES, "seed": SEED}
+    if note is not None:
+        info["note"] = note
     return {
-        "intervals": {"method": METHOD, "level": level, "resamples": RESAMPLES, "seed": SEED},
+        "intervals": info,
         "category_average_ci": categories,
         "weighted_average_ci": weighted_ci,
         "rank": rank_fields(suite, sch.name, run_name, weighted, replicates, level),
@@ -208,9 +219,10 @@ def describe(record: Mapping[str, Any]) -> str | None:
         return None
     level = float(info.get("level", DEFAULT_CONFIDENCE))
     percent = f"{level * 100:.10g}%"
+    note = info.get("note")
     return (
         f"intervals: {percent} bootstrap over examples ({info.get('resamples')} resamples, "
-        f"seed {info.get('seed')})"
+        f"seed {info.get('seed')})" + (f"; {note}" if note else "")
     )
 
 

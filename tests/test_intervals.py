@@ -260,3 +260,26 @@ def test_rank_of_a_fake_run_from_its_frames() -> None:
     best, worst = rank["interval"]
     assert best <= rank["rank"] <= worst
     assert worst - best >= 1  # 400 examples a task: the rank is not certain
+
+
+def test_an_undefined_resample_leaves_the_averages_without_interval_and_says_why() -> None:
+    """One positive pair in 30: a third of the resamples have no positive, hence no AP. The task
+    keeps the interval of its defined resamples; the averages get none, and the record says so."""
+    from pytest_koembed.intervals import average_fields, describe, task_ci
+
+    suite = load_suite("sample")
+    rng = np.random.default_rng(3)
+    labels = np.zeros(30)
+    labels[0] = 1
+    pairs = pd.DataFrame({"label": labels, "cosine": rng.normal(size=30)})
+    ci = task_ci(pairs, "cosine_ap", "sample-pairs")
+    assert ci is not None and ci["low"] < ci["high"]
+    mean = pd.DataFrame({"ndcg_at_5": rng.uniform(size=40), "ndcg_at_10": rng.uniform(size=40)})
+    tasks = {t.column: ("ndcg-5-10", mean) for t in suite.tasks}
+    tasks["sample-pairs"] = ("cosine_ap", pairs)
+    fields = average_fields(suite, suite.scheme, tasks, 50.0, "m")
+    assert fields["weighted_average_ci"] is None
+    assert set(fields["category_average_ci"].values()) == {None}
+    assert "a resampled task value is undefined" in fields["intervals"]["note"]
+    record = {"tasks": [{"ci": ci}], **fields}
+    assert "; no interval for the averages" in (describe(record) or "")
