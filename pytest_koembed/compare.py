@@ -250,7 +250,10 @@ def compare_records(
             continue
         try:
             test = pair_task(
-                base_frames[column], new_frames[column], str(n["value_rule"]), column,
+                base_frames[column],
+                new_frames[column],
+                str(n["value_rule"]),
+                column,
                 settings.confidence,
             )
         except KoembedError as exc:
@@ -403,8 +406,9 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(ys, [t.column for t in tasks])
     ax.set_xlabel(f"new - base (points), {comparison.settings.confidence * 100:g}% paired interval")
-    ax.set_title(f"koembed compare: {Path(comparison.new_path).name} vs "
-                 f"{Path(comparison.base_path).name}")
+    ax.set_title(
+        f"koembed compare: {Path(comparison.new_path).name} vs {Path(comparison.base_path).name}"
+    )
     fig.tight_layout()
     fig.savefig(target, dpi=120)
     plt.close(fig)
@@ -419,8 +423,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     base_record, base_frames = load_run(args.base)
     new_record, new_frames = load_run(args.new)
     comparison = compare_records(
-        base_record, base_frames, new_record, new_frames, settings,
-        base_path=args.base, new_path=args.new,
+        base_record,
+        base_frames,
+        new_record,
+        new_frames,
+        settings,
+        base_path=args.base,
+        new_path=args.new,
     )
     if args.plot:
         plot_comparison(comparison, args.plot)
@@ -446,15 +455,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("base", metavar="BASE.json", help="the baseline run record")
     p.add_argument("new", metavar="NEW.json", help="the run record to judge")
     p.add_argument(
-        "--confidence", default=None, help="confidence level; 1 - it is the false-alarm budget "
-        "(default 0.95)"
+        "--confidence",
+        default=None,
+        help="confidence level; 1 - it is the false-alarm budget (default 0.95)",
     )
     p.add_argument(
-        "--min-effect", default=None, metavar="POINTS",
+        "--min-effect",
+        default=None,
+        metavar="POINTS",
         help=f"smallest drop that counts as a regression (default {stats.DEFAULT_MIN_EFFECT})",
     )
     p.add_argument("--markdown", action="store_true", help="print a GitHub-flavoured table")
     p.add_argument("--plot", default=None, metavar="PATH.png", help="draw the deltas to PATH")
     p.add_argument("--json", default=None, metavar="PATH", help="write the comparison as JSON")
     p.set_defaults(func=_cmd_compare)
-

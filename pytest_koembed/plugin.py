@@ -204,6 +204,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rewrite the --koembed-baseline PATH file from this run and list what changed "
         "(regressions are reported, not failed)",
     )
+    group.addoption(
+        "--koembed-confidence",
+        dest="koembed_confidence",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="confidence level of the intervals and the paired gate (default 0.95); 1 - LEVEL "
+        "is the chance that an unchanged model fails the paired gate, at most",
+    )
+    group.addoption(
+        "--koembed-min-effect",
+        dest="koembed_min_effect",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help="paired gate: the smallest significant drop that counts as a regression "
+        "(default 0.5 points)",
+    )
     parser.addini("koembed_suite", "default suite for --koembed-suite", default=None)
     parser.addini("koembed_data_dir", "default for --koembed-data-dir", default=None)
     parser.addini("koembed_baseline", "default for --koembed-baseline", default=None)
@@ -214,6 +232,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "koembed_fail_under", "gates, as for --koembed-fail-under", type="args", default=[]
     )
     parser.addini("koembed_strict", "default for --koembed-strict", type="bool", default=False)
+    parser.addini("koembed_confidence", "default for --koembed-confidence", default=None)
+    parser.addini("koembed_min_effect", "default for --koembed-min-effect", default=None)
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -251,6 +271,7 @@ def _report_options(config: pytest.Config) -> Any:
 
 def _baseline_policy(config: pytest.Config, suite: Suite) -> BaselinePolicy:
     """The baseline and gate options (command line over ini); bad input is a usage error."""
+    from pytest_koembed.compare import GateSettings, check_confidence, check_min_effect
     from pytest_koembed.verdicts import make_policy
 
     baseline = config.getoption("koembed_baseline")
@@ -262,6 +283,14 @@ def _baseline_policy(config: pytest.Config, suite: Suite) -> BaselinePolicy:
     strict = config.getoption("koembed_strict")
     save = config.getoption("koembed_save_baseline")
     try:
+        gate = GateSettings(
+            check_confidence(_option(config, "confidence")),
+            check_min_effect(
+                config.getoption("koembed_min_effect")
+                if config.getoption("koembed_min_effect") is not None
+                else config.getini("koembed_min_effect") or None
+            ),
+        )
         return make_policy(
             suite,
             baseline=baseline,
@@ -274,6 +303,7 @@ def _baseline_policy(config: pytest.Config, suite: Suite) -> BaselinePolicy:
             save_path=Path(save).expanduser().resolve() if save else None,
             update=bool(config.getoption("koembed_update_baseline")),
             base_dir=base_dir,
+            gate=gate,
         )
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -629,6 +659,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if state is None:
         return
     state.selected = [i.koembed_spec.column for i in session.items if isinstance(i, KoembedItem)]
+    if state.policy is not None:  # the paired gate's Bonferroni factor on this worker
+        state.policy.selected = tuple(state.selected)
 
 
 @pytest.fixture(scope="session")
@@ -772,7 +804,9 @@ class KoembedController:
             started=state.started,
             complete=complete,
             interrupted=state.interrupted,
-            baseline=baseline_block(policy.choice.text, policy.describe(), state.scores.values())
+            baseline=baseline_block(
+                policy.choice.text, policy.describe(), state.scores.values(), policy
+            )
             if policy is not None
             else None,
             gates=[g.to_dict() for g in state.gate_results],
@@ -852,13 +886,19 @@ class KoembedController:
         with ``"complete": false``; its gates are not checked and no report or baseline is
         written.
         """
-        from pytest_koembed.verdicts import evaluate_gates, unchecked_gates, write_baseline_files
+        from pytest_koembed.verdicts import (
+            evaluate_gates,
+            finish_paired,
+            unchecked_gates,
+            write_baseline_files,
+        )
 
         if self.config.option.collectonly:
             return
         state, policy = self.state, self.state.policy
         complete = self._finish_state(session)
         state.complete = complete
+        holm_failed = bool(policy and complete and finish_paired(policy, state.scores))
         if policy is not None and complete:
             state.gate_results = evaluate_gates(
                 policy.gates, self.record(complete=True), state.suite
@@ -867,7 +907,7 @@ class KoembedController:
             state.gate_results = unchecked_gates(
                 policy.gates, f"the run did not finish: {state.interrupted}"
             )
-        failed = any(g.failed for g in state.gate_results)
+        failed = holm_failed or any(g.failed for g in state.gate_results)
         self.write(complete=complete)
         if state.json_path is not None and "--koembed-json" in state.write_errors:
             failed = True
