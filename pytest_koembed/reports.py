@@ -138,7 +138,7 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for task in record["tasks"]:
         ok = task["status"] == "ok"
-        baseline, delta = task.get("baseline"), task.get("delta")
+        baseline = task.get("baseline")
         rows.append(
             {
                 "task": task["column"],

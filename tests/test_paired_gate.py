@@ -105,8 +105,8 @@ def test_a_degraded_model_regresses_and_fails(
         assert task["p_value"] * 3 < 0.05 and task["p_adjusted"] < 0.05
     result.stdout.fnmatch_lines(
         [
-            f"*{regressed[0]} regressed: * vs baseline *, delta -* [[]-*, -*[]], p * x 3 tasks < 0.05 "
-            "(min effect 1.00)"
+            f"*{regressed[0]} regressed: * vs baseline *, delta -* [[]-*, -*[]], "
+            "p * x 3 tasks < 0.05 (min effect 1.00)"
         ]
     )
     result.assert_outcomes(failed=len(regressed), passed=3 - len(regressed), deselected=1)
