@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pytest_koembed import stats
@@ -229,6 +230,7 @@ def compare_records(
         )
     base_tasks, new_tasks = _ok_tasks(base_record), _ok_tasks(new_record)
     out = Comparison(base_path, new_path, settings)
+    aligned: dict[str, tuple[pd.DataFrame, pd.DataFrame, str]] = {}
     order = list(new_tasks) + [c for c in base_tasks if c not in new_tasks]
     for column in order:
         b, n = base_tasks.get(column), new_tasks.get(column)
@@ -263,14 +265,83 @@ def compare_records(
         row.delta = test.delta
         row.delta_ci = (test.delta_ci.low, test.delta_ci.high)
         row.p_value = test.p_value
+        aligned[column] = (
+            *pair_examples(base_frames[column], new_frames[column]),
+            str(n["value_rule"]),
+        )
     verdicts = holm_verdicts({t.column: (t.delta, t.p_value) for t in out.paired}, settings)  # type: ignore[misc]
     for t in out.paired:
         t.p_adjusted, t.verdict = verdicts[t.column]
-    out.averages = {
-        key: {"base": base_record.get(key), "new": new_record.get(key)}
-        for key in ("weighted_average",)
-    }
+    scheme = str(new_record.get("scheme") or base_record.get("scheme") or "")
+    out.averages = average_deltas(
+        [(t.column, t.category, *aligned[t.column]) for t in out.paired],
+        scheme,
+        settings.confidence,
+    )
+    complete = (
+        base_record.get("weighted_average") is not None
+        and new_record.get("weighted_average") is not None
+    )
+    if not complete or len(out.paired) != len(out.tasks):  # an average of part of the suite
+        out.averages["weighted_average"] = {
+            "base": None,
+            "new": None,
+            "delta": None,
+            "delta_ci": None,
+        }
     return out
+
+
+def average_deltas(
+    tasks: Sequence[tuple[str, str, pd.DataFrame, pd.DataFrame, str]],
+    scheme: str,
+    confidence: float,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+) -> dict[str, Any]:
+    """Category and weighted averages of the paired tasks in both runs, and the paired interval
+    of their difference: each task is resampled with the draws ``stats.paired_test`` uses (its
+    column's stream), the same draws for both runs, and each resample goes through the
+    leaderboard's own formulas (``scoring.summarize``). A weighted average needs the whole suite.
+    """
+    from pytest_koembed.scoring import get_scheme, summarize
+
+    empty = {"base": None, "new": None, "delta": None, "delta_ci": None}
+    if not tasks or not scheme:
+        return {"weighted_average": dict(empty), "categories": {}}
+    sch = get_scheme(scheme)
+    ones = {"base": [], "new": []}  # type: dict[str, list[tuple[str, str, float | None]]]
+    reps: dict[str, list[np.ndarray]] = {"base": [], "new": []}
+    for column, category, base, new, rule in tasks:
+        for side, frame in (("base", base), ("new", new)):
+            ones[side].append((column, category, stats.frame_value(frame, rule)))
+            reps[side].append(stats.task_replicates(frame, rule, n_resamples, stream=column))
+    observed = {side: summarize(ones[side], sch) for side in ones}
+    drawn: dict[str, list[Any]] = {"base": [], "new": []}
+    for b in range(n_resamples):
+        for side in drawn:
+            rows = [
+                (c, cat, float(r[b])) for (c, cat, _), r in zip(ones[side], reps[side], strict=True)
+            ]
+            drawn[side].append(summarize(rows, sch))
+
+    def entry(get: Any) -> dict[str, Any]:
+        base, new = get(observed["base"]), get(observed["new"])
+        if base is None or new is None:
+            return {"base": base, "new": new, "delta": None, "delta_ci": None}
+        deltas = [get(n) - get(b) for b, n in zip(drawn["base"], drawn["new"], strict=True)]
+        low, high = np.percentile(deltas, [50 * (1 - confidence), 50 * (1 + confidence)])
+        return {
+            "base": base,
+            "new": new,
+            "delta": new - base,
+            "delta_ci": {"level": confidence, "low": float(low), "high": float(high)},
+        }
+
+    categories = {
+        cat: entry(lambda s, cat=cat: s.category_averages.get(cat))
+        for cat in observed["new"].category_averages
+    }
+    return {"weighted_average": entry(lambda s: s.weighted), "categories": categories}
 
 
 def load_run(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
@@ -317,12 +388,23 @@ def comparison_table(comparison: Comparison) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "base", "new", "delta [interval]", "p", "verdict"])
 
 
-def _average_line(comparison: Comparison) -> str:
-    avg = comparison.averages.get("weighted_average", {})
-    b, n = avg.get("base"), avg.get("new")
+def _average_text(name: str, avg: Mapping[str, Any]) -> str:
+    b, n, ci = avg.get("base"), avg.get("new"), avg.get("delta_ci")
     if b is None or n is None:
-        return f"weighted average: base {_num(b)}, new {_num(n)}"
-    return f"weighted average: base {_num(b)}, new {_num(n)}, delta {_signed(n - b)}"
+        return f"{name} n/a"
+    interval = (ci["low"], ci["high"]) if ci else None
+    return f"{name} {_num(b)} -> {_num(n)} ({delta_text(n - b, interval)})"
+
+
+def _average_lines(comparison: Comparison) -> list[str]:
+    avg = comparison.averages
+    cats = [_average_text(c, a) for c, a in avg.get("categories", {}).items()]
+    weighted = avg.get("weighted_average", {})
+    lines = ["category averages (paired tasks): " + " | ".join(cats)] if cats else []
+    text = _average_text("weighted average", weighted)
+    if weighted.get("base") is None:
+        text += " (needs every task of the suite paired)"
+    return [*lines, text]
 
 
 def render_text(comparison: Comparison) -> str:
@@ -340,7 +422,7 @@ def render_text(comparison: Comparison) -> str:
     lines = [line({c: c for c in cells.columns})]
     lines += [line(r) for r in cells.to_dict(orient="records")]
     lines += [f"  {note}" for note in comparison.notes]
-    lines.append(_average_line(comparison))
+    lines += _average_lines(comparison)
     lines.append(
         f"paired gate: {comparison.settings.describe(len(comparison.paired))}; "
         f"p is Holm-adjusted, intervals are {comparison.settings.confidence * 100:g}% paired "
@@ -368,7 +450,7 @@ def render_markdown(comparison: Comparison) -> str:
         rule,
         *rows,
         "",
-        _average_line(comparison),
+        *[f"{line}  " for line in _average_lines(comparison)],
         "",
         f"Paired gate: {comparison.settings.describe(len(comparison.paired))}. "
         f"`p` is Holm-adjusted; intervals are {comparison.settings.confidence * 100:g}% paired "
