@@ -95,11 +95,6 @@ def pair_task(
     return stats.paired_test(base, new, rule, level=confidence, stream=column)
 
 
-def paired_fields(test: stats.PairedTest) -> dict[str, Any]:
-    """The run record's fields of a paired task: delta (unrounded), delta_ci, p_value."""
-    return test.to_dict()
-
-
 def bonferroni_verdict(delta: float, p_value: float, m: int, settings: GateSettings) -> str:
     """The verdict an item gets on its own (on a worker): p scaled by m, Holm's first step."""
     return stats.paired_verdict(delta, min(1.0, p_value * max(m, 1)), *_args(settings))
