@@ -153,3 +153,25 @@ def test_bad_gate_options_are_usage_errors(
     result = pytester.runpytest(*ARGS, option)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_under_xdist_each_worker_knows_the_number_of_paired_tasks(
+    pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOEMBED_TEST_NOISE", "3")
+    result = pytester.runpytest_subprocess(
+        *ARGS,
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        f"--koembed-baseline={saved}",
+        "--koembed-json=run.json",
+        "--koembed-min-effect=1",
+    )
+    assert result.ret == 1, result.stdout.str()
+    tasks = _tasks(_record(pytester.path / "run.json"))
+    assert {t["worker"] for t in tasks.values()} <= {"gw0", "gw1"}
+    regressed = [c for c, t in tasks.items() if t["verdict"] == "regressed"]
+    assert regressed and all(tasks[c]["p_adjusted"] is not None for c in tasks)
+    result.stdout.fnmatch_lines([f"*{regressed[0]} regressed: *, p * x 3 tasks < 0.05 *"])
