@@ -8,6 +8,8 @@ Subcommands (``koembed SUBCOMMAND --help``):
   the suite's rules (``pytest_koembed.rescore``).
 - ``mirror``: write a suite's task data in the local layout, for air-gapped runs
   (``pytest_koembed.mirror``).
+- ``compare``: two saved runs task by task, paired test and Holm gate, without a model
+  (``pytest_koembed.compare``).
 
 To add a subcommand, write a ``_register_NAME(subparsers)`` function that adds its parser and sets
 ``func`` (a callable taking the parsed namespace and returning the exit status), and append it to
@@ -133,10 +135,17 @@ def _register_mirror(subparsers: Subparsers) -> None:
     register(subparsers)
 
 
+def _register_compare(subparsers: Subparsers) -> None:
+    from pytest_koembed.compare import register
+
+    register(subparsers)
+
+
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     _register_leaderboard,
     _register_rescore,
     _register_mirror,
+    _register_compare,
 ]
 """Functions that each register one subcommand on the ``koembed`` parser."""
 

@@ -212,10 +212,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=None,
         metavar="LEVEL",
-        help="level of every confidence interval (and of the paired gate), between 0 and 1 "
-        "(default 0.95)",
+        help="confidence level of the intervals and the paired gate (default 0.95); 1 - LEVEL "
+        "is the chance that an unchanged model fails the paired gate, at most",
     )
-    parser.addini("koembed_confidence", "default for --koembed-confidence", default=None)
+    group.addoption(
+        "--koembed-min-effect",
+        dest="koembed_min_effect",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help="paired gate: the smallest significant drop that counts as a regression "
+        "(default 0.5 points)",
+    )
     parser.addini("koembed_suite", "default suite for --koembed-suite", default=None)
     parser.addini("koembed_data_dir", "default for --koembed-data-dir", default=None)
     parser.addini("koembed_baseline", "default for --koembed-baseline", default=None)
@@ -226,6 +234,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "koembed_fail_under", "gates, as for --koembed-fail-under", type="args", default=[]
     )
     parser.addini("koembed_strict", "default for --koembed-strict", type="bool", default=False)
+    parser.addini("koembed_confidence", "default for --koembed-confidence", default=None)
+    parser.addini("koembed_min_effect", "default for --koembed-min-effect", default=None)
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -261,8 +271,11 @@ def _report_options(config: pytest.Config) -> Any:
     return options
 
 
-def _baseline_policy(config: pytest.Config, suite: Suite) -> BaselinePolicy:
-    """The baseline and gate options (command line over ini); bad input is a usage error."""
+def _baseline_policy(config: pytest.Config, suite: Suite, confidence: float) -> BaselinePolicy:
+    """The baseline and gate options (command line over ini); bad input is a usage error.
+
+    ``confidence`` is the checked ``--koembed-confidence``: one level for intervals and gate."""
+    from pytest_koembed.compare import GateSettings, check_min_effect
     from pytest_koembed.verdicts import make_policy
 
     baseline = config.getoption("koembed_baseline")
@@ -274,6 +287,14 @@ def _baseline_policy(config: pytest.Config, suite: Suite) -> BaselinePolicy:
     strict = config.getoption("koembed_strict")
     save = config.getoption("koembed_save_baseline")
     try:
+        gate = GateSettings(
+            confidence,
+            check_min_effect(
+                config.getoption("koembed_min_effect")
+                if config.getoption("koembed_min_effect") is not None
+                else config.getini("koembed_min_effect") or None
+            ),
+        )
         return make_policy(
             suite,
             baseline=baseline,
@@ -286,6 +307,7 @@ def _baseline_policy(config: pytest.Config, suite: Suite) -> BaselinePolicy:
             save_path=Path(save).expanduser().resolve() if save else None,
             update=bool(config.getoption("koembed_update_baseline")),
             base_dir=base_dir,
+            gate=gate,
         )
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -337,7 +359,7 @@ def pytest_configure(config: pytest.Config) -> None:
         json_path=Path(json_option).resolve() if json_option else None,
         batch_size=config.getoption("koembed_batch_size") or 32,
         confidence=confidence,
-        policy=_baseline_policy(config, suite),
+        policy=_baseline_policy(config, suite, confidence),
         reports=_report_options(config),
         # Without named paths pytest would collect the invocation dir or testpaths: the
         # repository's own tests, whose modules may import heavy things. Named paths are asked for.
@@ -660,6 +682,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if state is None:
         return
     state.selected = [i.koembed_spec.column for i in session.items if isinstance(i, KoembedItem)]
+    if state.policy is not None:  # the paired gate's Bonferroni factor on this worker
+        state.policy.selected = tuple(state.selected)
 
 
 @pytest.fixture(scope="session")
@@ -803,7 +827,9 @@ class KoembedController:
             started=state.started,
             complete=complete,
             interrupted=state.interrupted,
-            baseline=baseline_block(policy.choice.text, policy.describe(), state.scores.values())
+            baseline=baseline_block(
+                policy.choice.text, policy.describe(), state.scores.values(), policy
+            )
             if policy is not None
             else None,
             gates=[g.to_dict() for g in state.gate_results],
@@ -886,13 +912,19 @@ class KoembedController:
         with ``"complete": false``; its gates are not checked and no report or baseline is
         written.
         """
-        from pytest_koembed.verdicts import evaluate_gates, unchecked_gates, write_baseline_files
+        from pytest_koembed.verdicts import (
+            evaluate_gates,
+            finish_paired,
+            unchecked_gates,
+            write_baseline_files,
+        )
 
         if self.config.option.collectonly:
             return
         state, policy = self.state, self.state.policy
         complete = self._finish_state(session)
         state.complete = complete
+        holm_failed = bool(policy and complete and finish_paired(policy, state.scores))
         if policy is not None and complete:
             state.gate_results = evaluate_gates(
                 policy.gates, self.record(complete=True), state.suite
@@ -901,7 +933,7 @@ class KoembedController:
             state.gate_results = unchecked_gates(
                 policy.gates, f"the run did not finish: {state.interrupted}"
             )
-        failed = any(g.failed for g in state.gate_results)
+        failed = holm_failed or any(g.failed for g in state.gate_results)
         self.write(complete=complete)
         if state.json_path is not None and "--koembed-json" in state.write_errors:
             failed = True

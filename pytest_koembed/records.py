@@ -59,6 +59,16 @@ class TaskScore:
     tolerance: float | None = None  # points the task may fall below the baseline
     verdict: str | None = None  # pass | improved | regressed | warned | no baseline
     verdict_note: str | None = None  # the regression message, or why there is no baseline
+    # The paired comparison with a saved baseline's per-example results (``compare``): the
+    # paired bootstrap interval of ``delta`` ({level, low, high}), the two-sided p-value, and
+    # (at the end of the run) its Holm adjustment over the run's paired tasks.
+    delta_ci: dict[str, float] | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    not_paired: str | None = None  # why a baseline with per-example results could not pair
+    # Against a baseline without per-example results: whether the baseline value lies within
+    # this run's own interval (the gap cannot be told from the test set's sampling noise).
+    baseline_within_ci: bool | None = None
     # Why the task has no per-example results although it was scored (``per_example``).
     examples_error: str | None = None
     # The per-example results (a pandas DataFrame, ``pytest_koembed.per_example``). Not part of

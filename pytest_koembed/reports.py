@@ -19,6 +19,7 @@ import pandas as pd
 
 from pytest_koembed import __version__
 from pytest_koembed.averages import TaskCounts, average_fields, category_text, count_tasks
+from pytest_koembed.compare import delta_text, p_text
 from pytest_koembed.intervals import describe as describe_intervals
 from pytest_koembed.intervals import interval_text, rank_text
 from pytest_koembed.records import TaskScore
@@ -169,14 +170,15 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for task in record["tasks"]:
         ok = task["status"] == "ok"
-        baseline, delta = task.get("baseline"), task.get("delta")
+        baseline = task.get("baseline")
         rows.append(
             {
                 "task": task["column"],
                 "category": task["category"],
                 "value": _value_cell(task) if ok else "ERROR",
                 "baseline": "-" if baseline is None else _fmt(baseline),
-                "delta": "" if delta is None else signed(delta),
+                "delta": _delta_cell(task),
+                "p": p_text(task.get("p_adjusted", task.get("p_value"))),
                 "verdict": verdict_cell(task),
                 "n": task["n_examples"] if ok else "",
                 "dup": task["duplicates_dropped"] if ok else "",
@@ -191,11 +193,23 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
     _align_value_cells(rows)
     compared = any(t.get("verdict") or t.get("baseline") is not None for t in record["tasks"])
     verdict_columns = ["baseline", "delta", "verdict"] if compared else []
+    if any(t.get("p_value") is not None for t in record["tasks"]):  # paired comparison
+        verdict_columns.insert(2, "p")
     # Under pytest-xdist: which worker ran each task (live progress is shown in serial runs only).
     worker_columns = ["worker"] if any(t.get("worker") for t in record["tasks"]) else []
     columns = ["task", "category", "value", *verdict_columns, "n", "dup", "seconds"]
     columns += worker_columns
     return pd.DataFrame(rows, columns=columns).fillna("")
+
+
+def _delta_cell(task: Mapping[str, Any]) -> str:
+    """``+0.40``; paired: ``-0.42 [-1.10, +0.31]`` (the paired interval)."""
+    delta, ci = task.get("delta"), task.get("delta_ci")
+    if delta is None:
+        return ""
+    if task.get("p_value") is not None:
+        return delta_text(delta, (ci["low"], ci["high"]) if ci else None)
+    return signed(delta)
 
 
 def _aligned(table: pd.DataFrame, left: tuple[str, ...]) -> list[str]:

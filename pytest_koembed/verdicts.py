@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_koembed.averages import average_fields, count_tasks
+from pytest_koembed.compare import GateSettings, holm_verdicts
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.leaderboards import find_row, leaderboards_for_suite, load_leaderboard
 from pytest_koembed.records import TaskScore, read_run_record, run_suite_name
@@ -178,6 +179,8 @@ class Baseline:
     source: str  # "ko-leaderboard-v1 row 'BAAI/bge-m3'" or "baseline file base.json"
     cells: Mapping[str, BaselineCell]
     path: Path | None = None  # the file, for a baseline file
+    # Columns whose per-example results the baseline file's sidecar holds (paired comparison).
+    paired_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,10 @@ def baseline_from_record(record: Mapping[str, Any], suite: Suite, path: Path) ->
     model = record.get("model")
     row = model.get("row_name") if isinstance(model, Mapping) else None
     source = f"baseline file {path}" + (f" (model {row})" if row else "")
-    return Baseline(source=source, cells=cells, path=path)
+    block = record.get("examples")
+    held = block.get("tasks") if isinstance(block, Mapping) else None
+    paired = tuple(c for c in (held or {}) if c in cells)
+    return Baseline(source=source, cells=cells, path=path, paired_columns=paired)
 
 
 def load_baseline_file(path: Path, suite: Suite) -> Baseline:
@@ -315,7 +321,12 @@ class BaselinePolicy:
     save_path: Path | None = None
     update: bool = False
     fixed: Baseline | None = None  # leaderboard:ROW / PATH, loaded once
+    gate: GateSettings = field(default_factory=GateSettings)  # the paired gate's settings
+    selected: tuple[str, ...] | None = None  # columns selected in this run (set at collection)
+    holm_only: list[str] = field(default_factory=list)  # controller: regressions no item failed
     _cache: dict[str, Resolution] = field(default_factory=dict, repr=False)
+    _frames: dict[str, Any] | None = field(default=None, repr=False)  # the baseline's frames
+    _frames_error: str | None = field(default=None, repr=False)
 
     def resolve(self, row_name: str) -> Resolution:
         if self.choice.mode == "none":
@@ -354,9 +365,40 @@ class BaselinePolicy:
     def describe(self) -> str:
         return f"tolerance {self.tolerances.describe()}" + (", strict" if self.strict else "")
 
+    @property
+    def paired_count(self) -> int:
+        """m: the selected tasks that have a paired baseline (the worker's Bonferroni factor)."""
+        if self.fixed is None:
+            return 0
+        columns = self.fixed.paired_columns
+        if self.selected is not None:
+            columns = tuple(c for c in columns if c in self.selected)
+        return len(columns)
+
+    def baseline_frames(self) -> dict[str, Any]:
+        """The baseline file's per-example frames, loaded once per process (checksum checked)."""
+        if self._frames is None:
+            from pytest_koembed.per_example import load_examples
+
+            assert self.fixed is not None and self.fixed.path is not None
+            try:
+                self._frames = load_examples(self.fixed.path)
+            except KoembedError as exc:
+                self._frames, self._frames_error = {}, str(exc)
+        return self._frames
+
     def judge_score(self, score: TaskScore, row_name: str) -> Judgement:
-        """Compare one finished task of the model ``row_name`` and record it in ``score``."""
+        """Compare one finished task of the model ``row_name`` and record it in ``score``.
+
+        Paired (``compare``) when the baseline file holds this task's per-example results and
+        the two runs were made on the same rows; else the tolerance rule, with whether the
+        baseline value lies within the run's own interval.
+        """
         resolution = self.resolve(row_name)
+        paired = self._judge_paired(score, resolution)
+        if paired is not None:
+            annotate(score, paired)
+            return paired
         judgement = judge(
             score.column,
             score.category,
@@ -367,7 +409,104 @@ class BaselinePolicy:
             enforce=not self.update,
         )
         annotate(score, judgement, note=resolution.note)
+        self._within_interval(score, judgement)
         return judgement
+
+    def _paired_baseline(self, score: TaskScore, resolution: Resolution) -> bool:
+        baseline = resolution.baseline
+        return (
+            baseline is not None
+            and baseline.path is not None
+            and score.column in baseline.paired_columns
+            and score.status == "ok"
+        )
+
+    def _judge_paired(self, score: TaskScore, resolution: Resolution) -> Judgement | None:
+        if not self._paired_baseline(score, resolution):
+            return None
+        from pytest_koembed.compare import bonferroni_verdict, pair_task
+
+        frames = self.baseline_frames()
+        base_frame = frames.get(score.column)
+        if base_frame is None or score.examples is None:
+            why = self._frames_error or (
+                "this run has no per-example results for it"
+                if score.examples is None
+                else "the baseline's sidecar has no frame for it"
+            )
+            score.not_paired = f"{score.column}: not paired: {why}; tolerance rule used"
+            return None
+        try:
+            test = pair_task(
+                base_frame, score.examples, score.value_rule, score.column, self.gate.confidence
+            )
+        except KoembedError as exc:
+            score.not_paired = f"{score.column}: not paired: {exc}; tolerance rule used"
+            return None
+        assert resolution.baseline is not None
+        cell = resolution.baseline.cells[score.column]
+        m = max(self.paired_count, 1)
+        verdict = bonferroni_verdict(test.delta, test.p_value, m, self.gate)
+        score.delta_ci = test.delta_ci.to_dict()
+        score.p_value = test.p_value
+        judgement = Judgement(
+            verdict=verdict,
+            baseline=cell.value,
+            delta=test.delta,
+            stale=cell.stale,
+            source=resolution.baseline.source,
+        )
+        if verdict != REGRESSED:
+            return judgement
+        message = paired_message(
+            score.column,
+            score.shown,
+            cell.value,
+            test.delta,
+            score.delta_ci,
+            test.p_value,
+            m,
+            self.gate,
+        )
+        if cell.stale is not None:
+            message += f" (stale baseline cell: {cell.stale})"
+            if not self.strict:
+                message += "; not enforced without --koembed-strict"
+                return replace(judgement, verdict=WARNED, message=message, warns=True)
+        return replace(judgement, message=message, fails=not self.update)
+
+    def _within_interval(self, score: TaskScore, judgement: Judgement) -> None:
+        """Tolerance rule: does the baseline value lie within the run's own interval?"""
+        if judgement.baseline is None or score.status != "ok":
+            return
+        from pytest_koembed import stats
+
+        ci = getattr(score, "ci", None)  # the run's own interval, when the worker computed it
+        if isinstance(ci, Mapping) and ci.get("low") is not None:
+            low, high = float(ci["low"]), float(ci["high"])
+        elif score.examples is not None:
+            try:
+                low, high = stats.task_interval(
+                    score.examples,
+                    score.value_rule,
+                    level=self.gate.confidence,
+                    stream=score.column,
+                )
+            except KoembedError:
+                return
+        else:
+            return
+        inside = stats.within_interval(judgement.baseline, low, high)
+        score.baseline_within_ci = inside
+        if judgement.message and judgement.verdict in (REGRESSED, WARNED):
+            level = f"{self.gate.confidence * 100:g}%"
+            said = (
+                f"within this run's {level} interval [{low:.2f}, {high:.2f}]: the gap cannot be "
+                "told from the test set's sampling noise"
+                if inside
+                else f"outside this run's {level} interval [{low:.2f}, {high:.2f}]"
+            )
+            score.verdict_note = f"{judgement.message}; baseline {judgement.baseline:.2f} {said}"
 
 
 def make_policy(
@@ -380,6 +519,7 @@ def make_policy(
     save_path: Path | None = None,
     update: bool = False,
     base_dir: Path | None = None,
+    gate: GateSettings | None = None,
 ) -> BaselinePolicy:
     """Parse and check the options; a one-line :class:`KoembedError` for any bad input."""
     choice = parse_baseline_option(baseline, base_dir=base_dir)
@@ -402,6 +542,7 @@ def make_policy(
         save_path=save_path,
         update=update,
         fixed=fixed,
+        gate=gate or GateSettings(),
     )
 
 
@@ -480,6 +621,71 @@ def judge(
             message += "; not enforced without --koembed-strict"
             return replace(base_j, verdict=WARNED, delta=delta, message=message, warns=True)
     return replace(base_j, verdict=REGRESSED, delta=delta, message=message, fails=enforce)
+
+
+def paired_message(
+    column: str,
+    shown: float | None,
+    baseline: float,
+    delta: float,
+    delta_ci: Mapping[str, float] | None,
+    p_value: float,
+    m: int,
+    gate: GateSettings,
+    *,
+    holm: bool = False,
+) -> str:
+    """``Kor-STS regressed: 80.10 vs baseline 81.00, delta -0.90 [-1.40, -0.41], p 0.001 x 3
+    tasks < 0.05 (min effect 0.50)``."""
+    from pytest_koembed.compare import delta_text
+
+    interval = (delta_ci["low"], delta_ci["high"]) if delta_ci else None
+    scaled = f"Holm-adjusted p {p_value:.3g}" if holm else f"p {p_value:.3g} x {m} tasks"
+    now = f"{shown:.2f}" if shown is not None else "n/a"
+    return (
+        f"{column} regressed: {now} vs baseline {baseline:.2f}, delta "
+        f"{delta_text(delta, interval)}, {scaled} < {gate.alpha:g} "
+        f"(min effect {gate.min_effect:.2f})"
+    )
+
+
+def finish_paired(policy: BaselinePolicy, scores: Mapping[str, TaskScore]) -> list[str]:
+    """At the end of a complete run (controller): Holm over every paired task's p-value.
+
+    Writes ``p_adjusted`` and the final verdict into each paired score. Returns the columns that
+    Holm finds regressed although their item passed (the worker's Bonferroni test missed them):
+    they fail the run. With ``--koembed-update-baseline`` nothing fails.
+    """
+    paired = {c: s for c, s in scores.items() if s.p_value is not None and s.delta is not None}
+    verdicts = holm_verdicts({c: (s.delta, s.p_value) for c, s in paired.items()}, policy.gate)  # type: ignore[misc]
+    holm_only = []
+    for column, (adjusted, verdict) in verdicts.items():
+        score = paired[column]
+        item_failed = score.verdict == REGRESSED
+        score.p_adjusted = adjusted
+        if verdict == REGRESSED and score.baseline_stale and not policy.strict:
+            verdict = WARNED
+        if verdict == REGRESSED and not item_failed:
+            assert score.p_value is not None and score.baseline is not None
+            score.verdict_note = (
+                paired_message(
+                    column,
+                    score.shown,
+                    score.baseline,
+                    score.delta or 0.0,
+                    score.delta_ci,
+                    adjusted,
+                    len(paired),
+                    policy.gate,
+                    holm=True,
+                )
+                + "; found by Holm over the run, its item passed"
+            )
+            if not policy.update:
+                holm_only.append(column)
+        score.verdict = verdict
+    policy.holm_only = holm_only
+    return holm_only
 
 
 def annotate(score: TaskScore, judgement: Judgement, note: str | None = None) -> None:
@@ -633,9 +839,13 @@ def evaluate_gates(
 
 
 def baseline_block(
-    option: str, policy_description: str, tasks: Iterable[TaskScore]
+    option: str,
+    policy_description: str,
+    tasks: Iterable[TaskScore],
+    policy: BaselinePolicy | None = None,
 ) -> dict[str, Any]:
     """The run record's ``baseline`` entry: what was compared with, said once."""
+    tasks = list(tasks)
     sources: list[str] = []
     notes: list[str] = []
     no_cell: list[str] = []
@@ -647,13 +857,27 @@ def baseline_block(
                 no_cell.append(score.column)
             elif score.verdict_note and score.verdict_note not in notes:
                 notes.append(score.verdict_note)
-    return {
+    paired = [s for s in tasks if s.p_value is not None]
+    not_paired = [s.not_paired for s in tasks if s.not_paired]
+    block: dict[str, Any] = {
         "option": option,
         "sources": sources,
         "notes": notes,
         "no_cell": no_cell,
         "settings": policy_description,
+        "paired": None,
     }
+    if policy is not None and (paired or not_paired):
+        block["paired"] = {
+            "tasks": len(paired),
+            "confidence": policy.gate.confidence,
+            "min_effect": policy.gate.min_effect,
+            "file": str(policy.fixed.path) if policy.fixed and policy.fixed.path else None,
+            "same_rows": not not_paired,
+            "not_paired": not_paired,
+            "holm_only": list(policy.holm_only),
+        }
+    return block
 
 
 def baseline_lines(record: Mapping[str, Any]) -> list[str]:
@@ -662,6 +886,15 @@ def baseline_lines(record: Mapping[str, Any]) -> list[str]:
         return []
     lines = [f"baseline: {s} ({block.get('settings', '')})" for s in block.get("sources", [])]
     lines += [f"no baseline: {n}" for n in block.get("notes", [])]
+    paired = block.get("paired")
+    if isinstance(paired, Mapping):
+        gate = GateSettings(paired["confidence"], paired["min_effect"])
+        same = "yes" if paired.get("same_rows") else f"no, {len(paired['not_paired'])} not paired"
+        lines.append(
+            f"paired gate: {gate.describe(paired['tasks'])}; baseline {paired.get('file')} "
+            f"(same rows: {same})"
+        )
+        lines += [f"  {note}" for note in paired.get("not_paired", [])]
     if block.get("no_cell"):
         lines.append("no baseline cell (passed unchecked): " + ", ".join(block["no_cell"]))
     counts: dict[str, int] = {}
@@ -674,6 +907,12 @@ def baseline_lines(record: Mapping[str, Any]) -> list[str]:
     for task in record.get("tasks", []):
         if task.get("verdict") in (REGRESSED, WARNED) and task.get("verdict_note"):
             lines.append(f"  {task['verdict_note']}")
+    holm_only = paired.get("holm_only") if isinstance(paired, Mapping) else None
+    if holm_only:
+        lines.append(
+            f"{len(holm_only)} regression(s) found by Holm over the run although the item "
+            f"passed: {', '.join(holm_only)} (exit status 1)"
+        )
     return lines
 
 

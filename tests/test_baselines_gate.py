@@ -389,12 +389,13 @@ def test_update_baseline_rewrites_the_file_and_lists_changes(pytester: pytest.Py
     )
     rewritten = json.loads(path.read_text(encoding="utf-8"))
     assert _shown(rewritten) == {**shown, "sample-clustering": 33.0}
-    # the next run compares with the updated file: everything passes, nothing changes
+    # the next run compares with the updated file, which now holds this run's per-example
+    # results: paired, identical, within noise; nothing changes
     again = pytester.runpytest(*args, "--koembed-update-baseline")
     assert again.ret == 0
     again.stdout.fnmatch_lines(
         [
-            "sample-sts*+0.00*pass*",
+            "sample-sts*+0.00 [[]+0.00, +0.00[]]*1.000*within noise*",
             f"baseline {path} updated: 0 changed, 0 new, 2 unchanged, 1 kept",
         ]
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_koembed.cli import main
+from pytest_koembed.cli import build_parser, main
 from pytest_koembed.suite import load_suite
 from pytest_koembed.verdicts import Gate, make_policy
 
@@ -75,3 +75,38 @@ def test_its_leaderboard_step_works_on_a_retrieval_only_run(
     assert main(argv[1:]) == 0
     out = capsys.readouterr().out
     assert re.search(r"\| my-model +\| +80 \|.*\| +80 \| +\d+ \|", out), out
+
+
+COMPARE = WORKFLOW.with_name("koembed-compare.yml")
+
+
+def test_the_compare_workflow_runs_the_documented_commands(pytester: pytest.Pytester) -> None:
+    import yaml
+
+    compare = yaml.safe_load(COMPARE.read_text(encoding="utf-8"))
+    assert "pull_request" in compare.get("on", compare.get(True))
+    assert compare["permissions"]["pull-requests"] == "write"
+    bench = re.sub(
+        r"\$\{\{[^}]*\}\}", "/ws", _step(compare, "Benchmark the pull request's model")["run"]
+    )
+    argv = shlex.split(bench)
+    assert argv[:3] == ["python", "-m", "pytest"]
+    config = pytester.parseconfig(*argv[3:])  # unknown options would be a usage error here
+    assert config.getoption("koembed_json") == "/ws/koembed-new.json"
+    assert config.getoption("koembed_baseline") == "none"
+    lines = _step(compare, "Compare with the accepted model")["run"].splitlines()
+    command = next(line for line in lines if line.startswith("koembed compare"))
+    argv = shlex.split(command.split(">")[0])
+    args = build_parser().parse_args(argv[1:])
+    assert (args.command, args.base, args.new, args.markdown) == (
+        "compare",
+        "koembed-base.json",
+        "koembed-new.json",
+        True,
+    )
+    assert "comment.md" in command.split(">")[1]
+    post = _step(compare, "Post the comparison on the pull request")["run"]
+    assert shlex.split(post)[:3] == ["gh", "pr", "comment"] and "--body-file" in post
+    assert _step(compare, "Fail on a significant regression")["if"] == (
+        "steps.compare.outputs.status != '0'"
+    )
