@@ -36,21 +36,6 @@ ASYMMETRY = 0.5
 half-width is shown as ``[low, high]``, not ``±half-width``."""
 
 
-def parse_confidence(value: Any, where: str = "--koembed-confidence") -> float:
-    """The confidence level, a number strictly between 0 and 1 (None: the default, 0.95)."""
-    if value is None or value == "":
-        return DEFAULT_CONFIDENCE
-    try:
-        level = float(value)
-    except (TypeError, ValueError):
-        level = math.nan
-    if not (0.0 < level < 1.0):
-        raise KoembedError(
-            f"{where} {value!r}: must be a number between 0 and 1 (exclusive), e.g. 0.95"
-        )
-    return level
-
-
 def _interval_dict(level: float, low: float, high: float) -> dict[str, float] | None:
     if not (math.isfinite(low) and math.isfinite(high)):
         return None

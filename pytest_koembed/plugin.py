@@ -339,16 +339,16 @@ def pytest_configure(config: pytest.Config) -> None:
             "DIR/<mteb task>/<subset>/<split>/*.jsonl)"
         )
     json_option = config.getoption("koembed_json")
-    from pytest_koembed.intervals import parse_confidence
+    from pytest_koembed.compare import check_confidence
 
     try:
         level = config.getoption("koembed_confidence")  # 0 is a value here, not "unset"
         if level is None:
-            confidence = parse_confidence(
+            confidence = check_confidence(
                 config.getini("koembed_confidence"), "ini koembed_confidence"
             )
         else:
-            confidence = parse_confidence(level)
+            confidence = check_confidence(level)
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
     session = KoembedSession(

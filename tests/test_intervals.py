@@ -67,15 +67,15 @@ def test_a_lower_confidence_gives_narrower_intervals(
 @pytest.mark.parametrize(
     ("args", "ini", "pattern"),
     [
-        (["--koembed-confidence=1.5"], None, "ERROR: --koembed-confidence 1.5: must be a number "
-         "between 0 and 1 (exclusive), e.g. 0.95"),
-        (["--koembed-confidence=0"], None, "ERROR: --koembed-confidence 0.0: must be *"),
-        (["--koembed-confidence=-0.95"], None, "ERROR: --koembed-confidence -0.95: must be *"),
-        (["--koembed-confidence=95"], None, "ERROR: --koembed-confidence 95.0: must be *"),
-        (["--koembed-confidence=nan"], None, "ERROR: --koembed-confidence nan: must be *"),
+        (["--koembed-confidence=1.5"], None, "ERROR: --koembed-confidence 1.5 must lie strictly "
+         "between 0 and 1, e.g. 0.95"),
+        (["--koembed-confidence=0"], None, "ERROR: --koembed-confidence 0.0 must lie *"),
+        (["--koembed-confidence=-0.95"], None, "ERROR: --koembed-confidence -0.95 must lie *"),
+        (["--koembed-confidence=95"], None, "ERROR: --koembed-confidence 95.0 must lie *"),
+        (["--koembed-confidence=nan"], None, "ERROR: --koembed-confidence nan must lie *"),
         (["--koembed-confidence=high"], None, "*--koembed-confidence: invalid float value: "
          "'high'"),
-        ([], "95%", "ERROR: ini koembed_confidence '95%': must be a number between 0 and 1*"),
+        ([], "95%", "ERROR: ini koembed_confidence '95%' is not a number; give e.g. 0.95"),
     ],
 )  # fmt: skip
 def test_bad_confidence_is_one_usage_error(
