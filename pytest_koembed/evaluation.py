@@ -200,14 +200,14 @@ def make_adapter(
                     rows[key] = row
             missing = list(dict.fromkeys(key for key in keys if key not in rows))
             self.used_prompts[role] = prompt  # also when every text came from the store
+            served = len(texts) - len(missing)
+            self.texts_from_store += served
+            if served and reused is not None:  # before encoding: the total is right meanwhile
+                reused(served)
             if missing:
                 encoded = self._encoded([key.text for key in missing], role, where)
                 store.put_many(missing, encoded)
                 rows.update(zip(missing, encoded, strict=True))
-            served = len(texts) - len(missing)
-            self.texts_from_store += served
-            if served and reused is not None:
-                reused(served)
             return np.stack([rows[key] for key in keys])
 
         def encode(
