@@ -208,7 +208,13 @@ def make_adapter(
                 encoded = self._encoded([key.text for key in missing], role, where)
                 store.put_many(missing, encoded)
                 rows.update(zip(missing, encoded, strict=True))
-            return np.stack([rows[key] for key in keys])
+            try:
+                return np.stack([rows[key] for key in keys])
+            except ValueError:  # rows of an earlier task and of this call differ in length
+                raise KoembedError(
+                    f"{where}: encoder returned embeddings of another dimension than earlier "
+                    "in this run; dimensions must not change"
+                ) from None
 
         def encode(
             self,

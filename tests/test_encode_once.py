@@ -264,3 +264,14 @@ def test_progress_total_shrinks_to_the_texts_encoded() -> None:
     _encode(adapter, ["나", "다"], "document")
     assert (progress.done, progress.total) == (3, 3)
     assert shown[-1].startswith("t: 3 texts encoded in ")
+
+
+def test_a_dimension_change_after_stored_rows_is_one_line() -> None:
+    class Wider(Recording):
+        def encode(self, texts: list[str], prompt: str | None = None) -> np.ndarray:
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    store = MemoryStore()
+    _encode(_adapter(Recording(), store, {"document": None}), ["가"], "document")
+    with pytest.raises(KoembedError, match="another dimension than earlier in this run"):
+        _encode(_adapter(Wider(), store, {"document": None}), ["가", "나"], "document")
