@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_koembed.embedding_store import EmbeddingStore, MemoryStore, StoreKey
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.records import TaskScore
 from pytest_koembed.scoring import round_half_up, task_value
@@ -102,6 +103,8 @@ def make_adapter(
     revision: str | None,
     similarity: str = "cosine",
     progress: ProgressCallback | None = None,
+    store: EmbeddingStore | None = None,
+    reused: ProgressCallback | None = None,
 ) -> Any:
     """Wrap any encoder in mteb's ``AbsEncoder`` interface for one task.
 
@@ -110,6 +113,11 @@ def make_adapter(
     of every finished batch when the encoder's ``encode`` takes a ``progress`` callback (a
     ``LoadedEncoder`` does), else of every finished call: the encoder's batching, and so its
     embeddings, are never changed for it.
+
+    With a ``store`` (``embedding_store``), each distinct (method, prompt, text) missing from it
+    is encoded once, stored, and every other text is served from it (``texts_from_store``);
+    ``reused`` is told how many texts of each call were served, so a progress total can shrink
+    to the texts actually encoded. The encoder's own output is checked before it is stored.
     """
     from mteb.models.abs_encoder import AbsEncoder
     from mteb.models.model_meta import ModelMeta, ScoringFunction
@@ -122,6 +130,9 @@ def make_adapter(
             self.dimension: int | None = None
             self.texts_encoded = 0
             self.encode_seconds = 0.0
+            self.texts_total = 0  # texts mteb asked embeddings for
+            self.texts_from_store = 0  # of them, served by the store
+            self.distinct_keys: set[StoreKey] = set()
             self.mteb_model_meta = ModelMeta.create_empty(
                 overwrites={
                     "name": model_name,
@@ -132,14 +143,19 @@ def make_adapter(
                 }
             )
 
+        def _method(self, role: str) -> tuple[str, Callable[..., Any]]:
+            """The encoder method for a role: ``encode_query`` / ``encode_document`` if it has
+            them, else ``encode``; with its name (part of a store key)."""
+            if role == "query" and callable(getattr(self.model, "encode_query", None)):
+                return "encode_query", self.model.encode_query
+            if role == "document" and callable(getattr(self.model, "encode_document", None)):
+                return "encode_document", self.model.encode_document
+            return "encode", self.model.encode
+
         def _call(self, texts: list[str], role: str) -> Any:
             prompt = prompts(spec, role)
             self.used_prompts[role] = prompt
-            method = self.model.encode
-            if role == "query" and callable(getattr(self.model, "encode_query", None)):
-                method = self.model.encode_query
-            elif role == "document" and callable(getattr(self.model, "encode_document", None)):
-                method = self.model.encode_document
+            _, method = self._method(role)
             started = time.perf_counter()
             by_batch = progress is not None and _declares_parameter(method, "progress")
             extra: dict[str, Any] = {"progress": progress} if by_batch else {}
@@ -155,6 +171,50 @@ def make_adapter(
             if progress is not None and not by_batch:
                 progress(len(texts))
             return out
+
+        def _encoded(self, texts: list[str], role: str, where: str) -> np.ndarray:
+            """The encoder's checked float32 embeddings of ``texts``, one row per text."""
+            try:
+                raw = self._call(texts, role)
+            except KoembedError:
+                raise
+            except Exception as exc:  # a user's encoder: name it, keep it to one line
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise KoembedError(
+                    f"{where}: the encoder raised {type(exc).__name__}: {message}"
+                ) from exc
+            return check_embeddings(raw, len(texts), where)
+
+        def _through_store(self, texts: list[str], role: str, where: str) -> np.ndarray:
+            """Encode only the distinct texts the store lacks; the rest come from the store.
+
+            The result has one row per input text, in input order, as without the store."""
+            assert store is not None
+            name, _ = self._method(role)
+            prompt = prompts(spec, role)
+            keys = [StoreKey(name, prompt, text) for text in texts]
+            self.distinct_keys.update(keys)
+            rows: dict[StoreKey, np.ndarray] = {}
+            for key, row in zip(keys, store.get_many(keys), strict=True):
+                if row is not None:
+                    rows[key] = row
+            missing = list(dict.fromkeys(key for key in keys if key not in rows))
+            self.used_prompts[role] = prompt  # also when every text came from the store
+            served = len(texts) - len(missing)
+            self.texts_from_store += served
+            if served and reused is not None:  # before encoding: the total is right meanwhile
+                reused(served)
+            if missing:
+                encoded = self._encoded([key.text for key in missing], role, where)
+                store.put_many(missing, encoded)
+                rows.update(zip(missing, encoded, strict=True))
+            try:
+                return np.stack([rows[key] for key in keys])
+            except ValueError:  # rows of an earlier task and of this call differ in length
+                raise KoembedError(
+                    f"{where}: encoder returned embeddings of another dimension than earlier "
+                    "in this run; dimensions must not change"
+                ) from None
 
         def encode(
             self,
@@ -174,16 +234,14 @@ def make_adapter(
                 role = "symmetric"
             texts = [text for batch in inputs for text in batch["text"]]
             where = f"{spec.column} ({role} texts)"
-            try:
-                raw = self._call(texts, role)
-            except KoembedError:
-                raise
-            except Exception as exc:  # a user's encoder: name it, keep it to one line
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise KoembedError(
-                    f"{where}: the encoder raised {type(exc).__name__}: {message}"
-                ) from exc
-            matrix = check_embeddings(raw, len(texts), where)
+            self.texts_total += len(texts)
+            if store is None or not texts:
+                name, _ = self._method(role)
+                prompt = prompts(spec, role)
+                self.distinct_keys.update(StoreKey(name, prompt, text) for text in texts)
+                matrix = self._encoded(texts, role, where)
+            else:
+                matrix = self._through_store(texts, role, where)
             if self.dimension is None:
                 self.dimension = matrix.shape[1]
             elif matrix.shape[1] != self.dimension:
@@ -239,11 +297,17 @@ def evaluate_task(
     similarity: str = "cosine",
     batch_size: int = 32,
     progress: TaskProgress | None = None,
+    store: EmbeddingStore | None = None,
+    reuse: bool = True,
 ) -> TaskScore:
     """Evaluate one task and score it by the leaderboard's rule.
 
     ``progress`` (``pytest_koembed.progress.TaskProgress``) is started with the number of texts
-    to encode once the data is ready, and told of every finished batch.
+    to encode once the data is ready, told of every finished batch, and of the texts served
+    from the store (its total shrinks by them).
+    Encode once: ``store`` (the run's ``embedding_store.MemoryStore``) serves texts met before
+    and keeps the ones encoded here; without one, a store for this task alone still encodes each
+    repeated text once. ``reuse=False`` encodes every text mteb asks for, every time.
     Raises KoembedError (one line) when the data, the encoder or the scores are unusable.
     """
     import mteb
@@ -264,6 +328,8 @@ def evaluate_task(
         revision=revision,
         similarity=similarity,
         progress=progress,
+        store=(store if store is not None else MemoryStore()) if reuse else None,
+        reused=progress.reused if progress is not None else None,
     )
     capture = _capture_examples(prepared.task, spec)
     try:
@@ -311,6 +377,12 @@ def evaluate_task(
         seconds=time.perf_counter() - started,
         prompts=dict(adapter.used_prompts),
         texts_encoded=adapter.texts_encoded,
+        texts={
+            "total": adapter.texts_total,
+            "distinct": len(adapter.distinct_keys),
+            "encoded": adapter.texts_encoded,
+            "from_cache": adapter.texts_from_store,
+        },
         encode_seconds=adapter.encode_seconds,
         source=prepared.source,
         **task_metadata_info(prepared.task),

@@ -52,6 +52,9 @@ class KoembedSession:
     interrupted: str | None = None  # why the session ended early (Ctrl-C, internal error, -x)
     write_errors: dict[str, str] = field(default_factory=dict)  # output -> why not written
     intervals: Any = None  # intervals.RunIntervals: the averages' intervals, on the controller
+    # Encode once: this worker's embedding store and the encoder object it belongs to.
+    embedding_store: Any = None
+    store_encoder: Any = None
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
@@ -165,6 +168,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--koembed-no-instructions",
         action="store_true",
         help="encode every text without any instruction or prompt",
+    )
+    group.addoption(
+        "--koembed-no-reuse",
+        action="store_true",
+        help="encode every text each time a task asks for it: no in-run reuse of embeddings "
+        "across or within tasks (for debugging; values agree to float precision)",
     )
     group.addoption(
         "--koembed-baseline",
@@ -505,6 +514,8 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
             similarity=info.get("similarity") or "cosine",
             batch_size=session.batch_size,
             progress=progress,
+            store=_embedding_store(session, koembed_encoder),
+            reuse=not request.config.getoption("koembed_no_reuse"),
         )
     except KoembedError as exc:
         error = str(exc)
@@ -546,6 +557,17 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
         )
     if judgement.fails:
         pytest.fail(judgement.message or f"{spec.column} regressed", pytrace=False)
+
+
+def _embedding_store(session: KoembedSession, encoder: Any) -> Any:
+    """The worker's in-run embedding store for this encoder object. A store belongs to one
+    encoder: a ``koembed_encoder`` override that builds a new encoder per task gets a new one."""
+    from pytest_koembed.embedding_store import MemoryStore
+
+    if session.embedding_store is None or session.store_encoder is not encoder:
+        session.embedding_store = MemoryStore()
+        session.store_encoder = encoder
+    return session.embedding_store
 
 
 def _live_progress(config: pytest.Config, column: str) -> tuple[Any, Any]:

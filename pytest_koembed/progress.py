@@ -101,6 +101,17 @@ class TaskProgress:
             self._last_shown = now
             self._show(self.text(now))
 
+    def reused(self, n: int) -> None:
+        """``n`` of the texts counted in the total were served from the embedding store: they
+        will not be encoded, so the total shrinks to the texts actually encoded."""
+        if self._started is None:
+            self.begin(0)
+        self.total = max(self.done, self.total - int(n))
+        if self.done and self.done >= self.total:
+            now = self._clock()
+            self._last_shown = now
+            self._show(self.text(now))
+
     def text(self, now: float | None = None) -> str:
         if self._started is None:
             return f"{self.column}: reading data"

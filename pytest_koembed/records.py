@@ -40,6 +40,10 @@ class TaskScore:
     seconds: float = 0.0
     prompts: dict[str, str | None] = field(default_factory=dict)  # role -> exact prompt used
     texts_encoded: int = 0  # texts handed to the encoder (both sides of pairs, queries + docs)
+    # Encode once (``embedding_store``): {"total": texts mteb asked embeddings for, "distinct":
+    # distinct (method, prompt, text) among them, "encoded": handed to the encoder, "from_cache":
+    # served from the run's store (met earlier in the task or in an earlier task of the worker)}.
+    texts: dict[str, int] | None = None
     encode_seconds: float = 0.0  # time spent in the encoder's calls
     worker: str | None = None  # the pytest-xdist worker that ran the task (gw0, ...); None serial
     source: str = ""  # where the rows came from (local path or Hub dataset@revision)

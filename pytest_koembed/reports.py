@@ -302,6 +302,19 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, list) and value else value
 
 
+def texts_line(record: Mapping[str, Any]) -> str | None:
+    """``texts: 1,234 encoded of 2,000 (38% reused)``: the run's encode-once counts (the tasks'
+    ``texts`` fields summed), or None when no task has them."""
+    counts = [t["texts"] for t in record["tasks"] if isinstance(t.get("texts"), Mapping)]
+    if not counts:
+        return None
+    total = sum(int(c.get("total", 0)) for c in counts)
+    encoded = sum(int(c.get("encoded", 0)) for c in counts)
+    reused = total - encoded
+    percent = f"{100 * reused / total:.0f}%" if total else "0%"
+    return f"texts: {encoded:,} encoded of {total:,} ({percent} reused)"
+
+
 def summary_lines(record: Mapping[str, Any]) -> list[str]:
     """The ``koembed summary`` section of the terminal report."""
     suite = record["suite"]
@@ -345,6 +358,9 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     ranked = rank_text(record)
     if ranked is not None:
         lines.append(ranked)
+    reuse = texts_line(record)
+    if reuse is not None:
+        lines.append(reuse)
     described = describe_intervals(record)
     if described is not None:
         lines.append(described)
