@@ -54,9 +54,7 @@ import hashlib
 import heapq
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +63,7 @@ import numpy as np
 import pandas as pd
 
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.records import atomic_write
 from pytest_koembed.scoring import STS_KEYS, task_value
 
 __all__ = [
@@ -652,21 +651,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_examples(frames: Mapping[str, pd.DataFrame], path: str | Path) -> dict[str, Any]:
     """Write the frames (suite column -> frame) as one parquet file, atomically.
 
@@ -681,7 +665,7 @@ def write_examples(frames: Mapping[str, pd.DataFrame], path: str | Path) -> dict
     table = (
         pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["column", "kind"])
     )
-    _atomic_write(target, lambda tmp: table.to_parquet(tmp, index=False, compression="zstd"))
+    atomic_write(target, lambda tmp: table.to_parquet(tmp, index=False, compression="zstd"))
     return {
         "file": target.name,
         "sha256": _sha256(target),

@@ -7,7 +7,9 @@ These are plain data: they travel from xdist workers to the controller as JSON-a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,23 @@ def run_suite_name(record: Mapping[str, Any]) -> str | None:
     info = record.get("suite")
     name = info.get("name") if isinstance(info, Mapping) else info
     return name if isinstance(name, str) else None
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a temp file beside ``path``, then rename it over ``path``.
+
+    A reader never sees half a file, and a killed writer leaves only a stray temp file. The
+    file gets the usual mode (umask), not mkstemp's 0600.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

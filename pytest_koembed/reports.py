@@ -6,9 +6,7 @@ Plain functions: no pytest, no mteb, no torch.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
@@ -22,7 +20,7 @@ from pytest_koembed.averages import TaskCounts, average_fields, category_text, c
 from pytest_koembed.compare import delta_text, p_text
 from pytest_koembed.intervals import describe as describe_intervals
 from pytest_koembed.intervals import interval_text, rank_text
-from pytest_koembed.records import TaskScore
+from pytest_koembed.records import TaskScore, atomic_write
 from pytest_koembed.scoring import SCHEMES, format_value
 from pytest_koembed.suite import CATEGORIES, Suite
 from pytest_koembed.verdicts import baseline_lines, gate_lines, signed, verdict_cell
@@ -110,25 +108,15 @@ def run_record(
     }
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_json(record: Mapping[str, Any], path: Path) -> None:
     """Write atomically (temp file + rename): a reader never sees half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+
+    def dump(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as f:
             json.dump(record, f, ensure_ascii=False, indent=2, allow_nan=False)
             f.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, dump)
 
 
 def _fmt(value: float | None) -> str:

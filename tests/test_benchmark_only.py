@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from koembed_test_encoders import HASHING_ENCODER
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -18,26 +19,6 @@ def test_own():
     assert True
 """
 
-HASHING_ENCODER = """
-import zlib
-
-import numpy as np
-import pytest
-
-
-class Hashing:
-    def encode(self, texts):
-        out = np.zeros((len(texts), 64), dtype="float32")
-        for i, text in enumerate(texts):
-            for gram in (text[j : j + 2] for j in range(max(1, len(text) - 1))):
-                out[i, zlib.crc32(gram.encode()) % 64] += 1.0
-        return out + 1e-3
-
-
-@pytest.fixture(scope="session")
-def koembed_encoder():
-    return Hashing()
-"""
 
 SAMPLE = ["--koembed-model=toy", "--koembed-suite=sample"]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from koembed_test_encoders import HASHING_ENCODER
+
 CRASHING_ENCODER = """
 import os
 import zlib
@@ -190,31 +192,16 @@ def test_ctrl_c_records_an_incomplete_run_and_leaves_gates_unchecked(tmp_path: P
     assert "gate STS >= 0.00: NOT CHECKED" in out
 
 
-INTERNAL_ERROR_CONFTEST = """
-import zlib
-
-import numpy as np
-import pytest
-
-
-class Hashing:
-    def encode(self, texts):
-        out = np.zeros((len(texts), 64), dtype="float32")
-        for i, text in enumerate(texts):
-            for gram in (text[j : j + 2] for j in range(max(1, len(text) - 1))):
-                out[i, zlib.crc32(gram.encode()) % 64] += 1.0
-        return out + 1e-3
-
-
-@pytest.fixture(scope="session")
-def koembed_encoder():
-    return Hashing()
+INTERNAL_ERROR_CONFTEST = (
+    HASHING_ENCODER
+    + """
 
 
 def pytest_runtest_logfinish(nodeid, location):
     if nodeid.endswith("sample-sts"):
         raise RuntimeError("a plugin broke")
 """
+)
 
 
 def test_internal_error_records_an_incomplete_run(pytester, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from koembed_test_encoders import HASHING_CLASS
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -91,21 +92,10 @@ def test_cuda_on_a_cpu_only_torch_is_a_usage_error(pytester: pytest.Pytester) ->
 
 # An encoder that, once the run is under way, puts a file where two output directories go:
 # the writes at the end fail though the paths were fine when the run started.
-SABOTAGING_ENCODER = """
-import zlib
+SABOTAGING_ENCODER = (
+    HASHING_CLASS
+    + """
 from pathlib import Path
-
-import numpy as np
-import pytest
-
-
-class Hashing:
-    def encode(self, texts):
-        out = np.zeros((len(texts), 64), dtype="float32")
-        for i, text in enumerate(texts):
-            for gram in (text[j : j + 2] for j in range(max(1, len(text) - 1))):
-                out[i, zlib.crc32(gram.encode()) % 64] += 1.0
-        return out + 1e-3
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +104,7 @@ def koembed_encoder():
         Path(name).write_text("now a file", encoding="utf-8")
     return Hashing()
 """
+)
 
 
 def test_output_failing_at_the_end_is_a_line_and_exit_status_1(pytester: pytest.Pytester) -> None:

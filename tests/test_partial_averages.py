@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from koembed_test_encoders import HASHING_ENCODER
 
 from pytest_koembed.plot import chart_data
 from pytest_koembed.resources import suites_dir
@@ -13,27 +14,6 @@ from pytest_koembed.scoring import category_average
 from pytest_koembed.suite import load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")
-
-HASHING_ENCODER = """
-import zlib
-
-import numpy as np
-import pytest
-
-
-class Hashing:
-    def encode(self, texts):
-        out = np.zeros((len(texts), 64), dtype="float32")
-        for i, text in enumerate(texts):
-            for gram in (text[j : j + 2] for j in range(max(1, len(text) - 1))):
-                out[i, zlib.crc32(gram.encode()) % 64] += 1.0
-        return out + 1e-3
-
-
-@pytest.fixture(scope="session")
-def koembed_encoder():
-    return Hashing()
-"""
 
 
 def _suite_toml(data: Path, broken: Path) -> str:
