@@ -304,27 +304,19 @@ def average_deltas(
     if not tasks or not scheme:
         return {"weighted_average": dict(empty), "categories": {}}
     sch = get_scheme(scheme)
-    ones = {"base": [], "new": []}  # type: dict[str, list[tuple[str, str, float | None]]]
-    reps: dict[str, list[np.ndarray]] = {"base": [], "new": []}
-    for column, category, base, new, rule in tasks:
-        for side, frame in (("base", base), ("new", new)):
-            ones[side].append((column, category, stats.frame_value(frame, rule)))
-            reps[side].append(stats.task_replicates(frame, rule, n_resamples, stream=column))
-    observed = {side: summarize(ones[side], sch) for side in ones}
-    drawn: dict[str, list[Any]] = {"base": [], "new": []}
-    for b in range(n_resamples):
-        for side in drawn:
-            rows = [
-                (c, cat, float(r[b])) for (c, cat, _), r in zip(ones[side], reps[side], strict=True)
-            ]
-            drawn[side].append(summarize(rows, sch))
+    observed, drawn = {}, {}
+    for side, index in (("base", 2), ("new", 3)):
+        samples = [stats.TaskSample(task[0], task[1], task[4], task[index]) for task in tasks]
+        observed[side] = summarize(
+            [(t.column, t.category, stats.frame_value(t.frame, t.rule)) for t in samples], sch
+        )
+        # the same streams for both runs: replicate b of one pairs with replicate b of the other
+        drawn[side] = stats.average_replicates(samples, scheme, n_resamples)
 
-    def entry(get: Any) -> dict[str, Any]:
-        base, new = get(observed["base"]), get(observed["new"])
-        if base is None or new is None:
+    def entry(base: float | None, new: float | None, reps: tuple[Any, Any]) -> dict[str, Any]:
+        if base is None or new is None or reps[0] is None or reps[1] is None:
             return {"base": base, "new": new, "delta": None, "delta_ci": None}
-        deltas = [get(n) - get(b) for b, n in zip(drawn["base"], drawn["new"], strict=True)]
-        low, high = np.percentile(deltas, [50 * (1 - confidence), 50 * (1 + confidence)])
+        low, high = np.percentile(reps[1] - reps[0], [50 * (1 - confidence), 50 * (1 + confidence)])
         return {
             "base": base,
             "new": new,
@@ -333,10 +325,19 @@ def average_deltas(
         }
 
     categories = {
-        cat: entry(lambda s, cat=cat: s.category_averages.get(cat))
+        cat: entry(
+            observed["base"].category_averages.get(cat),
+            observed["new"].category_averages.get(cat),
+            (drawn["base"][0].get(cat), drawn["new"][0].get(cat)),
+        )
         for cat in observed["new"].category_averages
     }
-    return {"weighted_average": entry(lambda s: s.weighted), "categories": categories}
+    weighted = entry(
+        observed["base"].weighted,
+        observed["new"].weighted,
+        (drawn["base"][1], drawn["new"][1]),
+    )
+    return {"weighted_average": weighted, "categories": categories}
 
 
 def load_run(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:

@@ -503,21 +503,20 @@ class AverageIntervals:
     weighted_replicates: np.ndarray | None
 
 
-def average_intervals(
+def average_replicates(
     tasks: Sequence[TaskSample | tuple[str, str, str, Any]],
     scheme: str,
-    level: float = DEFAULT_LEVEL,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
-) -> AverageIntervals:
-    """Category and weighted averages' intervals, resampling every task at once.
+) -> tuple[dict[str, np.ndarray | None], np.ndarray | None]:
+    """The category and weighted averages of every resample (None where a resample has none).
 
     Each task is resampled on its own (its draws come from ``stream=column``, the same draws
-    :func:`task_interval` makes with that stream), and every replicate goes through
+    :func:`task_interval` and :func:`paired_test` make with that stream, so two runs' replicates
+    pair up by index), and every replicate goes through
     :func:`pytest_koembed.scoring.summarize`: shown values rounded half-up, category means
     rounded half-even, the scheme's weights, exactly as the run's own averages are computed.
     """
-    _check_level(level)
     sch = get_scheme(scheme)
     rows = [TaskSample(*t) for t in tasks]
     replicates: dict[str, np.ndarray | None] = {
@@ -540,18 +539,34 @@ def average_intervals(
             categories.setdefault(cat, []).append(avg)
         weighted.append(summary.weighted)
 
-    def interval(values: list[float | None]) -> tuple[Interval | None, np.ndarray | None]:
+    def array(values: list[float | None]) -> np.ndarray | None:
         if not values or any(v is None for v in values):
-            return None, None
-        array = np.array(values, dtype=np.float64)
-        return _percentile_interval(array, level), array
+            return None
+        return np.array(values, dtype=np.float64)
 
-    weighted_interval, weighted_array = interval(weighted)
+    return {cat: array(vals) for cat, vals in categories.items()}, array(weighted)
+
+
+def average_intervals(
+    tasks: Sequence[TaskSample | tuple[str, str, str, Any]],
+    scheme: str,
+    level: float = DEFAULT_LEVEL,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> AverageIntervals:
+    """Category and weighted averages' intervals, resampling every task at once
+    (:func:`average_replicates`)."""
+    _check_level(level)
+    categories, weighted = average_replicates(tasks, scheme, n_resamples, seed)
+
+    def interval(replicates: np.ndarray | None) -> Interval | None:
+        return None if replicates is None else _percentile_interval(replicates, level)
+
     return AverageIntervals(
-        scheme=sch.name,
-        categories={cat: interval(vals)[0] for cat, vals in categories.items()},
-        weighted=weighted_interval,
-        weighted_replicates=weighted_array,
+        scheme=get_scheme(scheme).name,
+        categories={cat: interval(reps) for cat, reps in categories.items()},
+        weighted=interval(weighted),
+        weighted_replicates=weighted,
     )
 
 
