@@ -116,7 +116,7 @@ def resolve_suite_path(name_or_path: str) -> Path:
         return path
     raise KoembedError(
         f"unknown suite {name_or_path!r}; shipped suites are {', '.join(shipped)} "
-        "(or pass the path of a suite TOML file)"
+        "(or pass the path of a suite TOML file, or mteb:<benchmark name> for an mteb benchmark)"
     )
 
 
