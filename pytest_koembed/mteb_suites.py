@@ -75,10 +75,11 @@ def get_benchmark(name: str) -> Any:
         ]
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
         hint = ", ".join(repr(n) for n in list(dict.fromkeys([*sharing, *close]))[:6])
+        listing = "python -c 'import mteb; print([b.name for b in mteb.get_benchmarks()])'"
         raise KoembedError(
             f"unknown mteb benchmark {name!r}; "
             + (f"close names: {hint}" if hint else f"mteb has {len(names)} benchmarks")
-            + " (all names: python -c 'import mteb; print([b.name for b in mteb.get_benchmarks()])')"
+            + f" (list them: {listing})"
         ) from None
 
 

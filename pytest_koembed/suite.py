@@ -161,7 +161,8 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
     if benchmark is not None:
         if "tasks" in raw:
             raise KoembedError(
-                f"suite {path}: give either benchmark = NAME (tasks from mteb) or [[tasks]], not both"
+                f"suite {path}: give either benchmark = NAME (tasks from mteb) or [[tasks]], "
+                "not both"
             )
         if not isinstance(benchmark, str) or not benchmark.strip():
             raise KoembedError(f"suite {path}: 'benchmark' must be an mteb benchmark name")
