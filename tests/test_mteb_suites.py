@@ -268,3 +268,141 @@ def test_benchmark_tasks_run_on_local_copies_as_mteb_scores_them(
             "mteb: Mean (Task) n/a | Mean (TaskType) n/a | Classification n/a | *",
         ]
     )
+
+
+# Fabricated "Hub" data for KLUE-TC (topic classification: train and validation) and
+# MIRACLReranking (queries with candidate documents): hand-written Korean, three topics.
+TOPIC_TEXTS = {
+    0: [
+        "정부가 내년 예산안을 국회에 제출했다.",
+        "여야가 선거법 개정안을 두고 맞섰다.",
+        "대통령이 새 장관을 임명했다.",
+        "국회가 본회의에서 법안을 통과시켰다.",
+        "총리가 국정 현안을 설명했다.",
+        "야당이 정부 정책을 비판했다.",
+    ],
+    1: [
+        "주가가 이틀 연속 크게 올랐다.",
+        "중앙은행이 기준금리를 동결했다.",
+        "수출 실적이 작년보다 늘었다.",
+        "환율이 급등해 수입 물가가 올랐다.",
+        "반도체 기업의 영업이익이 늘었다.",
+        "부동산 거래량이 크게 줄었다.",
+    ],
+    2: [
+        "대표팀이 결승전에서 역전승을 거뒀다.",
+        "그 투수는 완봉승을 기록했다.",
+        "마라톤 대회에 만 명이 참가했다.",
+        "축구 리그 개막전이 매진되었다.",
+        "수영 선수가 세계 신기록을 세웠다.",
+        "농구 팀이 연장전 끝에 패했다.",
+    ],
+}
+RERANK_QUERIES = {"q1": "기준금리는 어떻게 되었나?", "q2": "결승전 결과는?"}
+RERANK_DOCS = {f"d{topic}{i}": text for topic, texts in TOPIC_TEXTS.items() for i, text in
+               enumerate(texts)}  # fmt: skip
+RERANK_RELEVANT = {"q1": {"d11": 1}, "q2": {"d20": 1, "d25": 1}}
+RERANK_CANDIDATES = {"q1": ["d10", "d11", "d12", "d01", "d20"], "q2": ["d20", "d21", "d25", "d13"]}
+
+FAKE_HUB = """
+from datasets import Dataset, DatasetDict
+
+from pytest_koembed import mteb_suites
+
+TOPIC_TEXTS = {topics!r}
+QUERIES = {queries!r}
+DOCS = {docs!r}
+RELEVANT = {relevant!r}
+CANDIDATES = {candidates!r}
+
+
+def hub_data(name):
+    if name == "KLUE-TC":
+        def rows(part):
+            pairs = [(t, label) for label, texts in TOPIC_TEXTS.items() for t in part(texts)]
+            texts, labels = zip(*pairs)
+            return Dataset.from_dict({{"text": list(texts), "label": list(labels)}})
+        return DatasetDict({{"train": rows(lambda t: t[:4]), "validation": rows(lambda t: t[4:])}})
+    return {{"ko": {{"dev": {{
+        "corpus": Dataset.from_dict({{"id": list(DOCS), "title": [""] * len(DOCS),
+                                     "text": list(DOCS.values())}}),
+        "queries": Dataset.from_dict({{"id": list(QUERIES), "text": list(QUERIES.values())}}),
+        "relevant_docs": RELEVANT,
+        "top_ranked": CANDIDATES,
+    }}}}}}
+
+
+_real = mteb_suites.benchmark_task
+
+
+def from_fake_hub(spec):
+    task = _real(spec)
+
+    def load_data(**kwargs):
+        task.dataset = hub_data(spec.task)
+        task.data_loaded = True
+
+    task.load_data = load_data
+    return task
+
+
+def pytest_configure(config):
+    mteb_suites.benchmark_task = from_fake_hub
+
+
+def pytest_unconfigure(config):
+    mteb_suites.benchmark_task = _real
+"""
+
+
+def _plain_mteb_scores(minilm_dir: Path, conftest_source: str) -> dict[str, float]:
+    """Plain mteb on the same data: the benchmark's own task objects, a raw model."""
+    import copy
+
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    namespace: dict = {}
+    exec(compile(conftest_source, "fake_hub", "exec"), namespace)  # its hub_data()
+    model = SentenceTransformer(str(minilm_dir), device="cpu")
+    scores = {}
+    for task in mteb.get_benchmark("MTEB(kor, v2)").tasks:
+        if task.metadata.name in ("KLUE-TC", "MIRACLReranking"):
+            task = copy.deepcopy(task)
+            task.dataset = namespace["hub_data"](task.metadata.name)
+            task.data_loaded = True
+            result = mteb.evaluate(model, task, cache=None, show_progress_bar=False)
+            scores[task.metadata.name] = result.task_results[0].get_score()
+    return scores
+
+
+def test_classification_and_reranking_of_the_benchmark_score_as_mteb(
+    pytester: pytest.Pytester, minilm_dir: Path
+) -> None:
+    source = FAKE_HUB.format(
+        topics=TOPIC_TEXTS,
+        queries=RERANK_QUERIES,
+        docs=RERANK_DOCS,
+        relevant=RERANK_RELEVANT,
+        candidates=RERANK_CANDIDATES,
+    )
+    pytester.makeconftest(source)
+    record_path = pytester.path / "run.json"
+    result = pytester.runpytest(
+        f"--koembed-model={minilm_dir}",
+        "--koembed-suite=mteb-kor-v2",
+        f"--koembed-json={record_path}",
+        "--koembed-with-tests",  # the conftest above is loaded; there are no test files
+        "-m",
+        "classification or reranking",
+    )
+    result.assert_outcomes(passed=2, deselected=18)
+    tasks = {t["column"]: t for t in json.loads(record_path.read_text("utf-8"))["tasks"]}
+    expected = _plain_mteb_scores(minilm_dir, source)
+    assert tasks["KLUE-TC"]["task_type"] == "Classification"
+    assert tasks["KLUE-TC"]["value"] == pytest.approx(100 * expected["KLUE-TC"], abs=1e-6)
+    reranking = tasks["MIRACLReranking"]
+    assert reranking["category"] == "Reranking" and reranking["main_score"] == "ndcg_at_10"
+    assert reranking["value"] == pytest.approx(100 * expected["MIRACLReranking"], abs=1e-6)
+    assert reranking["sizes"] == {"queries": 2, "documents": 18, "qrels": 3}
+    assert reranking["source"].startswith("hub:")
