@@ -406,3 +406,27 @@ def test_classification_and_reranking_of_the_benchmark_score_as_mteb(
     assert reranking["value"] == pytest.approx(100 * expected["MIRACLReranking"], abs=1e-6)
     assert reranking["sizes"] == {"queries": 2, "documents": 18, "qrels": 3}
     assert reranking["source"].startswith("hub:")
+
+
+def test_mirror_writes_every_cell_as_mteb_has_it(pytester: pytest.Pytester) -> None:
+    from pytest_koembed.mirror import mirror_suite
+
+    data = pytester.path / "data"
+    sts = [{"sentence1": a, "sentence2": b, "score": s} for a, b, s in STS_ROWS]
+    _write_jsonl(data / "KorSTS" / "default" / "test" / "pairs.jsonl", sts)
+    paws = data / "PawsXPairClassification" / "ko"
+    _write_jsonl(paws / "test" / "pairs.jsonl", _pairs(PAIRS_TEST))
+    _write_jsonl(paws / "validation" / "pairs.jsonl", _pairs(PAIRS_VALIDATION))
+    out = pytester.path / "mirror"
+    written = mirror_suite(
+        "mteb-kor-v2", out, source=data, columns=["KorSTS", "PawsXPairClassification"]
+    )
+    assert [(column, n, dropped) for column, _, n, dropped in written] == [
+        ("KorSTS [default/test]", 6, 0),  # the repeated pair is kept, as mteb keeps it
+        ("PawsXPairClassification [ko/test]", 4, 0),
+        ("PawsXPairClassification [ko/validation]", 4, 0),
+    ]
+    mirrored = out / "PawsXPairClassification" / "ko" / "validation" / "pairs.jsonl"
+    assert [json.loads(line) for line in mirrored.read_text("utf-8").splitlines()] == _pairs(
+        PAIRS_VALIDATION
+    )
