@@ -126,27 +126,38 @@ def test_mteb_scheme_by_hand() -> None:
     }
 
 
-def test_mteb_scheme_equals_mtebs_own_aggregation() -> None:
-    """Fabricated scores for every cell of MTEB(kor, v2) (and a subset the benchmark drops):
-    the record's averages equal mteb's Benchmark.get_score, shown as its leaderboard shows it."""
+def _fabricated_results() -> tuple[list, dict[str, float]]:
+    """mteb TaskResults with made-up main scores (6 decimals, as mteb's files keep them) for
+    every cell of every MTEB(kor, v2) task, plus a subset the benchmark drops; and each task's
+    value as the plugin computes it from them."""
     import mteb
-    from mteb.results import BenchmarkResults, ModelResult, TaskResult
+    from mteb.results import TaskResult
 
-    benchmark = mteb.get_benchmark("MTEB(kor, v2)")
-    suite = load_suite("mteb-kor-v2")
     draw = random.Random(12)
     results, values = [], {}
-    for task in benchmark.tasks:
+    for task in mteb.get_benchmark("MTEB(kor, v2)").tasks:
         subsets = list(task.hf_subsets)
         if task.metadata.name == "MIRACLRetrieval":
             subsets.append("en")  # scored by mteb, not part of the Korean benchmark
         scores = {
-            split: {subset: {"main_score": draw.uniform(0.2, 0.95)} for subset in subsets}
+            split: {s: {"main_score": round(draw.uniform(0.2, 0.95), 6)} for s in subsets}
             for split in task.eval_splits
         }
         result = TaskResult.from_task_results(task, scores, evaluation_time=1.0)
         results.append(result)
         values[task.metadata.name] = task_value("main_score", task_score(result, task))
+    return results, values
+
+
+def test_mteb_scheme_equals_mtebs_own_aggregation() -> None:
+    """The record's averages of fabricated scores equal mteb's Benchmark.get_score of the same
+    results, shown as its leaderboard shows them."""
+    import mteb
+    from mteb.results import BenchmarkResults, ModelResult
+
+    benchmark = mteb.get_benchmark("MTEB(kor, v2)")
+    suite = load_suite("mteb-kor-v2")
+    results, values = _fabricated_results()
     own = benchmark.get_score(
         BenchmarkResults(
             model_results=[ModelResult(model_name="m", model_revision="r", task_results=results)]
@@ -169,6 +180,21 @@ def test_mteb_scheme_equals_mtebs_own_aggregation() -> None:
     paws = next(r for r in results if r.task_name == "PawsXPairClassification")
     cells = [e["main_score"] for split in paws.scores.values() for e in split]
     assert values["PawsXPairClassification"] == pytest.approx(100 * sum(cells) / 2, abs=1e-12)
+
+
+def test_rescore_reads_mteb_result_files_as_the_benchmark_scores_them(tmp_path: Path) -> None:
+    """``koembed rescore DIR --suite mteb-kor-v2`` on mteb's own result files (written by
+    ``TaskResult.to_disk``): the same task values as from the run, over the benchmark's cells."""
+    from pytest_koembed.rescore import collect_results, score_model
+
+    results, values = _fabricated_results()
+    folder = tmp_path / "results" / "acme__model" / "rev"
+    folder.mkdir(parents=True)
+    for result in results:
+        result.to_disk(folder / f"{result.task_name}.json")
+    (models,) = collect_results(tmp_path / "results")
+    scored = score_model(models, load_suite("mteb-kor-v2"))
+    assert scored.values == pytest.approx(values, abs=1e-9)
 
 
 # Hand-written pairs: the last KorSTS row repeats the third (mteb keeps both).
