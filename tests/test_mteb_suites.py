@@ -83,6 +83,8 @@ def test_any_mteb_benchmark_and_its_other_task_types(pytester: pytest.Pytester) 
     result = pytester.runpytest(
         "--koembed-model=X",
         "--koembed-suite=mteb:MTEB(fra, v1)",
+        "--koembed-fail-under=summarization=30,weighted=50",  # its categories name gates
+        "--koembed-tolerance=Summarization=2",
         "--collect-only",
         "-q",
         "--strict-markers",
