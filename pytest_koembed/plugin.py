@@ -336,10 +336,10 @@ def pytest_configure(config: pytest.Config) -> None:
         suite = load_suite(_option(config, "suite") or "ko-leaderboard-v1")
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
-    for category in dict.fromkeys(spec.category for spec in suite.tasks):
-        if category not in CATEGORIES:  # an mteb benchmark's other task types (mteb_suites)
+    for spec in {spec.category: spec for spec in suite.tasks}.values():
+        if spec.category not in CATEGORIES:  # an mteb benchmark's other task types (mteb_suites)
             config.addinivalue_line(
-                "markers", f"{category.lower()}: a koembed task of category {category}"
+                "markers", f"{spec.marker}: a koembed task of category {spec.category}"
             )
     scheme = config.getoption("koembed_scheme") or suite.scheme
     if scheme not in SCHEMES:

@@ -10,6 +10,7 @@ and subsets are then read from mteb's benchmark object when the suite is loaded
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,9 @@ class TaskSpec:
 
     @property
     def marker(self) -> str:
-        """The pytest marker of the task's category (``-m retrieval``)."""
-        return self.category.lower()
+        """The pytest marker of the task's category (``-m retrieval``): lower case, letters,
+        digits and ``_`` only (an mteb type such as ``VisualSTS(eng)`` is ``visualstseng``)."""
+        return re.sub(r"[^0-9a-z_]", "", self.category.lower())
 
     @property
     def is_custom(self) -> bool:
