@@ -1108,6 +1108,13 @@ def _prepare_benchmark(spec: TaskSpec, data_dir: Path | None) -> PreparedTask:
     for subset, split in spec.cells:
         cell = replace(spec, split=split, subset=subset, splits=(split,), subsets=(subset,))
         probe, kind = _get_mteb_task(cell)
+        if task.metadata.type == "Reranking" and kind == "Retrieval":
+            # mteb reranks through retrieval with candidates per query; the retrieval files
+            # have none, and ranking the whole corpus instead would be another score
+            raise KoembedError(
+                f"{spec.column}: a local copy of a reranking task needs each query's candidate "
+                "documents, which the retrieval layout does not hold; run it from the Hub"
+            )
         part = _load_local(probe, kind, cell, layout_dir(root, spec.task, subset, split))
         dataset = part.task.dataset if dataset is None else _merged(dataset, part.task.dataset)
         for key, n in part.sizes.items():
