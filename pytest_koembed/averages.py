@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pytest_koembed.scoring import category_average, summarize
+from pytest_koembed.scoring import get_scheme, mteb_averages, summarize
 from pytest_koembed.suite import Suite
 
 
@@ -74,7 +74,9 @@ def average_fields(
     """The run record's count and average fields.
 
     ``values``: column -> task value for the scored tasks (a missing or None value is a task that
-    was not scored, whatever the reason).
+    was not scored, whatever the reason). Under the ``mteb`` scheme the record also has
+    ``mteb_averages``: mteb's own aggregation, keyed as mteb's leaderboard names it
+    (:func:`mteb_fields`).
     """
     rows = [(t.column, t.category, values.get(t.column)) for t in suite.tasks]
     summary = summarize(rows, scheme)
@@ -82,7 +84,8 @@ def average_fields(
     for category in summary.incomplete:
         scored = [v for _, cat, v in rows if cat == category and v is not None]
         partial[category] = {
-            "value": category_average(scored),  # None when no task of it was scored
+            # None when no task of it was scored
+            "value": get_scheme(scheme).average(scored) if scored else None,
             "tasks": len(scored),
             "of": sum(1 for _, cat, _ in rows if cat == category),
         }
@@ -96,7 +99,25 @@ def average_fields(
         "incomplete_categories": sorted(summary.incomplete),
         "weighted_average": summary.weighted,
         "weighted_average_note": note,
+        **mteb_fields(suite, scheme, values),
     }
+
+
+def mteb_fields(
+    suite: Suite, scheme: str, values: Mapping[str, float | None]
+) -> dict[str, dict[str, Any]]:
+    """``{"mteb_averages": {...}}`` under the ``mteb`` scheme, else nothing.
+
+    ``Mean (Task)``, ``Mean (TaskType)`` and the mean per task type under mteb's type names
+    (``PairClassification``, not the NLI category: ``mteb_suites.mteb_task_type``), all None while
+    any task of the suite has no value (mteb's leaderboard leaves them empty then).
+    """
+    if scheme != "mteb":
+        return {}
+    from pytest_koembed.mteb_suites import mteb_task_type
+
+    rows = [(mteb_task_type(t), values.get(t.column)) for t in suite.tasks]
+    return {"mteb_averages": mteb_averages(rows)}
 
 
 def category_text(record: Mapping[str, Any], category: str, fmt: Any) -> str | None:

@@ -331,7 +331,7 @@ def evaluate_task(
         store=(store if store is not None else MemoryStore()) if reuse else None,
         reused=progress.reused if progress is not None else None,
     )
-    capture = _capture_examples(prepared.task, spec)
+    capture = _capture_examples(prepared.task, spec) if len(spec.cells) == 1 else None
     try:
         # cache=None: mteb's result cache keys only by model, revision and task, so it would
         # silently hand back scores computed on other data.
@@ -356,14 +356,26 @@ def evaluate_task(
         raise KoembedError(f"{spec.column}: mteb failed: {type(exc).__name__}: {message}") from exc
     if not result.task_results:
         raise KoembedError(f"{spec.column}: mteb returned no result")
-    entry = _split_scores(result.task_results[0], spec)
+    if spec.benchmark is not None:  # scored as mteb scores the task in its benchmark
+        from pytest_koembed.mteb_suites import task_score
+
+        entry = task_score(result.task_results[0], prepared.task)
+    else:
+        entry = _split_scores(result.task_results[0], spec)
     scores = _numeric_scores(entry)
     value = task_value(spec.value_rule, scores)
     if not math.isfinite(value):
         raise KoembedError(f"{spec.column}: the {spec.value_rule} value is {value}")
-    examples, examples_error = _checked_examples(
-        capture, spec, value, prepared.task.metadata.main_score
-    )
+    if len(spec.cells) == 1:
+        examples, examples_error = _checked_examples(
+            capture, spec, value, prepared.task.metadata.main_score
+        )
+    else:  # the value is a mean over cells; per-example results are kept for one cell only
+        examples = None
+        examples_error = (
+            f"scored on {len(spec.cells)} (subset, split) cells; per-example results are kept "
+            "for single-cell tasks only"
+        )
     return TaskScore(
         **_identity(spec),
         status="ok",

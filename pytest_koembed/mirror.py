@@ -6,7 +6,9 @@ suite through mteb (the split and subset the suite scores) and writes it to
 exactly those rows. ``--from SRC`` reads another local copy instead of the Hub, which validates
 and normalises it (the same reader the plugin uses). Pairs are written de-duplicated, as scored;
 the number of repeated pairs dropped goes into ``koembed-mirror.json`` next to the rows
-(``pytest_koembed.data.MIRROR_META``), so that a run from the mirror still reports them.
+(``pytest_koembed.data.MIRROR_META``), so that a run from the mirror still reports them. The tasks
+of an mteb benchmark suite (``mteb-kor-v2``, ``mteb:<name>``) are written as mteb has them, every
+(subset, split) the benchmark keeps, nothing de-duplicated.
 """
 
 from __future__ import annotations
@@ -42,8 +44,29 @@ def mirror_suite(
                 f"{exc.problem}; run koembed mirror where the Hub is reachable, or copy an "
                 "existing local copy in the layout with --from SRC"
             ) from None
+        if spec.benchmark is not None:  # an mteb benchmark's task: each of its cells, as is
+            written.extend(_export_cells(spec, prepared, out_dir))
+            continue
         path = export_task(spec, prepared, out_dir)
         written.append((spec.column, path, prepared.n_examples, prepared.duplicates_dropped))
+    return written
+
+
+def _export_cells(spec: Any, prepared: Any, out_dir: Path) -> list[tuple[str, Path, int, int]]:
+    """Every (subset, split) of an mteb benchmark's task to its own folder, rows as mteb has them
+    (nothing was de-duplicated, so no ``koembed-mirror.json`` is needed)."""
+    from dataclasses import replace
+
+    from pytest_koembed.data import export_task
+
+    written = []
+    for subset, split in spec.cells:
+        cell = replace(spec, split=split, subset=subset)
+        path = export_task(cell, prepared.task, out_dir)
+        examples = [path / n for n in ("pairs.jsonl", "texts.jsonl", "queries.jsonl")]
+        counted = next((f for f in examples if f.is_file()), None)
+        rows = sum(1 for _ in counted.open(encoding="utf-8")) if counted else 0
+        written.append((f"{spec.column} [{subset}/{split}]", path, rows, 0))
     return written
 
 

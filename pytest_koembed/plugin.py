@@ -79,7 +79,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--koembed-suite",
         metavar="NAME|PATH",
         help="suite to run: a shipped name (ko-leaderboard-v1 [default], ko-leaderboard-v2, "
-        "sample) or the path of a suite TOML file",
+        "mteb-kor-v2, sample), the path of a suite TOML file, or mteb:<benchmark name> for "
+        "any mteb benchmark",
     )
     group.addoption(
         "--koembed-data-dir",
@@ -335,6 +336,11 @@ def pytest_configure(config: pytest.Config) -> None:
         suite = load_suite(_option(config, "suite") or "ko-leaderboard-v1")
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
+    for spec in {spec.category: spec for spec in suite.tasks}.values():
+        if spec.category not in CATEGORIES:  # an mteb benchmark's other task types (mteb_suites)
+            config.addinivalue_line(
+                "markers", f"{spec.marker}: a koembed task of category {spec.category}"
+            )
     scheme = config.getoption("koembed_scheme") or suite.scheme
     if scheme not in SCHEMES:
         raise pytest.UsageError(

@@ -303,6 +303,17 @@ def texts_line(record: Mapping[str, Any]) -> str | None:
     return f"texts: {encoded:,} encoded of {total:,} ({percent} reused)"
 
 
+def mteb_averages_line(record: Mapping[str, Any]) -> str | None:
+    """``mteb: Mean (Task) 61.02 | Mean (TaskType) 60.11 | Classification 55.1 | ...``: mteb's
+    aggregation as its leaderboard names it (the ``mteb`` scheme), or None."""
+    block = record.get("mteb_averages")
+    if not isinstance(block, Mapping):
+        return None
+    parts = [f"{key} {_fmt(block.get(key))}" for key in ("Mean (Task)", "Mean (TaskType)")]
+    parts += [f"{t} {_fmt(v)}" for t, v in (block.get("task_types") or {}).items()]
+    return "mteb: " + " | ".join(parts)
+
+
 def summary_lines(record: Mapping[str, Any]) -> list[str]:
     """The ``koembed summary`` section of the terminal report."""
     suite = record["suite"]
@@ -321,9 +332,10 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
             lines.append(f"  {task['column']}: {task['error']}")
     category_cis = record.get("category_average_ci") or {}
     averages = record.get("category_averages") or {}
+    ordered = [*CATEGORIES, *(c for c in averages if c not in CATEGORIES)]  # mteb's other types
     texts = [
         _with_ci(text, averages.get(category), category_cis.get(category))
-        for category in CATEGORIES
+        for category in ordered
         if (text := category_text(record, category, _fmt)) is not None
     ]
     parts = [text for text in texts if text is not None]
@@ -343,6 +355,9 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
         + f" (scheme {scheme}: {formula})"
         + (f"; {note}" if note else "")
     )
+    mteb_line = mteb_averages_line(record)
+    if mteb_line is not None:
+        lines.append(mteb_line)
     ranked = rank_text(record)
     if ranked is not None:
         lines.append(ranked)

@@ -300,6 +300,21 @@ def score_model(results: ModelResults, suite: Suite) -> ModelScores:
             missing[spec.column] = f"no result file for task {spec.task}"
             continue
         files[spec.column] = str(result.path)
+        if spec.benchmark is not None:  # mteb's score of the task: main_score over its cells
+            cells = [result.entry(split, subset) for subset, split in spec.cells]
+            mains = [None if e is None else e.scores.get("main_score") for e in cells]
+            if any(m is None for m in mains):
+                lacking = [
+                    f"{sub}/{split}"
+                    for (sub, split), m in zip(spec.cells, mains, strict=True)
+                    if m is None
+                ]
+                missing[spec.column] = (
+                    f"{result.path.name} has no main_score for subset/split {', '.join(lacking)}"
+                )
+                continue
+            values[spec.column] = 100 * math.fsum(mains) / len(mains)  # type: ignore[arg-type]
+            continue
         entry = result.entry(spec.split, spec.subset)
         if entry is None:
             have = ", ".join(sorted({f"{e.split}/{e.subset}" for e in result.entries})) or "none"

@@ -24,6 +24,12 @@ sparse retrieval tables). The rules, in the order they are applied:
    ranking: equal numbers share a rank and the next rank is skipped (two 83.26 are both 10, the
    next is 12).
 
+The ``mteb`` scheme is the exception, because it follows mteb's leaderboard instead: there every
+mean (over the tasks of a task type, over all tasks, over the task-type means) is taken of the
+unrounded task scores, and only the number shown is rounded, by Python's ``round(x, 2)`` of the
+x100 value (``mteb/leaderboard/table.py``, ``_format_scores``). See :func:`mteb_mean` and
+:func:`mteb_averages`.
+
 This module imports neither pytest nor torch nor mteb.
 """
 
@@ -199,6 +205,13 @@ class Scheme:
     description: str
     compute: SchemeFunction
     needs: tuple[str, ...] = ()
+    # How a category's average is taken from its task values (None for a missing one):
+    # the leaderboard's (shown values, half-even) unless the scheme says otherwise.
+    category_mean: Callable[[Sequence[float | None]], float | None] | None = None
+
+    def average(self, values: Sequence[float | None]) -> float | None:
+        """One category's average under this scheme."""
+        return (self.category_mean or category_average)(values)
 
     def __call__(
         self, category_averages: Mapping[str, float | None], task_values: Sequence[float | None]
@@ -229,6 +242,64 @@ def _task_mean(
     category_averages: Mapping[str, float | None], task_values: Sequence[float | None]
 ) -> float | None:
     return category_average(task_values)
+
+
+def _exact_mean(values: Sequence[float | None]) -> float | None:
+    """The unrounded mean, None when there are no values or any is None."""
+    if not values or any(v is None for v in values):
+        return None
+    return math.fsum(float(v) for v in values if v is not None) / len(values)
+
+
+def mteb_mean(values: Sequence[float | None]) -> float | None:
+    """The mean as mteb's leaderboard shows it: of the unrounded values, then ``round(x, 2)``.
+
+    ``values`` are task values (x100). mteb averages the 0-1 scores and shows
+    ``round(mean * 100, 2)``; the mean of the x100 values is the same number to float precision.
+    None when there are no values or any is None (mteb's ``skipna=False``: a missing task leaves
+    the mean empty).
+    """
+    mean = _exact_mean(values)
+    return None if mean is None else round(mean, 2)
+
+
+def _mteb_task_mean(
+    category_averages: Mapping[str, float | None], task_values: Sequence[float | None]
+) -> float | None:
+    return mteb_mean(task_values)
+
+
+MEAN_TASK = "Mean (Task)"
+MEAN_TASK_TYPE = "Mean (TaskType)"
+
+
+def mteb_averages(rows: Sequence[tuple[str, float | None]]) -> dict[str, object]:
+    """mteb's aggregation of one model's tasks, as its leaderboard shows a benchmark.
+
+    ``rows``: (mteb task type, task value x100 or None) per task of the benchmark. Returns
+    ``{"Mean (Task)": mean over tasks, "Mean (TaskType)": mean of the per-type means,
+    "task_types": {type: mean over its tasks}}`` with every mean taken of unrounded values and
+    rounded as :func:`mteb_mean` does (the order of ``task_types`` is the order the types first
+    appear, as in mteb's summary table). A missing task value makes every one of them None, as
+    in mteb (``_compute_mean_task``, ``_compute_mean_task_type``, ``_task_types_or_nulls`` in
+    ``mteb/benchmarks/_benchmark_metrics.py``).
+    """
+    values = [v for _, v in rows]
+    by_type: dict[str, list[float | None]] = {}
+    for task_type, value in rows:
+        by_type.setdefault(task_type, []).append(value)
+    if not rows or any(v is None for v in values):
+        return {
+            MEAN_TASK: None,
+            MEAN_TASK_TYPE: None,
+            "task_types": {t: None for t in by_type},
+        }
+    type_means = {t: _exact_mean(vs) for t, vs in by_type.items()}
+    return {
+        MEAN_TASK: mteb_mean(values),
+        MEAN_TASK_TYPE: mteb_mean(list(type_means.values())),
+        "task_types": {t: None if m is None else round(m, 2) for t, m in type_means.items()},
+    }
 
 
 _V1_WEIGHTS = {
@@ -263,6 +334,16 @@ SCHEMES: dict[str, Scheme] = {
             name="task-mean",
             description="plain mean of all task values (leaderboard v2's Retrieval_Average)",
             compute=_task_mean,
+        ),
+        Scheme(
+            name="mteb",
+            description=(
+                "Mean (Task): mteb's leaderboard aggregation, the mean over tasks of the unrounded "
+                "task scores (also Mean (TaskType), the mean of the per-task-type means), "
+                "rounded to 2 decimals only when shown"
+            ),
+            compute=_mteb_task_mean,
+            category_mean=mteb_mean,
         ),
     )
 }
@@ -351,7 +432,7 @@ def summarize(
     shown = {r.column: None if r.value is None else shown_value(r.value) for r in tasks}
     averages: dict[str, float | None] = {}
     for cat in _ordered_categories(r.category for r in tasks):
-        averages[cat] = category_average([r.value for r in tasks if r.category == cat])
+        averages[cat] = sch.average([r.value for r in tasks if r.category == cat])
     incomplete = tuple(cat for cat, avg in averages.items() if avg is None)
     absent = tuple(cat for cat in sch.needs if cat not in averages)
     weighted = sch(averages, [r.value for r in tasks]) if tasks else None

@@ -2,11 +2,15 @@
 
 A suite is a TOML file (see ``suites/*.toml`` and the README). Each ``[[tasks]]`` entry is either a
 real mteb task (``task = "KorSTS"``) or a custom local task (``type = "STS"`` plus ``data = DIR``)
-that reads the documented JSONL layout.
+that reads the documented JSONL layout. A suite may instead name an mteb benchmark
+(``benchmark = "MTEB(kor, v2)"``, or ``--koembed-suite mteb:<benchmark name>``): its tasks, splits
+and subsets are then read from mteb's benchmark object when the suite is loaded
+(``pytest_koembed.mteb_suites``).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-CATEGORIES = ("STS", "NLI", "Clustering", "Retrieval")
+CATEGORIES = ("STS", "NLI", "Clustering", "Retrieval", "Classification", "Reranking")
 
 # The value rule a category uses on the leaderboard (docs/protocol.md, "Version 1: tasks and the
 # value taken from each").
@@ -29,6 +33,8 @@ DEFAULT_VALUE_RULE = {
     "NLI": "cosine_ap",
     "Clustering": "v_measure",
     "Retrieval": "ndcg-5-10",
+    "Classification": "main_score",
+    "Reranking": "main_score",
 }
 
 # Custom local task types and the mteb task type each one becomes.
@@ -52,11 +58,26 @@ class TaskSpec:
     value_rule: str  # see scoring.task_value
     custom_type: str | None = None  # None for mteb tasks, else a key of CUSTOM_TYPES
     data_dir: Path | None = None  # custom tasks: root of the JSONL layout
+    # Tasks of an mteb benchmark (``pytest_koembed.mteb_suites``): the benchmark's name. Such a
+    # task is evaluated as mteb evaluates it in that benchmark: every split and subset the
+    # benchmark keeps (``splits`` x ``subsets``), no de-duplication of pairs, and its value is
+    # mteb's score of the task (the mean of main_score over those cells).
+    benchmark: str | None = None
+    splits: tuple[str, ...] = ()  # benchmark tasks: all the splits; ``split`` joins them by ","
+    subsets: tuple[str, ...] = ()  # benchmark tasks: all the subsets; ``subset`` likewise
+
+    @property
+    def cells(self) -> tuple[tuple[str, str], ...]:
+        """(subset, split) pairs the task is scored on: one, unless an mteb benchmark keeps more."""
+        if self.benchmark is None or not (self.splits and self.subsets):
+            return ((self.subset, self.split),)
+        return tuple((subset, split) for split in self.splits for subset in self.subsets)
 
     @property
     def marker(self) -> str:
-        """The pytest marker of the task's category (``-m retrieval``)."""
-        return self.category.lower()
+        """The pytest marker of the task's category (``-m retrieval``): lower case, letters,
+        digits and ``_`` only (an mteb type such as ``VisualSTS(eng)`` is ``visualstseng``)."""
+        return re.sub(r"[^0-9a-z_]", "", self.category.lower())
 
     @property
     def is_custom(self) -> bool:
@@ -97,12 +118,20 @@ def resolve_suite_path(name_or_path: str) -> Path:
         return path
     raise KoembedError(
         f"unknown suite {name_or_path!r}; shipped suites are {', '.join(shipped)} "
-        "(or pass the path of a suite TOML file)"
+        "(or pass the path of a suite TOML file, or mteb:<benchmark name> for an mteb benchmark)"
     )
 
 
+MTEB_PREFIX = "mteb:"
+"""``--koembed-suite mteb:<benchmark name>`` runs any mteb benchmark (``mteb_suites``)."""
+
+
 def load_suite(name_or_path: str) -> Suite:
-    """Read a shipped suite by name, or a suite TOML file by path."""
+    """Read a shipped suite by name, a suite TOML file by path, or ``mteb:<benchmark name>``."""
+    if name_or_path.startswith(MTEB_PREFIX):
+        from pytest_koembed.mteb_suites import benchmark_suite
+
+        return benchmark_suite(name_or_path[len(MTEB_PREFIX) :].strip())
     path = resolve_suite_path(name_or_path)
     try:
         with path.open("rb") as f:
@@ -129,6 +158,24 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
     if scheme not in SCHEMES:
         raise KoembedError(
             f"suite {path}: unknown weighting scheme {scheme!r}; choose one of {', '.join(SCHEMES)}"
+        )
+    benchmark = raw.get("benchmark")
+    if benchmark is not None:
+        if "tasks" in raw:
+            raise KoembedError(
+                f"suite {path}: give either benchmark = NAME (tasks from mteb) or [[tasks]], "
+                "not both"
+            )
+        if not isinstance(benchmark, str) or not benchmark.strip():
+            raise KoembedError(f"suite {path}: 'benchmark' must be an mteb benchmark name")
+        from pytest_koembed.mteb_suites import benchmark_suite
+
+        return benchmark_suite(
+            benchmark,
+            name=str(name),
+            scheme=str(raw.get("scheme", "mteb")),
+            path=path,
+            description=str(raw.get("description", "")),
         )
     entries = raw.get("tasks")
     if not isinstance(entries, list) or not entries:

@@ -94,9 +94,12 @@ def _items(specs: Iterable[str]) -> list[str]:
     return [part for spec in specs for part in spec.replace(",", " ").split()]
 
 
-def _category(key: str) -> str | None:
+def _category(key: str, suite: Suite | None = None) -> str | None:
+    """The category ``key`` names (any case, ``_average`` suffix allowed): one of CATEGORIES or,
+    for an mteb benchmark suite, one of its other task types (``summarization``)."""
     folded = key.casefold().removesuffix("_average")
-    return next((c for c in CATEGORIES if c.casefold() == folded), None)
+    extra = [t.category for t in suite.tasks] if suite is not None else []
+    return next((c for c in [*CATEGORIES, *extra] if c.casefold() == folded), None)
 
 
 def _column(key: str, suite: Suite) -> str | None:
@@ -148,7 +151,7 @@ def parse_tolerances(specs: Iterable[str], suite: Suite) -> Tolerances:
             continue
         points_ = _number(value, where)
         column = _column(key, suite)
-        category = _category(key)
+        category = _category(key, suite)
         if column is not None:
             columns[column] = points_
         elif category is not None:
@@ -729,9 +732,12 @@ def parse_gates(specs: Iterable[str], suite: Suite) -> tuple[Gate, ...]:
         if key.casefold() in (WEIGHTED_GATE, "weighted_average"):
             name = WEIGHTED_GATE
         else:
-            category = _category(key)
+            category = _category(key, suite)
             if category is None or category not in categories:
-                have = ", ".join(c for c in CATEGORIES if c in categories)
+                own = dict.fromkeys(t.category for t in suite.tasks)
+                have = ", ".join(
+                    [c for c in CATEGORIES if c in own] + [c for c in own if c not in CATEGORIES]
+                )
                 raise KoembedError(
                     f"{where}: {key!r} is not 'weighted' nor a category of suite "
                     f"{suite.name!r} ({have})"
