@@ -199,8 +199,9 @@ def record_suite(record: Mapping[str, Any], where: str, option: str | None = Non
         theirs = tuple(task.get(k) for k in ("task", "split", "subset", "category", "value_rule"))
         if mine != theirs:
             raise KoembedError(
-                f"{where}: task {column!r} was run as {theirs}, suite {suite.name!r} ({suite.path}) "
-                f"defines it as {mine}; give the suite the run used with --koembed-suite PATH"
+                f"{where}: task {column!r} was run as {theirs}, suite {suite.name!r} "
+                f"({suite.path}) defines it as {mine}; give the suite the run used with "
+                "--koembed-suite PATH"
             )
     return suite
 
