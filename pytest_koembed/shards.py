@@ -55,8 +55,8 @@ def parse_shard(text: str) -> Shard:
     index, count = int(match.group(1)), int(match.group(2))
     if not 1 <= index <= count:
         raise KoembedError(
-            f"--koembed-shard {text!r}: K must lie between 1 and N ({count}), e.g. "
-            f"--koembed-shard 1/{max(count, 1)}"
+            f"--koembed-shard {text!r}: expected K/N with 1 <= K <= N, e.g. --koembed-shard "
+            f"1/{max(count, 2)}"
         )
     return Shard(index, count)
 
