@@ -49,6 +49,7 @@ def _pytest(cwd: Path, *args: str) -> tuple[int, str]:
     argv += ["--koembed-model=hashing", "--koembed-suite=sample", *args]
     with pytest.MonkeyPatch.context() as mp, redirect_stdout(out), threadpool_limits(1):
         mp.chdir(cwd)  # k-means on the tiny clustering task: one thread is many times faster
+        mp.delenv("PYTEST_ADDOPTS", raising=False)  # the outer run's options are not the run's
         ret = pytest.main(argv)
     return int(ret), out.getvalue()
 
