@@ -28,12 +28,10 @@ def test_every_split_is_deterministic_disjoint_and_covering(suite_name: str) -> 
     columns = [s.column for s in specs]
     for count in range(1, 6):
         parts = [
-            shard_columns(specs, parse_shard(f"{k}/{count}"), None)[0]
-            for k in range(1, count + 1)
+            shard_columns(specs, parse_shard(f"{k}/{count}"), None)[0] for k in range(1, count + 1)
         ]
         again = [
-            shard_columns(specs, parse_shard(f"{k}/{count}"), None)[0]
-            for k in range(1, count + 1)
+            shard_columns(specs, parse_shard(f"{k}/{count}"), None)[0] for k in range(1, count + 1)
         ]
         assert parts == again
         flat = [c for part in parts for c in part]
