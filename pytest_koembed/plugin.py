@@ -875,6 +875,8 @@ class KoembedController:
         block = getattr(node, "workeroutput", {}).get("koembed_shard")
         if block is not None:
             self.state.shard_block = block
+            if self.state.policy is not None:  # what the workers' items were judged with
+                self.state.policy.selected = tuple(block["selected"])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, "koembed_score", None)
@@ -928,6 +930,10 @@ class KoembedController:
         )
         if state.shard_block is not None:
             record["shard"] = state.shard_block
+            paired = (record.get("baseline") or {}).get("paired")
+            if paired is not None and policy is not None:  # Holm is left to koembed gate
+                label = f"{state.shard_block['index']}/{state.shard_block['count']}"
+                paired["shard"] = {"label": label, "bonferroni_m": policy.paired_count}
         if state.intervals is None:
             return record
         return state.intervals.add_to(record, state.suite, state.examples)

@@ -217,3 +217,26 @@ def test_merge_names_the_missing_tasks(
     assert record["weighted_average"] is None
     line = _one_error(capsys, "gate", str(tmp_path / "m.json"))
     assert "is not complete" in line
+
+
+def test_a_shard_judges_its_items_as_the_whole_run_and_leaves_holm_to_the_gate(
+    runs: dict[str, Any], merged: Path
+) -> None:
+    """Against a paired baseline (the serial run), a shard's items use the Bonferroni factor of
+    the whole run's 4 paired tasks, not of its own, and Holm waits for the merged record."""
+    root: Path = runs["root"]
+    record_path = root / "paired-shard.json"
+    ret, out = _pytest(
+        root,
+        "--koembed-shard=1/3",
+        f"--koembed-baseline={root / 'serial.json'}",
+        f"--koembed-json={record_path}",
+    )
+    assert ret == 0, out
+    record = _read(record_path)
+    assert record["baseline"]["paired"]["shard"] == {"label": "1/3", "bonferroni_m": 4}
+    assert all(t["p_value"] is not None and t["p_adjusted"] is None for t in record["tasks"])
+    assert "paired gate: shard 1/3: each item at Bonferroni over the run's 4 paired tasks" in out
+    assert "Holm over the run is koembed gate's, on the merged record" in out
+    ret, out = _koembed("gate", str(merged), f"--koembed-baseline={root / 'serial.json'}")
+    assert ret == 0 and "paired gate: Holm over 4 tasks" in out
