@@ -10,6 +10,10 @@ Subcommands (``koembed SUBCOMMAND --help``):
   (``pytest_koembed.mirror``).
 - ``compare``: two saved runs task by task, paired test and Holm gate, without a model
   (``pytest_koembed.compare``).
+- ``merge``: the run records of a run's shards (``--koembed-shard K/N``) as one record
+  (``pytest_koembed.merge``).
+- ``gate``: the gate and reports of a pytest run, applied to a saved run record, without a model
+  (``pytest_koembed.gate``).
 
 To add a subcommand, write a ``_register_NAME(subparsers)`` function that adds its parser and sets
 ``func`` (a callable taking the parsed namespace and returning the exit status), and append it to
@@ -141,11 +145,25 @@ def _register_compare(subparsers: Subparsers) -> None:
     register(subparsers)
 
 
+def _register_merge(subparsers: Subparsers) -> None:
+    from pytest_koembed.merge import register
+
+    register(subparsers)
+
+
+def _register_gate(subparsers: Subparsers) -> None:
+    from pytest_koembed.gate import register
+
+    register(subparsers)
+
+
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     _register_leaderboard,
     _register_rescore,
     _register_mirror,
     _register_compare,
+    _register_merge,
+    _register_gate,
 ]
 """Functions that each register one subcommand on the ``koembed`` parser."""
 

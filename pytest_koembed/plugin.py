@@ -44,14 +44,15 @@ class KoembedSession:
     selected: list[str] = field(default_factory=list)  # columns collected and not deselected
     policy: BaselinePolicy | None = None  # --koembed-baseline / -tolerance / -fail-under ...
     gate_results: list[GateResult] = field(default_factory=list)  # controller, at the end
-    baseline_changes: list[str] = field(default_factory=list)  # --koembed-update-baseline
     reports: Any = None  # publish.ReportOptions: --koembed-row / -model-index / -plot ...
-    report_outcome: Any = None  # publish.ReportOutcome, once the reports are written
+    published: Any = None  # gate.Published: reports and baseline files, once written
     benchmark_only: bool = True  # the repository's own tests are not collected
     complete: bool = False  # every selected task reported and the session ended normally
     interrupted: str | None = None  # why the session ended early (Ctrl-C, internal error, -x)
     write_errors: dict[str, str] = field(default_factory=dict)  # output -> why not written
     intervals: Any = None  # intervals.RunIntervals: the averages' intervals, on the controller
+    shard: Any = None  # shards.Shard: --koembed-shard K/N
+    shard_block: dict[str, Any] | None = None  # the record's "shard": this shard's tasks ...
     # Encode once: this worker's embedding store and the encoder object it belongs to.
     embedding_store: Any = None
     store_encoder: Any = None
@@ -117,6 +118,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--koembed-plot",
         metavar="PATH.png",
         help="draw the run against its baseline and the leaderboard (needs matplotlib)",
+    )
+    group.addoption(
+        "--koembed-shard",
+        metavar="K/N",
+        help="run the K-th of N disjoint parts of the selected tasks, balanced by estimated "
+        "cost; merge the shards' --koembed-json records with koembed merge",
     )
     group.addoption(
         "--koembed-scheme",
@@ -376,6 +383,7 @@ def pytest_configure(config: pytest.Config) -> None:
         confidence=confidence,
         policy=_baseline_policy(config, suite, confidence),
         reports=_report_options(config),
+        shard=_shard_option(config),
         # Without named paths pytest would collect the invocation dir or testpaths: the
         # repository's own tests, whose modules may import heavy things. Named paths are asked for.
         benchmark_only=not (
@@ -399,6 +407,19 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_koembed.encoders import pin_worker_gpu
 
         pin_worker_gpu(worker, os.environ)
+
+
+def _shard_option(config: pytest.Config) -> Any:
+    """``--koembed-shard K/N`` as a ``shards.Shard`` (None without it); a usage error if bad."""
+    text = config.getoption("koembed_shard")
+    if text is None:
+        return None
+    from pytest_koembed.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except KoembedError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _check_options(config: pytest.Config, session: KoembedSession) -> None:
@@ -711,7 +732,41 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     state.selected = [i.koembed_spec.column for i in session.items if isinstance(i, KoembedItem)]
     if state.policy is not None:  # the paired gate's Bonferroni factor on this worker
-        state.policy.selected = tuple(state.selected)
+        whole = state.shard_block["selected"] if state.shard_block else state.selected
+        state.policy.selected = tuple(whole)  # a shard's items are judged as in the whole run
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_shard(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """``--koembed-shard K/N``: keep this shard's part of the selection; trylast, so that it
+    splits what -k / -m / --deselect left. The others are deselected, as -k deselects."""
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None or state.shard is None:
+        return
+    from pytest_koembed.shards import shard_columns
+
+    tasks = [i for i in items if isinstance(i, KoembedItem)]
+    mine, block = shard_columns([i.koembed_spec for i in tasks], state.shard, state.data_dir)
+    dropped = [i for i in tasks if i.koembed_spec.column not in mine]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        gone = set(map(id, dropped))
+        items[:] = [i for i in items if id(i) not in gone]
+    state.shard_block = block
+    workeroutput = getattr(config, "workeroutput", None)
+    if isinstance(workeroutput, dict):  # to the xdist controller, which collects nothing
+        workeroutput["koembed_shard"] = block
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None or state.shard_block is None:
+        return None
+    from pytest_koembed.reports import shard_line
+
+    return f"koembed: {shard_line(state.shard_block)}"
 
 
 @pytest.fixture(scope="session")
@@ -811,6 +866,23 @@ class KoembedController:
         """Under xdist the controller collects nothing: take the selection from the workers."""
         columns = {_column_of(nodeid) for nodeid in ids} - {None}
         self.state.selected = [s.column for s in self.state.suite.tasks if s.column in columns]
+        shard = self.state.shard
+        if shard is not None and self.state.shard_block is None:  # the workers' block follows
+            self.state.shard_block = {
+                "index": shard.index,
+                "count": shard.count,
+                "tasks": list(self.state.selected),
+                "selected": None,
+            }
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A worker's shard block (with the selection it split) comes with its output."""
+        block = getattr(node, "workeroutput", {}).get("koembed_shard")
+        if block is not None:
+            self.state.shard_block = block
+            if self.state.policy is not None:  # what the workers' items were judged with
+                self.state.policy.selected = tuple(block["selected"])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, "koembed_score", None)
@@ -862,6 +934,12 @@ class KoembedController:
             else None,
             gates=[g.to_dict() for g in state.gate_results],
         )
+        if state.shard_block is not None:
+            record["shard"] = state.shard_block
+            paired = (record.get("baseline") or {}).get("paired")
+            if paired is not None and policy is not None:  # Holm is left to koembed gate
+                label = f"{state.shard_block['index']}/{state.shard_block['count']}"
+                paired["shard"] = {"label": label, "bonferroni_m": policy.paired_count}
         if state.intervals is None:
             return record
         return state.intervals.add_to(record, state.suite, state.examples)
@@ -938,87 +1016,71 @@ class KoembedController:
         not be written) turns exit status 0 into 1 here, before the terminal summary is printed.
         ``--collect-only`` writes nothing. An incomplete run (interrupted, ``-x``) is recorded
         with ``"complete": false``; its gates are not checked and no report or baseline is
-        written.
+        written. The verdicts and reports themselves are ``pytest_koembed.gate``'s, which
+        ``koembed gate`` applies to a saved record.
         """
-        from pytest_koembed.verdicts import (
-            evaluate_gates,
-            finish_paired,
-            unchecked_gates,
-            write_baseline_files,
-        )
+        from pytest_koembed.gate import conclude, publish
 
         if self.config.option.collectonly:
             return
-        state, policy = self.state, self.state.policy
+        state = self.state
         complete = self._finish_state(session)
         state.complete = complete
-        holm_failed = bool(policy and complete and finish_paired(policy, state.scores))
-        if policy is not None and complete:
-            state.gate_results = evaluate_gates(
-                policy.gates, self.record(complete=True), state.suite
-            )
-        elif policy is not None:
-            state.gate_results = unchecked_gates(
-                policy.gates, f"the run did not finish: {state.interrupted}"
-            )
-        failed = holm_failed or any(g.failed for g in state.gate_results)
+        shard = state.shard.label if state.shard is not None else None
+        state.gate_results, failed = conclude(
+            state.policy,
+            state.scores,
+            state.suite,
+            lambda: self.record(complete=True),
+            complete=complete,
+            interrupted=state.interrupted,
+            shard=shard,
+        )
         self.write(complete=complete)
         if state.json_path is not None and "--koembed-json" in state.write_errors:
             failed = True
         if complete:
-            self.write_reports(session)
-            if state.report_outcome is not None and state.report_outcome.failed:
-                failed = True
-            if policy is not None:
-                try:
-                    state.baseline_changes = write_baseline_files(
-                        policy, self.record(complete=True), self.write_files
-                    )
-                except (KoembedError, OSError) as exc:
-                    state.baseline_changes = [f"baseline not written: {_reason(exc)}"]
-                    failed = True
+            state.published = publish(
+                self.record(complete=True),
+                state.suite,
+                state.reports,
+                state.policy,
+                self.write_files,
+            )
+            failed = failed or state.published.failed
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if (
+            shard is not None
+            and complete
+            and not state.selected
+            and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+        ):
+            session.exitstatus = pytest.ExitCode.OK  # more shards than tasks: an empty shard
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from pytest_koembed.reports import summary_lines
+        from pytest_koembed.gate import Line, summary
 
         if self.config.option.collectonly:
             return
+        state = self.state
+        outputs = []
+        json_error = state.write_errors.get("--koembed-json")
+        if json_error is not None:
+            outputs.append(Line(f"--koembed-json {json_error}", red=True))
+        elif state.json_path is not None:
+            outputs.append(Line(f"run record written to {state.json_path}"))
+        journal_error = state.write_errors.get("journal")
+        if journal_error is not None:
+            outputs.append(Line(f"note: pytest cache copy of the run record {journal_error}"))
+        lines, rows_text = summary(self.record(complete=state.complete), state.published, outputs)
         terminalreporter.ensure_newline()  # else the first line after the header is blank
         terminalreporter.section("koembed summary")
-        for line in summary_lines(self.record(complete=self.state.complete)):
-            terminalreporter.write_line(line)
-        for line in self.state.baseline_changes:
-            terminalreporter.write_line(line, red=line.startswith("baseline not written"))
-        json_error = self.state.write_errors.get("--koembed-json")
-        if json_error is not None:
-            terminalreporter.write_line(f"--koembed-json {json_error}", red=True)
-        elif self.state.json_path is not None:
-            terminalreporter.write_line(f"run record written to {self.state.json_path}")
-        journal_error = self.state.write_errors.get("journal")
-        if journal_error is not None:
-            terminalreporter.write_line(
-                f"note: pytest cache copy of the run record {journal_error}"
-            )
-        outcome = self.state.report_outcome
-        if outcome is not None:
-            for line in outcome.lines:
-                terminalreporter.write_line(line, red=outcome.failed and "not written" in line)
-            if outcome.rows_text:
-                terminalreporter.section("koembed leaderboard rows")
-                terminalreporter.write(outcome.rows_text)
-
-    def write_reports(self, session: pytest.Session) -> None:
-        """--koembed-row / -model-index / -model-card / -results-dir / -plot, from the complete
-        run record."""
-        options = self.state.reports
-        if options is None or not options.wanted():
-            return
-        from pytest_koembed.publish import write_reports
-
-        record = self.record(complete=True)
-        self.state.report_outcome = write_reports(record, self.state.suite, options)
+        for line in lines:
+            terminalreporter.write_line(line.text, red=line.red)
+        if rows_text:
+            terminalreporter.section("koembed leaderboard rows")
+            terminalreporter.write(rows_text)
 
 
 def _reason(exc: BaseException) -> str:

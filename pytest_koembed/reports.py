@@ -314,11 +314,25 @@ def mteb_averages_line(record: Mapping[str, Any]) -> str | None:
     return "mteb: " + " | ".join(parts)
 
 
+def shard_line(block: Mapping[str, Any]) -> str:
+    """``shard 2/3: tasks A, B (2 of 5 selected tasks)`` (``--koembed-shard``)."""
+    tasks = list(block.get("tasks") or [])
+    selected = block.get("selected")
+    of = f" ({len(tasks)} of {len(selected)} selected tasks)" if selected is not None else ""
+    names = ", ".join(tasks) if tasks else "none"
+    return f"shard {block.get('index')}/{block.get('count')}: tasks {names}{of}"
+
+
 def summary_lines(record: Mapping[str, Any]) -> list[str]:
     """The ``koembed summary`` section of the terminal report."""
     suite = record["suite"]
     counts = TaskCounts.from_dict(record["task_counts"])
     lines = [f"suite {suite['name']}: {counts.describe()}"]
+    if isinstance(record.get("shard"), Mapping):
+        lines.append(shard_line(record["shard"]))
+    merged = record.get("merged")
+    if isinstance(merged, Mapping):
+        lines.append(f"merged from {len(merged.get('records') or [])} run records")
     if record.get("interrupted"):
         lines.append(f"the run did not finish: {record['interrupted']}")
     table = task_table(record)

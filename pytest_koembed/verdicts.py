@@ -896,10 +896,16 @@ def baseline_lines(record: Mapping[str, Any]) -> list[str]:
     if isinstance(paired, Mapping):
         gate = GateSettings(paired["confidence"], paired["min_effect"])
         same = "yes" if paired.get("same_rows") else f"no, {len(paired['not_paired'])} not paired"
-        lines.append(
-            f"paired gate: {gate.describe(paired['tasks'])}; baseline {paired.get('file')} "
-            f"(same rows: {same})"
-        )
+        how = gate.describe(paired["tasks"])
+        shard = paired.get("shard")
+        if isinstance(shard, Mapping):  # --koembed-shard: Holm needs every shard's p-values
+            how = (
+                f"shard {shard['label']}: each item at Bonferroni over the run's "
+                f"{shard['bonferroni_m']} paired tasks, {gate.confidence * 100:g}% confidence, "
+                f"min effect {gate.min_effect:.2f} points; Holm over the run is koembed gate's, "
+                "on the merged record"
+            )
+        lines.append(f"paired gate: {how}; baseline {paired.get('file')} (same rows: {same})")
         lines += [f"  {note}" for note in paired.get("not_paired", [])]
     if block.get("no_cell"):
         lines.append("no baseline cell (passed unchecked): " + ", ".join(block["no_cell"]))
