@@ -1351,6 +1351,19 @@ def _sparse_wanted(
     )
 
 
+def check_model_type(model: str, model_type: str) -> None:
+    """A one-line KoembedError when ``model_type`` (dense | sparse) contradicts the files of the
+    local model directory ``model``; reads JSON only. Anything else is checked at load time."""
+    if model_type == "auto":
+        return
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return
+    modules = _read_modules(path) if (path / "modules.json").is_file() else []
+    config = _read_json(_transformer_dir(path, modules) / "config.json")
+    _sparse_wanted(model, path, model_type, modules, config)
+
+
 class _SparseEncoderBackend:
     def __init__(self, model: Any) -> None:
         self.model = model

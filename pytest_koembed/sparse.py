@@ -60,18 +60,6 @@ def declared_info(encoder: Any) -> dict[str, Any]:
     }
 
 
-def encoder_type_of(info: Any) -> str:
-    """``sparse`` or ``dense``: the kind of a run's model, from its info or run-record model
-    block (a list when xdist workers differ: sparse if any says so)."""
-    if not isinstance(info, dict):
-        return DENSE
-    values = [info.get("encoder_type"), info.get("loader")]
-    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
-    if SPARSE in flat or "sentence-transformers-sparse" in flat:
-        return SPARSE
-    return DENSE
-
-
 @dataclass
 class SparsityCounts:
     """Active (non-zero) dimensions of the texts a task encoded, per role."""
