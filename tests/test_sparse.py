@@ -254,6 +254,19 @@ def test_baseline_auto_looks_in_the_table_of_the_models_kind() -> None:
     assert policy.resolve(dense_row, "sparse").baseline is None
 
 
+def test_rank_of_a_sparse_run_is_among_the_sparse_models() -> None:
+    from pytest_koembed.intervals import rank_fields
+    from pytest_koembed.suite import load_suite
+
+    suite = load_suite("ko-leaderboard-v2")
+    sparse = rank_fields(suite, suite.scheme, "my-splade", 99.0, None, encoder_type="sparse")
+    dense = rank_fields(suite, suite.scheme, "my-dense", 99.0, None)
+    assert sparse is not None and dense is not None
+    assert (sparse["leaderboard"], sparse["rank"]) == ("ko-leaderboard-v2-sparse", 1)
+    assert (dense["leaderboard"], dense["rank"]) == ("ko-leaderboard-v2-dense", 1)
+    assert sparse["of"] < dense["of"]  # 5 + 1 sparse rows, 12 + 1 dense rows
+
+
 def _v2_record(path: Path, row_name: str, model: dict[str, Any]) -> Path:
     from pytest_koembed.suite import load_suite
 
