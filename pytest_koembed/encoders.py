@@ -12,6 +12,10 @@ The leaderboard's numbers depend on how a model is loaded, pooled, prompted and 
   padding for decoder LLMs (Qwen2/Qwen3, Llama, Mistral, Gemma, ...). ``--koembed-pooling``
   overrides either way. On the transformers path the prompt is prepended to the text and the
   embeddings are L2-normalised, as the model cards of such models do.
+* **Sparse models.** A sentence-transformers ``SparseEncoder`` (SPLADE, inference-free SPLADE),
+  known by its ``config_sentence_transformers.json`` model type or its ``sparse_encoder`` modules
+  (``--koembed-model-type`` overrides), loads as a :class:`LoadedSparseEncoder`, whose vectors
+  are sparse tensors (``sparse.py`` scores them through mteb's ``SparseEncoderWrapper``).
 * **EOS for last-token pooling.** Decoder embedders pool the hidden state of a final
   end-of-sequence token. Qwen3-Embedding's tokenizer appends ``<|endoftext|>`` itself (its
   post-processor), e5-mistral and NV-Embed add the EOS by hand. On the transformers path with
@@ -1369,7 +1373,7 @@ class _SparseEncoderBackend:
         self.model = model
 
     def embed(self, texts: list[str], prompt: str | None) -> np.ndarray:  # pragma: no cover
-        raise TypeError("a sparse encoder's embeddings are sparse tensors: use encode_sparse")
+        raise TypeError("a sparse encoder's embeddings are sparse tensors: use embed_sparse")
 
     def embed_sparse(self, texts: list[str], prompt: str | None, method: str) -> Any:
         """One batch as a CPU float32 sparse COO tensor. ``method`` is ``encode_query`` /
