@@ -17,6 +17,7 @@ This module imports mteb and torch only inside the functions that need them.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -193,6 +194,13 @@ def make_sparse_adapter(
         @property
         def sparsity(self) -> dict[str, Any] | None:
             return self.counts.to_dict()
+
+        def similarity(self, embeddings1: Any, embeddings2: Any) -> Any:
+            # the model's own similarity (SparseEncoderWrapper's); torch's note that its sparse
+            # CSR support is "beta" is not the user's concern, so it stays out of their summary
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                return super().similarity(embeddings1, embeddings2)
 
         def _method(self, role: str) -> tuple[str, Callable[..., Any]]:
             # mteb's _select_encode_function: the query / document route in retrieval
