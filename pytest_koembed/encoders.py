@@ -12,6 +12,10 @@ The leaderboard's numbers depend on how a model is loaded, pooled, prompted and 
   padding for decoder LLMs (Qwen2/Qwen3, Llama, Mistral, Gemma, ...). ``--koembed-pooling``
   overrides either way. On the transformers path the prompt is prepended to the text and the
   embeddings are L2-normalised, as the model cards of such models do.
+* **Sparse models.** A sentence-transformers ``SparseEncoder`` (SPLADE, inference-free SPLADE),
+  known by its ``config_sentence_transformers.json`` model type or its ``sparse_encoder`` modules
+  (``--koembed-model-type`` overrides), loads as a :class:`LoadedSparseEncoder`, whose vectors
+  are sparse tensors (``sparse.py`` scores them through mteb's ``SparseEncoderWrapper``).
 * **EOS for last-token pooling.** Decoder embedders pool the hidden state of a final
   end-of-sequence token. Qwen3-Embedding's tokenizer appends ``<|endoftext|>`` itself (its
   post-processor), e5-mistral and NV-Embed add the EOS by hand. On the transformers path with
@@ -58,6 +62,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("pytest_koembed.encoders")
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+MODEL_TYPES = ("auto", "dense", "sparse")
+SPARSE_LOADER = "sentence-transformers-sparse"
+# config_sentence_transformers.json model types (ColBERT: PyLate's older name for multi-vector)
+_ST_MODEL_TYPES = frozenset(
+    {"SentenceTransformer", "SparseEncoder", "CrossEncoder", "MultiVectorEncoder", "ColBERT"}
+)
 POOLINGS = ("mean", "cls", "last-token", "max")
 _POOLING_ALIASES = {
     "mean": "mean",
@@ -118,6 +128,7 @@ class EncoderOptions:
     max_length: int | None = None  # None: the model's own limit (capped at 8192)
     trust_remote_code: bool = False
     append_eos: bool | None = None  # last-token pooling: None = automatic (see module doc)
+    model_type: str = "auto"  # auto | dense | sparse (--koembed-model-type)
 
 
 @dataclass
@@ -127,7 +138,7 @@ class EncoderInfo:
     name: str  # what --koembed-model named (Hub id or path)
     row_name: str  # leaderboard row name: Hub id (or local_model_name) + -fp16/-bf16
     revision: str | None  # commit of a Hub model, None for a local directory
-    loader: str  # "sentence-transformers" | "transformers"
+    loader: str  # "sentence-transformers" | "sentence-transformers-sparse" | "transformers"
     pooling: str  # mean | cls | last-token | max (or a sentence-transformers mode)
     normalize: bool  # embeddings are L2-normalised
     dtype: str  # fp32 | fp16 | bf16 (what the weights run in)
@@ -153,6 +164,8 @@ class EncoderInfo:
     hub_metadata_error: str | None = None
     # where row_name came from: hub | hub cache | directory | model card | _name_or_path
     name_source: str = "directory"
+    # dense | sparse: what the run is compared with on a leaderboard that ranks them apart
+    encoder_type: str = "dense"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,25 +211,40 @@ class LoadedEncoder:
         ``progress(n)`` is called after each finished batch of n texts (not for a batch that ran
         out of memory and is retried).
         """
-        if isinstance(texts, str):
-            raise TypeError("encode() takes a list of texts, not a single string")
-        items = list(texts)
-        for text in items:
-            if not isinstance(text, str):
-                raise TypeError(f"encode() takes strings, got {type(text).__name__}")
+        items = _checked_texts(texts)
         n = len(items)
         if n == 0:
             return np.zeros((0, self.info.dimension or 0), dtype=np.float32)
+        parts, order = self._in_batches(
+            items, lambda batch: self._backend.embed(batch, prompt), batch_size, progress
+        )
+        stacked = np.concatenate(
+            [np.asarray(emb, dtype=np.float32).reshape(size, -1) for size, emb in parts], axis=0
+        )
+        out = np.empty_like(stacked)
+        out[np.asarray(order)] = stacked
+        return out
+
+    def _in_batches(
+        self,
+        items: list[str],
+        embed: Callable[[list[str]], Any],
+        batch_size: int | None,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[list[tuple[int, Any]], list[int]]:
+        """``embed`` over ``items`` sorted by length, in batches; halves the batch size on an
+        out-of-memory error. Returns ``[(batch length, output)]`` and the sorted order."""
+        n = len(items)
         size = max(1, int(batch_size or self.info.batch_size))
         if self._ceiling is not None:
             size = min(size, self._ceiling)
         order = sorted(range(n), key=lambda i: -len(items[i]))
-        parts: list[np.ndarray] = []
+        parts: list[tuple[int, Any]] = []
         start = 0
         while start < n:
             batch = [items[i] for i in order[start : start + size]]
             try:
-                emb = self._backend.embed(batch, prompt)
+                emb = embed(batch)
                 failed = False
             except Exception as exc:
                 if not _is_oom(exc):
@@ -238,15 +266,94 @@ class LoadedEncoder:
                     "out of memory on %s: retrying with batch size %d", self.info.device, size
                 )
                 continue
-            parts.append(np.asarray(emb, dtype=np.float32).reshape(len(batch), -1))
+            parts.append((len(batch), emb))
             start += len(batch)
             if progress is not None:
                 progress(len(batch))
         self.info.batch_size = size
-        stacked = np.concatenate(parts, axis=0)
-        out = np.empty_like(stacked)
-        out[np.asarray(order)] = stacked
-        return out
+        return parts, order
+
+
+def _checked_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("encode() takes a list of texts, not a single string")
+    items = list(texts)
+    for text in items:
+        if not isinstance(text, str):
+            raise TypeError(f"encode() takes strings, got {type(text).__name__}")
+    return items
+
+
+class LoadedSparseEncoder(LoadedEncoder):
+    """A loaded sentence-transformers ``SparseEncoder`` (SPLADE, inference-free SPLADE).
+
+    ``encode`` / ``encode_query`` / ``encode_document`` return a CPU float32 sparse COO tensor
+    ``(n, vocabulary size)``, one row per text, never densified here; the query and document
+    methods route through the model's query / document modules (inference-free SPLADE encodes
+    queries with a static lookup table). ``similarity`` is the model's own (dot product).
+    """
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Any:
+        return self._sparse(texts, "encode", prompt, batch_size, progress)
+
+    def encode_query(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Any:
+        return self._sparse(texts, "encode_query", prompt, batch_size, progress)
+
+    def encode_document(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Any:
+        return self._sparse(texts, "encode_document", prompt, batch_size, progress)
+
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> Any:
+        return self._backend.model.similarity(embeddings1, embeddings2)  # type: ignore[attr-defined]
+
+    def _sparse(
+        self,
+        texts: Sequence[str],
+        method: str,
+        prompt: str | None,
+        batch_size: int | None,
+        progress: Callable[[int], None] | None,
+    ) -> Any:
+        import torch
+
+        backend: _SparseEncoderBackend = self._backend  # type: ignore[assignment]
+        items = _checked_texts(texts)
+        width = self.info.dimension or 0
+        if not items:
+            return torch.sparse_coo_tensor(
+                torch.zeros((2, 0), dtype=torch.long), torch.zeros(0), (0, width)
+            )
+        parts, order = self._in_batches(
+            items,
+            lambda batch: backend.embed_sparse(batch, prompt, method),
+            batch_size,
+            progress,
+        )
+        stacked = torch.cat([emb for _, emb in parts], dim=0)
+        # Row i of ``stacked`` is text order[i]: put each back where it came from.
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+        return stacked.index_select(0, inverse).coalesce()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,6 +542,11 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
         raise KoembedError(f"--koembed-batch-size must be at least 1, got {options.batch_size}")
     if options.max_length is not None and options.max_length < 2:
         raise KoembedError(f"--koembed-max-length must be at least 2, got {options.max_length}")
+    requested_type = options.model_type or "auto"
+    if requested_type not in MODEL_TYPES:
+        raise KoembedError(
+            f"--koembed-model-type {requested_type!r} is not one of {', '.join(MODEL_TYPES)}"
+        )
 
     hub_failures: list[str] = []  # a failed Hub metadata call (see _hub_snapshot)
     path, display, revision, fingerprint = _locate(options.model, options.revision, hub_failures)
@@ -446,6 +558,12 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
     model_type = str(config.get("model_type") or "") or None
     is_decoder = _is_decoder(config)
     _check_remote_code(options, path, config, st_modules)
+    sparse = _sparse_wanted(options.model, path, requested_type, st_modules, config)
+    if sparse and pooling is not None:
+        raise KoembedError(
+            f"--koembed-pooling {pooling}: {options.model!r} is a sparse (SPLADE) model, whose "
+            "pooling is its own SpladePooling module; drop --koembed-pooling"
+        )
 
     from pytest_koembed.instructions import leaderboard_dtype
 
@@ -466,7 +584,7 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
         name=options.model,
         row_name=_row_name(display, dtype),
         revision=revision,
-        loader="sentence-transformers" if has_st else "transformers",
+        loader=SPARSE_LOADER if sparse else "sentence-transformers" if has_st else "transformers",
         pooling="",
         normalize=False,
         dtype=dtype,
@@ -481,10 +599,13 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
         requested_dtype=options.dtype,
         hub_metadata_error=hub_failures[0] if hub_failures else None,
         name_source=name_source,
+        encoder_type="sparse" if sparse else "dense",
     )
     backend: _Backend
     with _quiet_loading():
         try:
+            if sparse:
+                return LoadedSparseEncoder(info, _load_sparse_encoder(path, options, info))
             if has_st:
                 backend = _load_sentence_transformer(path, options, info, pooling)
             else:
@@ -1176,6 +1297,141 @@ def _load_sentence_transformer(
     if info.pooling == "last-token" and tokenizer is not None:
         info.eos_token = _appended_eos(tokenizer)
     return _SentenceTransformerBackend(model)
+
+
+# ----------------------------------------------------------------------------------------------
+# sentence-transformers SparseEncoder path (SPLADE, inference-free SPLADE)
+
+
+def declares_sparse_encoder(path: Path, modules: Sequence[Mapping[str, Any]]) -> bool:
+    """The model directory is a sentence-transformers ``SparseEncoder``, by its own files.
+
+    ``config_sentence_transformers.json`` says ``"model_type": "SparseEncoder"`` (what
+    sentence-transformers >= 5 writes when it saves one), or a module of ``modules.json`` lives
+    in ``sentence_transformers.sparse_encoder`` (MLMTransformer, SpladePooling,
+    SparseStaticEmbedding, ...): mteb's own rule for files that lack the model type.
+    """
+    model_type = _read_json(path / "config_sentence_transformers.json").get("model_type")
+    if model_type in _ST_MODEL_TYPES:
+        return model_type == "SparseEncoder"
+    return any("sparse_encoder" in str(m.get("type", "")) for m in modules)
+
+
+def _sparse_wanted(
+    model: str,
+    path: Path,
+    requested: str,
+    modules: Sequence[Mapping[str, Any]],
+    config: Mapping[str, Any],
+) -> bool:
+    """Whether to load ``path`` as a SparseEncoder, after ``--koembed-model-type``; a one-line
+    KoembedError when the option contradicts what the model's files say."""
+    declared = (path / "modules.json").is_file() and declares_sparse_encoder(path, modules)
+    if requested == "auto":
+        return declared
+    if requested == "dense":
+        if declared:
+            raise KoembedError(
+                f"--koembed-model-type dense: {model!r} is a sentence-transformers SparseEncoder "
+                "(SPLADE: vocabulary-sized vectors scored by dot product), not a dense model; "
+                "drop --koembed-model-type or pass sparse"
+            )
+        return False
+    if declared:
+        return True
+    archs = [str(a) for a in config.get("architectures") or []]
+    if not (path / "modules.json").is_file() and any(a.endswith("ForMaskedLM") for a in archs):
+        # A bare masked-LM checkpoint: sentence-transformers wraps it as MLMTransformer +
+        # SpladePooling (max), which is how SPLADE checkpoints without its files are used.
+        return True
+    what = (
+        "a dense sentence-transformers model (modules.json has no SparseEncoder module and "
+        "config_sentence_transformers.json no model_type SparseEncoder)"
+        if (path / "modules.json").is_file()
+        else f"a {', '.join(archs) or 'transformers'} checkpoint, not a masked-LM (SPLADE) one"
+    )
+    raise KoembedError(
+        f"--koembed-model-type sparse: {model!r} is {what}; drop --koembed-model-type or pass dense"
+    )
+
+
+def check_model_type(model: str, model_type: str) -> None:
+    """A one-line KoembedError when ``model_type`` (dense | sparse) contradicts the files of the
+    local model directory ``model``; reads JSON only. Anything else is checked at load time."""
+    if model_type == "auto":
+        return
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return
+    modules = _read_modules(path) if (path / "modules.json").is_file() else []
+    config = _read_json(_transformer_dir(path, modules) / "config.json")
+    _sparse_wanted(model, path, model_type, modules, config)
+
+
+class _SparseEncoderBackend:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def embed(self, texts: list[str], prompt: str | None) -> np.ndarray:  # pragma: no cover
+        raise TypeError("a sparse encoder's embeddings are sparse tensors: use embed_sparse")
+
+    def embed_sparse(self, texts: list[str], prompt: str | None, method: str) -> Any:
+        """One batch as a CPU float32 sparse COO tensor. ``method`` is ``encode_query`` /
+        ``encode_document`` / ``encode``: the first two pick the model's query / document route."""
+        # prompt="" (not None) so that the model's own query / document prompts are never
+        # applied behind the run record's back: the prompt plan decides every prompt.
+        out = getattr(self.model, method)(
+            texts,
+            prompt=prompt or "",
+            batch_size=len(texts),
+            show_progress_bar=False,
+            convert_to_tensor=True,
+            convert_to_sparse_tensor=True,
+        )
+        return out.to("cpu").float().coalesce()
+
+
+def _load_sparse_encoder(
+    path: Path, options: EncoderOptions, info: EncoderInfo
+) -> _SparseEncoderBackend:
+    from sentence_transformers.sparse_encoder import SparseEncoder
+
+    model = SparseEncoder(
+        str(path),
+        device=info.device,
+        trust_remote_code=options.trust_remote_code,
+        model_kwargs=_dtype_kwargs(info.dtype),
+    )
+    model.eval()
+    kinds: list[str] = []
+    for module in model.modules():
+        kind = type(module).__name__
+        if kind == "SpladePooling":
+            name = f"splade-{getattr(module, 'pooling_strategy', 'max')}"
+        elif kind == "SparseStaticEmbedding":
+            name = "static"  # inference-free SPLADE: queries are a lookup of token weights
+        else:
+            continue
+        if name not in kinds:
+            kinds.append(name)
+    info.pooling = "+".join(kinds) or "model-defined"
+    info.normalize = False
+    if options.max_length is not None:
+        model.max_seq_length = options.max_length
+    info.max_length = model.max_seq_length
+    backend = _SparseEncoderBackend(model)
+    # The vocabulary size, from an output: a freshly loaded SpladePooling does not know it yet
+    # and sentence-transformers 6.2 then reports the transformer's hidden size.
+    info.dimension = int(backend.embed_sparse(["a"], None, "encode_document").shape[1])
+    info.similarity = str(model.similarity_fn_name or "dot")
+    st_config = _read_json(path / "config_sentence_transformers.json")
+    prompts = st_config.get("prompts") or {}
+    info.model_prompts = {str(k): str(v) for k, v in prompts.items() if isinstance(v, str)}
+    default = st_config.get("default_prompt_name")
+    info.default_prompt_name = str(default) if default else None
+    tokenizer = getattr(model, "tokenizer", None)
+    info.padding_side = getattr(tokenizer, "padding_side", None)
+    return backend
 
 
 # ----------------------------------------------------------------------------------------------

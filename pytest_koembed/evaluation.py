@@ -1,9 +1,11 @@
 """Run one task of a suite through ``mteb.evaluate`` and turn the result into a ``TaskScore``.
 
-This and ``data.py`` are the only modules that talk to mteb. Any encoder object works: a
-``LoadedEncoder`` from ``encoders.py``, a user's own class with ``encode(list[str])``, or a
+This, ``data.py`` and ``sparse.py`` are the only modules that talk to mteb. Any encoder object
+works: a ``LoadedEncoder`` from ``encoders.py``, a user's own class with ``encode(list[str])``, or a
 ``SentenceTransformer``. ``make_adapter`` gives it the mteb ``AbsEncoder`` interface, applies the
 prompt chosen for the task and role, and checks every batch of embeddings before mteb scores it.
+A sparse encoder (SPLADE) goes through ``sparse.make_sparse_adapter`` (mteb's
+``SparseEncoderWrapper``) instead.
 """
 
 from __future__ import annotations
@@ -320,17 +322,29 @@ def evaluate_task(
     prepared = prepare_task(spec, data_dir)
     if progress is not None:
         progress.begin(expected_texts(prepared.sizes))
-    adapter = make_adapter(
-        encoder,
-        spec,
-        prompts or _no_prompts,
-        model_name=model_name,
-        revision=revision,
-        similarity=similarity,
-        progress=progress,
-        store=(store if store is not None else MemoryStore()) if reuse else None,
-        reused=progress.reused if progress is not None else None,
-    )
+    from pytest_koembed.sparse import is_sparse_encoder, make_sparse_adapter
+
+    if is_sparse_encoder(encoder):  # mteb's SparseEncoderWrapper; no embedding store
+        adapter = make_sparse_adapter(
+            encoder,
+            spec,
+            prompts or _no_prompts,
+            model_name=model_name,
+            revision=revision,
+            progress=progress,
+        )
+    else:
+        adapter = make_adapter(
+            encoder,
+            spec,
+            prompts or _no_prompts,
+            model_name=model_name,
+            revision=revision,
+            similarity=similarity,
+            progress=progress,
+            store=(store if store is not None else MemoryStore()) if reuse else None,
+            reused=progress.reused if progress is not None else None,
+        )
     capture = _capture_examples(prepared.task, spec) if len(spec.cells) == 1 else None
     try:
         # cache=None: mteb's result cache keys only by model, revision and task, so it would
@@ -396,6 +410,7 @@ def evaluate_task(
             "from_cache": adapter.texts_from_store,
         },
         encode_seconds=adapter.encode_seconds,
+        sparsity=getattr(adapter, "sparsity", None),
         source=prepared.source,
         **task_metadata_info(prepared.task),
         mteb_result=mteb_result_json(result.task_results[0]),

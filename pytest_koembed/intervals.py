@@ -23,6 +23,7 @@ from typing import Any
 
 from pytest_koembed import stats
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.leaderboards import run_encoder_type
 from pytest_koembed.scoring import TaskRow, get_scheme, summarize
 from pytest_koembed.suite import Suite
 
@@ -57,19 +58,20 @@ def task_ci(
 
 
 def _published_weighted(
-    suite: Suite, scheme: str, run_name: str
+    suite: Suite, scheme: str, run_name: str, encoder_type: str = "dense"
 ) -> tuple[str, dict[str, float]] | None:
     """The weighted averages of the published rows of the leaderboard the run is ranked in.
 
     The same leaderboard and numbers as the run's ``--koembed-row`` tables
-    (``publish.run_tables``): the suite's first shipped leaderboard that takes runs, every row
+    (``publish.run_tables``): the suite's first shipped leaderboard that takes runs of the
+    model's ``encoder_type`` (dense / sparse: ``tables.runs_join``), every row
     under the run's scheme; the row of the run's own name is left out (a re-run of a published
     model replaces its row), and rows with no weighted average are not ranked.
     """
     from pytest_koembed.leaderboards import leaderboards_for_suite, load_leaderboard
-    from pytest_koembed.tables import entries_from_leaderboard, layout_for
+    from pytest_koembed.tables import entries_from_leaderboard, runs_join
 
-    boards = [n for n in leaderboards_for_suite(suite.name) if layout_for(n).takes_runs]
+    boards = [n for n in leaderboards_for_suite(suite.name) if runs_join(n, encoder_type)]
     if not boards:
         return None
     board = load_leaderboard(boards[0])
@@ -93,6 +95,7 @@ def rank_fields(
     weighted: float | None,
     weighted_replicates: Any,
     level: float = DEFAULT_CONFIDENCE,
+    encoder_type: str = "dense",
 ) -> dict[str, Any] | None:
     """``{"leaderboard", "rank", "interval": [best, worst], "of", "level"}``, or None (no
     leaderboard, no weighted average).
@@ -104,7 +107,7 @@ def rank_fields(
     """
     if weighted is None:
         return None
-    found = _published_weighted(suite, scheme, run_name)
+    found = _published_weighted(suite, scheme, run_name, encoder_type)
     if found is None:
         return None
     name, published = found
@@ -128,6 +131,7 @@ def average_fields(
     weighted: float | None,
     run_name: str,
     level: float = DEFAULT_CONFIDENCE,
+    encoder_type: str = "dense",
 ) -> dict[str, Any]:
     """The run record's interval fields for the averages and the rank.
 
@@ -175,7 +179,7 @@ def average_fields(
         "intervals": info,
         "category_average_ci": categories,
         "weighted_average_ci": weighted_ci,
-        "rank": rank_fields(suite, sch.name, run_name, weighted, replicates, level),
+        "rank": rank_fields(suite, sch.name, run_name, weighted, replicates, level, encoder_type),
     }
 
 
@@ -257,6 +261,7 @@ class RunIntervals:
         }
         model = record.get("model") or {}
         run_name = str(model.get("row_name") or model.get("name") or "")
+        encoder_type = run_encoder_type(model)
         scheme = str(record.get("scheme") or suite.scheme)
         weighted = record.get("weighted_average")
         key = (
@@ -264,9 +269,12 @@ class RunIntervals:
             tuple((t["column"], t.get("value"), id(tasks[t["column"]][1])) for t in scored),
             weighted,
             run_name,
+            encoder_type,
         )
         if key != self._key:
-            self._fields = average_fields(suite, scheme, tasks, weighted, run_name, self.level)
+            self._fields = average_fields(
+                suite, scheme, tasks, weighted, run_name, self.level, encoder_type
+            )
             self._key = key
         return self._fields
 

@@ -92,6 +92,44 @@ def leaderboards_for_suite(suite: str) -> list[str]:
     return [name for name in shipped_leaderboards() if suite_of(name) == suite]
 
 
+ENCODER_TYPES = ("dense", "sparse")
+
+
+def leaderboard_encoder_type(name: str) -> str | None:
+    """The kind of model a leaderboard ranks: ``dense`` / ``sparse`` when its name ends in that
+    variant (``ko-leaderboard-v2-sparse``), else None (every kind)."""
+    for kind in ENCODER_TYPES:
+        if name.endswith(f"-{kind}"):
+            return kind
+    return None
+
+
+def leaderboards_for_encoder(suite: str, encoder_type: str) -> list[str]:
+    """The shipped leaderboards of ``suite`` that rank a model of ``encoder_type`` (dense or
+    sparse): a sparse run is compared with the sparse table, a dense run with the dense one."""
+    return [
+        name
+        for name in leaderboards_for_suite(suite)
+        if leaderboard_encoder_type(name) in (None, encoder_type)
+    ]
+
+
+SPARSE_LOADER = "sentence-transformers-sparse"
+
+
+def run_encoder_type(model: object) -> str:
+    """``sparse`` or ``dense``: the kind of a run's model, from its encoder info or its run
+    record's ``model`` block (``encoder_type``, else the loader; a field that differs between
+    xdist workers is a list). Anything that does not say sparse is dense."""
+    if not isinstance(model, dict):
+        return "dense"
+    said: list[object] = []
+    for key in ("encoder_type", "loader"):
+        value = model.get(key)
+        said += value if isinstance(value, list) else [value]
+    return "sparse" if "sparse" in said or SPARSE_LOADER in said else "dense"
+
+
 def _resolve(name_or_path: str) -> tuple[str, Path]:
     shipped = shipped_leaderboards()
     if name_or_path in shipped:

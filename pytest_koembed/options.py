@@ -87,6 +87,14 @@ def check_pooling(pooling: str | None) -> None:
     _normalise_pooling(pooling)
 
 
+def check_model_type(model: str, model_type: str | None) -> None:
+    """``--koembed-model-type dense|sparse`` agrees with a local model directory's own files
+    (a Hub model is checked when it is loaded)."""
+    from pytest_koembed.encoders import check_model_type as check
+
+    check(model, model_type or "auto")
+
+
 def check_instructions(path: str | None) -> None:
     """A user's instruction profiles file exists and is well-formed (read again per session)."""
     if path is None:

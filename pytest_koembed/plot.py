@@ -24,7 +24,7 @@ from typing import Any
 
 from pytest_koembed.averages import count_tasks
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.leaderboards import leaderboards_for_suite, load_leaderboard
+from pytest_koembed.leaderboards import leaderboards_for_suite, load_leaderboard, run_encoder_type
 from pytest_koembed.scoring import (
     TaskRow,
     category_average,
@@ -140,12 +140,13 @@ def _spread(values: Sequence[tuple[str, float | None]]) -> Spread:
     return best, name, statistics.median(v for _, v in known), min(v for _, v in known)
 
 
-def _published(suite: Suite) -> tuple[str | None, dict[str, dict[str, float]]]:
-    """The published leaderboard runs are ranked in (the first whose layout takes runs)."""
-    from pytest_koembed.tables import layout_for
+def _published(suite: Suite, encoder_type: str) -> tuple[str | None, dict[str, dict[str, float]]]:
+    """The published leaderboard a run of an ``encoder_type`` model is ranked in (the first that
+    takes it: a sparse run the sparse table)."""
+    from pytest_koembed.tables import runs_join
 
     for name in leaderboards_for_suite(suite.name):
-        if layout_for(name).takes_runs:
+        if runs_join(name, encoder_type):
             board = load_leaderboard(name)
             return board.name, {row: dict(values) for row, values in board.rows.items()}
     return None, {}
@@ -184,7 +185,7 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
         if have_baseline
         else None
     )
-    board_name, board = _published(suite)
+    board_name, board = _published(suite, run_encoder_type(record.get("model")))
     board_summaries = {
         row: summarize(
             [TaskRow(t.column, t.category, values.get(t.column)) for t in suite.tasks], scheme

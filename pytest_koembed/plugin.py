@@ -149,6 +149,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="override the pooling of transformers (non sentence-transformers) models",
     )
     group.addoption(
+        "--koembed-model-type",
+        choices=["auto", "dense", "sparse"],
+        default="auto",
+        help="auto [default] = what the model's files say: a sentence-transformers SparseEncoder "
+        "(SPLADE) is sparse, anything else dense; sparse also loads a bare masked-LM checkpoint "
+        "as SPLADE",
+    )
+    group.addoption(
         "--koembed-batch-size",
         type=positive_int,
         default=None,
@@ -445,6 +453,7 @@ def _check_options(config: pytest.Config, session: KoembedSession) -> None:
             check.check_output_dir("--koembed-results-dir", reports.results_dir)
         check.check_device(config.getoption("koembed_device"))
         check.check_pooling(config.getoption("koembed_pooling"))
+        check.check_model_type(session.model, config.getoption("koembed_model_type"))
         check.check_instructions(config.getoption("koembed_instructions"))
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -626,8 +635,12 @@ def _live_progress(config: pytest.Config, column: str) -> tuple[Any, Any]:
 
 def _judge(session: KoembedSession, info: dict[str, Any], score: TaskScore) -> Judgement:
     """The task against its baseline (``verdicts``), recorded in the score for the controller."""
+    from pytest_koembed.leaderboards import run_encoder_type
+
     assert session.policy is not None
-    return session.policy.judge_score(score, info.get("row_name") or info["name"])
+    return session.policy.judge_score(
+        score, info.get("row_name") or info["name"], encoder_type=run_encoder_type(info)
+    )
 
 
 def _encoder_info(encoder: Any, model: str) -> dict[str, Any]:
@@ -639,10 +652,13 @@ def _encoder_info(encoder: Any, model: str) -> dict[str, Any]:
         data = dict(info)
         data.setdefault("name", model)
         return data
+    from pytest_koembed.sparse import declared_info
+
     data: dict[str, Any] = {
         "name": model,
         "row_name": model,
         "loader": f"custom ({type(encoder).__module__}.{type(encoder).__qualname__})",
+        **declared_info(encoder),
     }
     # No info: what the object itself says (a SentenceTransformer has device, max_seq_length ...).
     for key, attributes in _DECLARED_ATTRIBUTES:
@@ -789,6 +805,7 @@ def koembed_encoder(request: pytest.FixtureRequest) -> Any:
         batch_size=state.batch_size,
         max_length=config.getoption("koembed_max_length"),
         trust_remote_code=config.getoption("koembed_trust_remote_code"),
+        model_type=config.getoption("koembed_model_type") or "auto",
     )
     try:
         return load_encoder(options)

@@ -46,6 +46,7 @@ from pytest_koembed.tables import (
     entries_from_leaderboard,
     entry_from_run,
     layout_for,
+    runs_join,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -111,20 +112,26 @@ def run_tables(
 ) -> list[Table]:
     """The leaderboard tables with ``runs`` ranked in; only the tables that hold a run row.
 
-    Baselines are the suite's shipped leaderboards that take runs (for ``ko-leaderboard-v2`` the
-    dense table). A run *replaces* the published row of the same name (case-insensitive): a
-    re-run of a published model is that model's new row, not a second one, and its rank is among
-    the other models. ``columns`` restricts the tables to those task columns, and the published
-    rows are then averaged over the same columns (``koembed rescore --allow-partial``).
+    Baselines are the suite's shipped leaderboards that take runs and rank the run's kind of
+    model (for ``ko-leaderboard-v2`` the dense table, or the sparse one for a sparse run). A run
+    *replaces* the published row of the same name (case-insensitive): a re-run of a published
+    model is that model's new row, not a second one, and its rank is among the other models.
+    ``columns`` restricts the tables to those task columns, and the published rows are then
+    averaged over the same columns (``koembed rescore --allow-partial``).
     """
-    names = {run.name.casefold() for run in runs}
     keep = set(columns) if columns is not None else {t.column for t in suite.tasks}
     scoped = replace(suite, tasks=tuple(t for t in suite.tasks if t.column in keep))
     boards = [n for n in leaderboards_for_suite(suite.name) if layout_for(n).takes_runs]
     if not boards:
         return [t for t in build_tables(scoped, runs, table=table, scheme=scheme) if t.runs]
     tables: list[Table] = []
+    everyone = runs
     for name in boards:
+        # a sparse run joins the sparse table, a dense run the dense one
+        runs = [run for run in everyone if runs_join(name, run.encoder_type)]
+        if not runs:
+            continue
+        names = {run.name.casefold() for run in runs}
         board = load_leaderboard(name)
         entries = entries_from_leaderboard(board, suite)
         entries = [

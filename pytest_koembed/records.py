@@ -47,6 +47,9 @@ class TaskScore:
     # served from the run's store (met earlier in the task or in an earlier task of the worker)}.
     texts: dict[str, int] | None = None
     encode_seconds: float = 0.0  # time spent in the encoder's calls
+    # A sparse (SPLADE) model's active dimensions per text (``sparse.SparsityCounts``):
+    # {"mean_active_dims", "vocab_size", "texts", "empty_texts", "by_role"}; None for dense.
+    sparsity: dict[str, Any] | None = None
     worker: str | None = None  # the pytest-xdist worker that ran the task (gw0, ...); None serial
     source: str = ""  # where the rows came from (local path or Hub dataset@revision)
     error: str | None = None  # one-line reason when status == "error"

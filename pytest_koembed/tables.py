@@ -29,7 +29,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.leaderboards import Leaderboard, leaderboards_for_suite, load_leaderboard
+from pytest_koembed.leaderboards import (
+    Leaderboard,
+    leaderboard_encoder_type,
+    leaderboards_for_suite,
+    load_leaderboard,
+    run_encoder_type,
+)
 from pytest_koembed.scoring import (
     Summary,
     TaskRow,
@@ -75,7 +81,6 @@ LAYOUTS: dict[str, Layout] = {
         style="tabulate",
         overall_heading="Sparse 임베딩 모델 IR 순위",
         average_label="Sparse_Retrieval_Average",
-        takes_runs=False,
     ),
 }
 """The layout of each shipped leaderboard, as published; others get ``Layout()``."""
@@ -83,6 +88,16 @@ LAYOUTS: dict[str, Layout] = {
 
 def layout_for(leaderboard: str | None) -> Layout:
     return LAYOUTS.get(leaderboard or "", Layout())
+
+
+def runs_join(leaderboard: str, encoder_type: str) -> bool:
+    """Whether a run of an ``encoder_type`` model (dense / sparse) is ranked in ``leaderboard``
+    by default: its layout takes runs, and it ranks that kind of model (a sparse run: the sparse
+    table; a dense run: the dense one)."""
+    return layout_for(leaderboard).takes_runs and leaderboard_encoder_type(leaderboard) in (
+        None,
+        encoder_type,
+    )
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,7 @@ class Entry:
     name: str
     values: Mapping[str, float | None]
     is_run: bool = False
+    encoder_type: str = "dense"  # a run's model: dense or sparse (joins the matching tables)
 
 
 @dataclass(frozen=True)
@@ -374,7 +390,7 @@ def entry_from_run(record: Mapping[str, Any], suite: Suite, source: str = "run r
         if column in values:
             raise KoembedError(f"{where}: appears twice")
         values[column] = _run_value(task, where)
-    return Entry(row_name.strip(), values, is_run=True)
+    return Entry(row_name.strip(), values, is_run=True, encoder_type=run_encoder_type(model))
 
 
 def _unique_names(base: Sequence[Entry], runs: Sequence[Entry]) -> list[Entry]:
@@ -387,7 +403,7 @@ def _unique_names(base: Sequence[Entry], runs: Sequence[Entry]) -> list[Entry]:
             name = f"{run.name} (run)" if n == 1 else f"{run.name} (run {n})"
             n += 1
         taken.add(name)
-        out.append(Entry(name, run.values, is_run=True))
+        out.append(replace(run, name=name, is_run=True))
     return out
 
 
@@ -402,8 +418,9 @@ def leaderboard_tables(
     """The tables ``koembed leaderboard`` prints: each shipped baseline of ``suite`` plus ``runs``.
 
     With ``baseline`` (a leaderboard name or CSV path) only that leaderboard is used and the runs
-    join it; otherwise every shipped leaderboard of the suite is printed (sorted by name) and the
-    runs join those whose layout ``takes_runs``. A suite with no baseline prints the runs alone
+    join it; otherwise every shipped leaderboard of the suite is printed (sorted by name) and each
+    run joins those that rank its kind of model (:func:`runs_join`: a sparse run the sparse table,
+    a dense run the dense one). A suite with no baseline prints the runs alone
     (an error if there are none either). A run whose name is a baseline row's name is shown as
     ``NAME (run)``.
     """
@@ -421,8 +438,9 @@ def leaderboard_tables(
         lb = load_leaderboard(name)
         lay = layout_for(lb.name)
         entries = entries_from_leaderboard(lb, suite)
-        if runs and (baseline or lay.takes_runs):
-            entries += _unique_names(entries, runs)
+        joining = [r for r in runs if baseline or runs_join(lb.name, r.encoder_type)]
+        if joining:
+            entries += _unique_names(entries, joining)
         tables += build_tables(suite, entries, table=table, scheme=scheme, layout=lay)
     return tables
 

@@ -41,7 +41,12 @@ from typing import Any
 from pytest_koembed.averages import average_fields, count_tasks
 from pytest_koembed.compare import GateSettings, holm_verdicts
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.leaderboards import find_row, leaderboards_for_suite, load_leaderboard
+from pytest_koembed.leaderboards import (
+    find_row,
+    leaderboards_for_encoder,
+    leaderboards_for_suite,
+    load_leaderboard,
+)
 from pytest_koembed.records import TaskScore, read_run_record, run_suite_name
 from pytest_koembed.scoring import round_half_up
 from pytest_koembed.suite import CATEGORIES, Suite
@@ -214,10 +219,17 @@ def parse_baseline_option(text: str | None, *, base_dir: Path | None = None) -> 
 
 
 def baseline_from_leaderboard(
-    suite: Suite, row: str, *, leaderboard: str | None = None
+    suite: Suite, row: str, *, leaderboard: str | None = None, encoder_type: str | None = None
 ) -> Baseline | None:
-    """The row called ``row`` in the suite's shipped leaderboards (the first that has it)."""
-    for name in [leaderboard] if leaderboard else leaderboards_for_suite(suite.name):
+    """The row called ``row`` in the suite's shipped leaderboards (the first that has it);
+    with ``encoder_type`` (dense / sparse) only in those that rank that kind of model."""
+    if leaderboard:
+        names = [leaderboard]
+    elif encoder_type:
+        names = leaderboards_for_encoder(suite.name, encoder_type)
+    else:
+        names = leaderboards_for_suite(suite.name)
+    for name in names:
         lb = load_leaderboard(name)
         found = find_row(lb, row)
         if found is not None:
@@ -331,7 +343,9 @@ class BaselinePolicy:
     _frames: dict[str, Any] | None = field(default=None, repr=False)  # the baseline's frames
     _frames_error: str | None = field(default=None, repr=False)
 
-    def resolve(self, row_name: str) -> Resolution:
+    def resolve(self, row_name: str, encoder_type: str = "dense") -> Resolution:
+        """The baseline of the model ``row_name``; ``auto`` looks in the suite's leaderboards
+        that rank models of ``encoder_type`` (a sparse model: the sparse table)."""
         if self.choice.mode == "none":
             return Resolution(None)
         if self.fixed is not None:
@@ -340,9 +354,10 @@ class BaselinePolicy:
             return Resolution(
                 None, f"baseline file {self.choice.path} does not exist yet (it is written now)"
             )
-        if row_name not in self._cache:
-            baseline = baseline_from_leaderboard(self.suite, row_name)
-            names = leaderboards_for_suite(self.suite.name)
+        key = f"{encoder_type}:{row_name}"
+        if key not in self._cache:
+            baseline = baseline_from_leaderboard(self.suite, row_name, encoder_type=encoder_type)
+            names = leaderboards_for_encoder(self.suite.name, encoder_type)
             note = None
             if baseline is None:
                 rows = [r for n in names for r in load_leaderboard(n).rows]
@@ -353,17 +368,20 @@ class BaselinePolicy:
                     hint = f" (closest: {near[0]!r}" + (
                         f", a {suffix[1:]} run)" if suffix in ("-fp16", "-bf16") else ")"
                     )
+                kinds = (
+                    f" of {encoder_type} models" if leaderboards_for_suite(self.suite.name) else ""
+                )
                 where = (
                     f"no row {row_name!r} in {', '.join(names)}{hint}"
                     if names
-                    else f"suite {self.suite.name!r} has no shipped leaderboard"
+                    else f"suite {self.suite.name!r} has no shipped leaderboard{kinds}"
                 )
                 note = (
                     f"--koembed-baseline auto: {where}; tasks pass unchecked (compare with "
                     "--koembed-baseline PATH or leaderboard:ROW)"
                 )
-            self._cache[row_name] = Resolution(baseline, note)
-        return self._cache[row_name]
+            self._cache[key] = Resolution(baseline, note)
+        return self._cache[key]
 
     def describe(self) -> str:
         return f"tolerance {self.tolerances.describe()}" + (", strict" if self.strict else "")
@@ -390,14 +408,16 @@ class BaselinePolicy:
                 self._frames, self._frames_error = {}, str(exc)
         return self._frames
 
-    def judge_score(self, score: TaskScore, row_name: str) -> Judgement:
+    def judge_score(
+        self, score: TaskScore, row_name: str, encoder_type: str = "dense"
+    ) -> Judgement:
         """Compare one finished task of the model ``row_name`` and record it in ``score``.
 
         Paired (``compare``) when the baseline file holds this task's per-example results and
         the two runs were made on the same rows; else the tolerance rule, with whether the
         baseline value lies within the run's own interval.
         """
-        resolution = self.resolve(row_name)
+        resolution = self.resolve(row_name, encoder_type)
         paired = self._judge_paired(score, resolution)
         if paired is not None:
             annotate(score, paired)
