@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.leaderboards import run_encoder_type
 from pytest_koembed.records import TaskScore, read_run_record
 from pytest_koembed.suite import Suite
 from pytest_koembed.verdicts import (
@@ -328,7 +329,7 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
     row_name = str(_first(model.get("row_name")) or _first(model.get("name")) or "")
     failed_items = []
     for column, score in scores.items():  # what each item did on its worker
-        judgement = policy.judge_score(score, row_name)
+        judgement = policy.judge_score(score, row_name, encoder_type=run_encoder_type(model))
         if score.status != "ok" or judgement.fails:
             failed_items.append(column)
 
