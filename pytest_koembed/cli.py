@@ -10,6 +10,8 @@ Subcommands (``koembed SUBCOMMAND --help``):
   (``pytest_koembed.mirror``).
 - ``compare``: two saved runs task by task, paired test and Holm gate, without a model
   (``pytest_koembed.compare``).
+- ``cache``: size per model key of an embedding cache (``--koembed-cache``), or clear it
+  (``pytest_koembed.embedding_cache``).
 
 To add a subcommand, write a ``_register_NAME(subparsers)`` function that adds its parser and sets
 ``func`` (a callable taking the parsed namespace and returning the exit status), and append it to
@@ -141,11 +143,18 @@ def _register_compare(subparsers: Subparsers) -> None:
     register(subparsers)
 
 
+def _register_cache(subparsers: Subparsers) -> None:
+    from pytest_koembed.embedding_cache import register
+
+    register(subparsers)
+
+
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     _register_leaderboard,
     _register_rescore,
     _register_mirror,
     _register_compare,
+    _register_cache,
 ]
 """Functions that each register one subcommand on the ``koembed`` parser."""
 

@@ -561,3 +561,161 @@ def clear_models(models: list[CachedModel]) -> None:
     """Remove these model keys' directories (a run using them meanwhile encodes again)."""
     for model in models:
         shutil.rmtree(model.path, ignore_errors=False)
+
+
+def _ini_cache_dir(start: Path) -> Path | None:
+    """``koembed_cache`` of the pytest ini file pytest would use from ``start`` (the first of
+    pytest.ini, .pytest.ini, pyproject.toml, tox.ini, setup.cfg with a pytest section, walking
+    up), relative to that file; None when it names none."""
+    import configparser
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    for folder in (start, *start.parents):
+        for name, section in (
+            ("pytest.ini", "pytest"),
+            (".pytest.ini", "pytest"),
+            ("pyproject.toml", None),
+            ("tox.ini", "pytest"),
+            ("setup.cfg", "tool:pytest"),
+        ):
+            path = folder / name
+            if not path.is_file():
+                continue
+            value: Any = None
+            try:
+                if section is None:
+                    with path.open("rb") as f:
+                        options = tomllib.load(f).get("tool", {}).get("pytest", {})
+                    if "ini_options" not in options:
+                        continue
+                    value = options["ini_options"].get("koembed_cache")
+                else:
+                    parser = configparser.ConfigParser(interpolation=None)
+                    parser.read(path, encoding="utf-8")
+                    if not parser.has_section(section):
+                        if name == "pytest.ini":  # pytest uses it even without the section
+                            return None
+                        continue
+                    value = parser.get(section, "koembed_cache", fallback=None)
+            except (OSError, ValueError, configparser.Error):
+                continue
+            return (folder / str(value)).expanduser().resolve() if value else None
+    return None
+
+
+def _cache_root(args: Any) -> Path:
+    if args.cache:
+        return Path(args.cache).expanduser().resolve()
+    found = _ini_cache_dir(Path.cwd())
+    if found is None:
+        raise KoembedError(
+            "which cache? give --cache DIR (the --koembed-cache of your runs); no pytest ini "
+            "file here sets koembed_cache"
+        )
+    return found
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:,} {unit}" if unit == "B" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1024  # type: ignore[assignment]
+    return f"{nbytes} B"  # pragma: no cover
+
+
+def _cmd_info(args: Any) -> int:
+    import sys
+
+    root = _cache_root(args)
+    models = select_models(scan_cache(root), args.model, root)
+    entries = sum(m.entries for m in models)
+    nbytes = sum(m.nbytes for m in models)
+    out = [
+        f"embedding cache {root}: {len(models)} model key(s), {entries:,} entries, {_size(nbytes)}"
+    ]
+    if models:
+        rows = [("model", "key", "fingerprint", "dtype", "device", "max length", "entries", "size")]
+        for m in models:
+            rows.append(
+                (
+                    m.name,
+                    m.key[:12],
+                    str(m.fields.get("fingerprint") or "?")[:23],
+                    str(m.fields.get("dtype") or "-"),
+                    str(m.fields.get("device") or "-"),
+                    str(m.fields.get("max_length") or "-"),
+                    f"{m.entries:,}",
+                    _size(m.nbytes),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        right = {6, 7}
+        for r in rows:
+            cells = [
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ]
+            out.append("  ".join(cells).rstrip())
+    for m in models:
+        if m.bad_shards:
+            out.append(f"{m.name} ({m.key[:12]}): {m.bad_shards} damaged shard(s), ignored by runs")
+        if m.temp_files:
+            out.append(
+                f"{m.name} ({m.key[:12]}): {m.temp_files} temp file(s) of interrupted writes "
+                "(koembed cache clear removes them)"
+            )
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _cmd_clear(args: Any) -> int:
+    import sys
+
+    root = _cache_root(args)
+    models = select_models(scan_cache(root), args.model, root)
+    try:
+        clear_models(models)
+    except OSError as exc:
+        raise KoembedError(f"embedding cache {root}: cannot clear ({_reason(exc)})") from None
+    entries = sum(m.entries for m in models)
+    nbytes = sum(m.nbytes for m in models)
+    sys.stdout.write(
+        f"embedding cache {root}: removed {len(models)} model key(s), {entries:,} entries, "
+        f"{_size(nbytes)}\n"
+    )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """``koembed cache info|clear`` (see ``pytest_koembed.cli``)."""
+    p = subparsers.add_parser(
+        "cache",
+        help="show or clear the embedding cache (--koembed-cache)",
+        description=(
+            "Show the size of an embedding cache per model key (a model's fingerprint with the "
+            "settings that change its vectors), or clear it."
+        ),
+    )
+    actions = p.add_subparsers(dest="cache_command", metavar="ACTION", parser_class=type(p))
+    actions.required = True
+    for name, func, text in (
+        ("info", _cmd_info, "entries and bytes per model key"),
+        ("clear", _cmd_clear, "remove the cached embeddings (all, or one model's)"),
+    ):
+        a = actions.add_parser(name, help=text, description=text)
+        a.add_argument(
+            "--cache",
+            metavar="DIR",
+            help="the cache directory (default: koembed_cache of the pytest ini file here)",
+        )
+        a.add_argument(
+            "--model",
+            metavar="M",
+            help="only this model: its name or path as given to --koembed-model, its row name, "
+            "its fingerprint, or a key prefix (8+ characters)",
+        )
+        a.set_defaults(func=func)
