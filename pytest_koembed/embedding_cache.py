@@ -451,6 +451,33 @@ class LayeredStore:
         self.disk.put_many(keys, rows)
 
 
+def open_store(
+    cache_dir: Path,
+    encoder: Any,
+    *,
+    info: dict[str, Any] | None = None,
+    warn: Warn | None = None,
+    memory: MemoryStore | None = None,
+) -> LayeredStore | None:
+    """The layered store (memory, then ``cache_dir``) for ``encoder``; None when the encoder
+    cannot be cached (:func:`model_fields`). For scripts and benchmarks too::
+
+        store = open_store(Path("cache"), encoder)
+        evaluate_task(spec, encoder, store=store)
+
+    ``info`` is the encoder's info as the run record has it (default: ``encoder.info``).
+    """
+    if info is None:
+        own = getattr(encoder, "info", None)
+        info = own.to_dict() if hasattr(own, "to_dict") else dict(own or {})
+    fields = model_fields(encoder, info)
+    if fields is None:
+        return None
+    names = {k: info.get(k) for k in ("name", "row_name", "path", "fingerprint") if info.get(k)}
+    disk = DiskStore(cache_dir, fields, names=names, warn=warn)
+    return LayeredStore(memory if memory is not None else MemoryStore(), disk)
+
+
 # ----------------------------------------------------------------------------------------------
 # koembed cache info / clear
 

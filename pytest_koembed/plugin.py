@@ -611,25 +611,18 @@ def _embedding_store(session: KoembedSession, encoder: Any) -> Any:
 def _cached_store(session: KoembedSession, encoder: Any, memory: Any) -> Any:
     """``memory`` with the disk cache behind it, or ``memory`` alone (with one warning) for an
     encoder that declares no fingerprint."""
-    from pytest_koembed.embedding_cache import (
-        CUSTOM_FINGERPRINT,
-        DiskStore,
-        LayeredStore,
-        model_fields,
-    )
+    from pytest_koembed.embedding_cache import CUSTOM_FINGERPRINT, open_store
 
     assert session.cache_dir is not None
     info = _encoder_info(encoder, session.model)
-    fields = model_fields(encoder, info)
-    if fields is None:
+    store = open_store(session.cache_dir, encoder, info=info, warn=_cache_warning, memory=memory)
+    if store is None:
         _cache_warning(
             f"embedding cache not used: the koembed_encoder {type(encoder).__qualname__} "
             f"declares no {CUSTOM_FINGERPRINT} (a string that changes whenever its vectors would)"
         )
         return memory
-    names = {k: info.get(k) for k in ("name", "row_name", "path", "fingerprint") if info.get(k)}
-    disk = DiskStore(session.cache_dir, fields, names=names, warn=_cache_warning)
-    return LayeredStore(memory, disk)
+    return store
 
 
 def _cache_warning(message: str) -> None:
