@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import time
@@ -66,6 +67,7 @@ ENCODING_VERSION = 1
 CUSTOM_FINGERPRINT = "koembed_fingerprint"  # what a custom encoder declares to be cached
 _PREFIX = struct.Struct("<Q32s")  # header length, header sha256
 _ROW_DTYPE = np.dtype("<f4")
+_COMMIT = re.compile(r"@[0-9a-f]{40}$")
 _VECTOR_PACKAGES = ("torch", "transformers", "sentence-transformers")
 _CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -120,9 +122,15 @@ def model_fields(encoder: Any, info: dict[str, Any]) -> dict[str, Any] | None:
         }
     if own_info is None or not info.get("fingerprint"):
         return None
+    fingerprint = str(info["fingerprint"])
+    if fingerprint.startswith("hub:") and not _COMMIT.search(fingerprint) and info.get("path"):
+        # a Hub snapshot not named by its commit: "@main" moves, so hash the files instead
+        from pytest_koembed.encoders import _content_hash
+
+        fingerprint = _content_hash(Path(info["path"]))
     return {
         "kind": "model",
-        "fingerprint": info["fingerprint"],
+        "fingerprint": fingerprint,
         "revision": info.get("revision"),
         "loader": info.get("loader"),
         "dtype": info.get("dtype"),
