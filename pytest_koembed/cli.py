@@ -14,6 +14,8 @@ Subcommands (``koembed SUBCOMMAND --help``):
   (``pytest_koembed.merge``).
 - ``gate``: the gate and reports of a pytest run, applied to a saved run record, without a model
   (``pytest_koembed.gate``).
+- ``cache``: size per model key of an embedding cache (``--koembed-cache``), or clear it
+  (``pytest_koembed.embedding_cache``).
 
 To add a subcommand, write a ``_register_NAME(subparsers)`` function that adds its parser and sets
 ``func`` (a callable taking the parsed namespace and returning the exit status), and append it to
@@ -157,6 +159,12 @@ def _register_gate(subparsers: Subparsers) -> None:
     register(subparsers)
 
 
+def _register_cache(subparsers: Subparsers) -> None:
+    from pytest_koembed.embedding_cache import register
+
+    register(subparsers)
+
+
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     _register_leaderboard,
     _register_rescore,
@@ -164,6 +172,7 @@ SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     _register_compare,
     _register_merge,
     _register_gate,
+    _register_cache,
 ]
 """Functions that each register one subcommand on the ``koembed`` parser."""
 

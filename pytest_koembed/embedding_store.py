@@ -5,8 +5,9 @@ Within one pytest run (one per xdist worker) the adapter of ``evaluation.make_ad
 lacks. A key holds everything that can change a vector within one session: the encoder method
 used (``encode`` / ``encode_query`` / ``encode_document``), the exact prompt text (or None) and
 the exact text. The encoder itself is not in the key: a store belongs to one encoder object
-(``plugin`` makes a new store when the encoder object changes). A persistent cross-run store
-would plug in behind the same two methods, with the model's fingerprint added to its key.
+(``plugin`` makes a new store when the encoder object changes). The persistent cross-run
+store (``embedding_cache``, ``--koembed-cache``) plugs in behind the same two methods, with
+the model's fingerprint and settings added to its key.
 
 Memory: rows are float32; :class:`MemoryStore` stops storing new rows once it holds
 ``max_bytes`` (1 GiB by default, about 260,000 texts of 1,024 dimensions); texts not stored

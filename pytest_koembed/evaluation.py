@@ -120,6 +120,8 @@ def make_adapter(
     is encoded once, stored, and every other text is served from it (``texts_from_store``);
     ``reused`` is told how many texts of each call were served, so a progress total can shrink
     to the texts actually encoded. The encoder's own output is checked before it is stored.
+    A store with a persistent cache behind it (``disk_reads``, ``embedding_cache.LayeredStore``)
+    also counts the distinct rows read from disk (``texts_from_disk``).
     """
     from mteb.models.abs_encoder import AbsEncoder
     from mteb.models.model_meta import ModelMeta, ScoringFunction
@@ -134,6 +136,9 @@ def make_adapter(
             self.encode_seconds = 0.0
             self.texts_total = 0  # texts mteb asked embeddings for
             self.texts_from_store = 0  # of them, served by the store
+            # of the distinct rows served, those read from the persistent cache (None: no
+            # persistent cache behind the store; ``embedding_cache.LayeredStore``)
+            self.texts_from_disk: int | None = 0 if hasattr(store, "disk_reads") else None
             self.distinct_keys: set[StoreKey] = set()
             self.mteb_model_meta = ModelMeta.create_empty(
                 overwrites={
@@ -197,9 +202,12 @@ def make_adapter(
             keys = [StoreKey(name, prompt, text) for text in texts]
             self.distinct_keys.update(keys)
             rows: dict[StoreKey, np.ndarray] = {}
+            disk_before = getattr(store, "disk_reads", 0)
             for key, row in zip(keys, store.get_many(keys), strict=True):
                 if row is not None:
                     rows[key] = row
+            if self.texts_from_disk is not None:
+                self.texts_from_disk += getattr(store, "disk_reads", 0) - disk_before
             missing = list(dict.fromkeys(key for key in keys if key not in rows))
             self.used_prompts[role] = prompt  # also when every text came from the store
             served = len(texts) - len(missing)
@@ -408,6 +416,12 @@ def evaluate_task(
             "distinct": len(adapter.distinct_keys),
             "encoded": adapter.texts_encoded,
             "from_cache": adapter.texts_from_store,
+            # the sparse adapter has no store, so no persistent cache behind it
+            **(
+                {"from_disk": adapter.texts_from_disk}
+                if getattr(adapter, "texts_from_disk", None) is not None
+                else {}
+            ),
         },
         encode_seconds=adapter.encode_seconds,
         sparsity=getattr(adapter, "sparsity", None),

@@ -102,3 +102,15 @@ def check_instructions(path: str | None) -> None:
     from pytest_koembed.instructions import load_profile
 
     load_profile(Path(path))
+
+
+def check_cache_dir(option: str, path: Path) -> None:
+    """``--koembed-cache``: a directory, or a path where one can be made. One that cannot be
+    written is no usage error: the run then goes on without storing (one warning)."""
+    if path.exists() and not path.is_dir():
+        raise KoembedError(f"{option} {path}: exists and is not a directory; give a directory")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise KoembedError(f"{option} {path}: {ancestor} is not a directory")

@@ -56,6 +56,7 @@ class KoembedSession:
     # Encode once: this worker's embedding store and the encoder object it belongs to.
     embedding_store: Any = None
     store_encoder: Any = None
+    cache_dir: Path | None = None  # --koembed-cache (None: off); see embedding_cache
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
@@ -192,6 +193,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "across or within tasks (for debugging; values agree to float precision)",
     )
     group.addoption(
+        "--koembed-cache",
+        metavar="DIR",
+        help="keep embeddings across runs in DIR (created if missing; shared safely by "
+        "concurrent runs and xdist workers); off by default",
+    )
+    group.addoption(
+        "--koembed-no-cache",
+        action="store_true",
+        help="use no embedding cache, even where --koembed-cache or ini koembed_cache names one",
+    )
+    group.addoption(
         "--koembed-baseline",
         metavar="auto|leaderboard:ROW|PATH|none",
         help="what each task is compared with: auto [default] = the suite's leaderboard row named "
@@ -252,6 +264,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("koembed_suite", "default suite for --koembed-suite", default=None)
     parser.addini("koembed_data_dir", "default for --koembed-data-dir", default=None)
     parser.addini("koembed_baseline", "default for --koembed-baseline", default=None)
+    parser.addini(
+        "koembed_cache", "default for --koembed-cache (relative to the ini file)", default=None
+    )
     parser.addini(
         "koembed_tolerance", "tolerances, as for --koembed-tolerance", type="args", default=[]
     )
@@ -381,8 +396,10 @@ def pytest_configure(config: pytest.Config) -> None:
             confidence = check_confidence(level)
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
+    cache_dir = _cache_dir(config)
     session = KoembedSession(
         model=model,
+        cache_dir=cache_dir,
         suite=suite,
         scheme=scheme,
         data_dir=data_dir,
@@ -455,8 +472,26 @@ def _check_options(config: pytest.Config, session: KoembedSession) -> None:
         check.check_pooling(config.getoption("koembed_pooling"))
         check.check_model_type(session.model, config.getoption("koembed_model_type"))
         check.check_instructions(config.getoption("koembed_instructions"))
+        if session.cache_dir is not None:
+            check.check_cache_dir("--koembed-cache", session.cache_dir)
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _cache_dir(config: pytest.Config) -> Path | None:
+    """--koembed-cache DIR (relative to the invocation dir), else ini koembed_cache (relative
+    to the ini file); None with --koembed-no-cache or when neither names one (the default)."""
+    if config.getoption("koembed_no_cache"):
+        return None
+    value = config.getoption("koembed_cache")
+    base = Path.cwd()
+    if not value:
+        value = config.getini("koembed_cache") or None
+        if value and config.inipath is not None:
+            base = config.inipath.parent
+    if not value:
+        return None
+    return (base / Path(value).expanduser()).resolve()
 
 
 def _share_cpu_threads() -> None:
@@ -597,13 +632,42 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
 
 def _embedding_store(session: KoembedSession, encoder: Any) -> Any:
     """The worker's in-run embedding store for this encoder object. A store belongs to one
-    encoder: a ``koembed_encoder`` override that builds a new encoder per task gets a new one."""
+    encoder: a ``koembed_encoder`` override that builds a new encoder per task gets a new one.
+    With --koembed-cache, the persistent cache sits behind it (``embedding_cache``)."""
     from pytest_koembed.embedding_store import MemoryStore
 
     if session.embedding_store is None or session.store_encoder is not encoder:
         session.embedding_store = MemoryStore()
         session.store_encoder = encoder
+        if session.cache_dir is not None:
+            session.embedding_store = _cached_store(session, encoder, session.embedding_store)
     return session.embedding_store
+
+
+def _cached_store(session: KoembedSession, encoder: Any, memory: Any) -> Any:
+    """``memory`` with the disk cache behind it, or ``memory`` alone (with one warning) for an
+    encoder that declares no fingerprint."""
+    from pytest_koembed.embedding_cache import CUSTOM_FINGERPRINT, open_store
+
+    assert session.cache_dir is not None
+    info = _encoder_info(encoder, session.model)
+    store = open_store(session.cache_dir, encoder, info=info, warn=_cache_warning, memory=memory)
+    if store is None:
+        _cache_warning(
+            f"embedding cache not used: the koembed_encoder {type(encoder).__qualname__} "
+            f"declares no {CUSTOM_FINGERPRINT} (a string that changes whenever its vectors would)"
+        )
+        return memory
+    return store
+
+
+def _cache_warning(message: str) -> None:
+    """One line in pytest's warnings summary (relayed from xdist workers), never a failure."""
+    import warnings
+
+    from pytest_koembed.embedding_cache import EmbeddingCacheWarning
+
+    warnings.warn_explicit(EmbeddingCacheWarning(message), None, "<koembed cache>", 0)
 
 
 def _live_progress(config: pytest.Config, column: str) -> tuple[Any, Any]:

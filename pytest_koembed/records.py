@@ -44,7 +44,9 @@ class TaskScore:
     texts_encoded: int = 0  # texts handed to the encoder (both sides of pairs, queries + docs)
     # Encode once (``embedding_store``): {"total": texts mteb asked embeddings for, "distinct":
     # distinct (method, prompt, text) among them, "encoded": handed to the encoder, "from_cache":
-    # served from the run's store (met earlier in the task or in an earlier task of the worker)}.
+    # served from the run's store (met earlier in the task or in an earlier task of the worker,
+    # or read from the --koembed-cache); total = encoded + from_cache}. With --koembed-cache also
+    # "from_disk": of the distinct rows served, those read from the persistent cache.
     texts: dict[str, int] | None = None
     encode_seconds: float = 0.0  # time spent in the encoder's calls
     # A sparse (SPLADE) model's active dimensions per text (``sparse.SparsityCounts``):

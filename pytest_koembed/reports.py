@@ -300,7 +300,11 @@ def texts_line(record: Mapping[str, Any]) -> str | None:
     encoded = sum(int(c.get("encoded", 0)) for c in counts)
     reused = total - encoded
     percent = f"{100 * reused / total:.0f}%" if total else "0%"
-    return f"texts: {encoded:,} encoded of {total:,} ({percent} reused)"
+    line = f"texts: {encoded:,} encoded of {total:,} ({percent} reused)"
+    if any("from_disk" in c for c in counts):  # --koembed-cache
+        from_disk = sum(int(c.get("from_disk", 0)) for c in counts)
+        line += f"; {from_disk:,} read from the embedding cache"
+    return line
 
 
 def mteb_averages_line(record: Mapping[str, Any]) -> str | None:
