@@ -104,16 +104,14 @@ def resolve_devices(spec: str) -> list[str]:
 
 
 def cpu_threads(devices: list[str]) -> int | None:
-    """torch threads for each CPU pool process: the cores shared out, so that n processes do not
-    each start one thread per core. None: leave it to torch (GPUs, or OMP_NUM_THREADS is set)."""
-    cpu_processes = devices.count("cpu")
-    if not cpu_processes or "OMP_NUM_THREADS" in os.environ:
+    """torch threads for each CPU pool process: as many as the pytest process uses. A CPU matmul's
+    result depends on its thread count in the last bits, so fewer threads per process would
+    change the values; n processes on the same cores compete for them instead. None: GPUs."""
+    if "cpu" not in devices:
         return None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // cpu_processes)
+    import torch
+
+    return torch.get_num_threads()
 
 
 class PoolProcessSetup:
@@ -130,7 +128,7 @@ class PoolProcessSetup:
 
 
 def setup_pool_process(parent_pid: int, threads: int | None) -> None:
-    """In a pool process: ignore Ctrl-C, take its share of the CPU threads, and exit when the
+    """In a pool process: ignore Ctrl-C, use the pytest process's CPU threads, and exit when the
     pytest process that started it is gone (a killed run must leave no process behind)."""
     if os.getpid() == parent_pid:  # unpickled in the pytest process itself (a copy): nothing
         return None

@@ -103,15 +103,18 @@ def test_pool_starts_for_large_calls_only_and_stops_on_close(minilm_dir: Path) -
     )
     texts = [f"{i}번 문서: " + "서울의 오래된 골목길 " * (1 + i % 7) for i in range(40)]
     try:
-        small = encoder.encode(texts[:39], prompt="query: ")
+        encoder.encode(texts[:39], prompt="query: ")
         assert encoder._pool is None  # 39 texts: not worth the processes
         pooled = encoder.encode(texts, prompt="query: ")
         pool = encoder._pool
         assert pool is not None and encoder.pool_texts == 40
         pids = [process.pid for process in pool["processes"]]
+        encoder.devices_min_texts = 41  # the same call in this process, the pool standing by
+        single = encoder.encode(texts, prompt="query: ")
+        assert encoder.pool_texts == 40
     finally:
         encoder.close()
-    assert np.array_equal(pooled[:39], small)
+    assert np.array_equal(pooled, single)
     assert encoder._pool is None
     encoder.close()  # twice is harmless
     for pid in pids:
