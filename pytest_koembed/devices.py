@@ -23,6 +23,7 @@ import os
 import re
 import threading
 import time
+from contextlib import suppress
 
 from pytest_koembed.errors import KoembedError
 
@@ -140,6 +141,13 @@ def setup_pool_process(parent_pid: int, threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+    # tqdm's default lock is a multiprocessing semaphore, created at the first (disabled)
+    # progress bar; a process stopped by SIGTERM never unlinks it, and the resource tracker
+    # warns of a leak at exit. A thread lock does: the pool's processes draw no bars.
+    with suppress(ImportError):
+        from tqdm import tqdm
+
+        tqdm.set_lock(threading.RLock())
 
     def watch() -> None:
         while os.getppid() == parent_pid:
