@@ -300,9 +300,10 @@ class LoadedEncoder:
         started = time.perf_counter()
         self._pool = start_pool(self.devices, self.info.device)
         log.info(
-            "started %d encode processes on %s in %.1f s",
+            "started %d encode processes on %s (pids %s) in %.1f s",
             len(self.devices),
             ",".join(self.devices),
+            " ".join(str(process.pid) for process in self._pool["processes"]),
             time.perf_counter() - started,
         )
 

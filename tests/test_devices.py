@@ -34,8 +34,9 @@ SAMPLE = ["--koembed-model=m", "--koembed-suite=sample"]
 def retrieval_runs(
     run_pytest: Any, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
-    """The sample retrieval task in one process, then on two CPU processes for every call (its
-    26 queries and 81 documents), in batches of 8 so that both processes get several."""
+    """The sample retrieval task in one process, then with two CPU processes for the calls of 30
+    texts or more: its 81 documents go to them (in batches of 8, so both get several), its 26
+    queries stay in the pytest process."""
     workdir = tmp_path_factory.mktemp("devices")
     common = [
         f"--koembed-model={minilm_dir}",
@@ -51,7 +52,7 @@ def retrieval_runs(
         *common,
         f"--koembed-json={workdir / 'pooled.json'}",
         "--koembed-devices=cpu,cpu",
-        "--koembed-devices-min-texts=20",
+        "--koembed-devices-min-texts=30",
         "--log-cli-level=INFO",
     )
     records = {
@@ -66,15 +67,19 @@ def test_two_cpu_processes_give_the_single_process_values(retrieval_runs: dict[s
     single, pooled = retrieval_runs["single"], retrieval_runs["pooled"]
     assert single.ret == 0, single.stdout
     assert pooled.ret == 0, pooled.stdout
-    # the pool did the encoding: both calls were large enough, and it was stopped at the end
+    # the pool encoded the documents, not the queries, and was stopped at the end of the run
     pooled.fnmatch_lines(
         [
-            "*started 2 encode processes on cpu,cpu in * s*",
+            "*started 2 encode processes on cpu,cpu (pids * *) in * s*",
             "*stopped 2 encode processes on cpu,cpu*",
         ]
     )
-    calls = re.findall(r"encoded (\d+) texts on cpu,cpu in", pooled.stdout)
-    assert sorted(int(n) for n in calls) == [26, 81]  # the queries and the documents
+    assert re.findall(r"encoded (\d+) texts on cpu,cpu in", pooled.stdout) == ["81"]
+    pids = re.search(r"\(pids (\d+) (\d+)\)", pooled.stdout)
+    assert pids is not None
+    for pid in pids.groups():  # none outlived the run
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
     one = retrieval_runs["records"]["single"]["tasks"][0]
     two = retrieval_runs["records"]["pooled"]["tasks"][0]
     assert one["column"] == two["column"] == "sample-retrieval"
@@ -85,7 +90,7 @@ def test_two_cpu_processes_give_the_single_process_values(retrieval_runs: dict[s
 
 def test_the_run_record_and_summary_name_the_devices(retrieval_runs: dict[str, Any]) -> None:
     model = retrieval_runs["records"]["pooled"]["model"]
-    assert (model["device"], model["devices"], model["devices_min_texts"]) == ("cpu", "cpu,cpu", 20)
+    assert (model["device"], model["devices"], model["devices_min_texts"]) == ("cpu", "cpu,cpu", 30)
     assert retrieval_runs["records"]["single"]["model"]["devices"] is None
     retrieval_runs["pooled"].fnmatch_lines(
         ["model: all-MiniLM-L6-v2 (*device cpu, devices cpu,cpu*"]
@@ -100,19 +105,19 @@ def test_pool_starts_for_large_calls_only_and_stops_on_close(minilm_dir: Path) -
     from pytest_koembed.encoders import EncoderOptions, load_encoder
 
     encoder = load_encoder(
-        EncoderOptions(model=str(minilm_dir), devices="cpu:2", devices_min_texts=40, batch_size=4)
+        EncoderOptions(model=str(minilm_dir), devices="cpu:2", devices_min_texts=16, batch_size=4)
     )
-    texts = [f"{i}번 문서: " + "서울의 오래된 골목길 " * (1 + i % 7) for i in range(40)]
+    texts = [f"{i}번 문서: " + "서울의 오래된 골목길 " * (1 + i % 7) for i in range(16)]
     try:
-        encoder.encode(texts[:39], prompt="query: ")
-        assert encoder._pool is None  # 39 texts: not worth the processes
+        encoder.encode(texts[:15], prompt="query: ")
+        assert encoder._pool is None  # 15 texts: not worth the processes
         pooled = encoder.encode(texts, prompt="query: ")
         pool = encoder._pool
-        assert pool is not None and encoder.pool_texts == 40
+        assert pool is not None and encoder.pool_texts == 16
         pids = [process.pid for process in pool["processes"]]
-        encoder.devices_min_texts = 41  # the same call in this process, the pool standing by
+        encoder.devices_min_texts = 17  # the same call in this process, the pool standing by
         single = encoder.encode(texts, prompt="query: ")
-        assert encoder.pool_texts == 40
+        assert encoder.pool_texts == 16
     finally:
         encoder.close()
     assert np.array_equal(pooled, single)
@@ -133,12 +138,14 @@ import time
 from pytest_koembed.devices import PoolProcessSetup
 
 
-def child(setup):
+def child(setup, ready):
+    open(ready, "w").close()  # its arguments, the setup with them, are unpickled by now
     time.sleep(120)
 
 
 if __name__ == "__main__":
-    process = mp.get_context("spawn").Process(target=child, args=(PoolProcessSetup(None),))
+    setup = PoolProcessSetup(None)
+    process = mp.get_context("spawn").Process(target=child, args=(setup, sys.argv[1]))
     process.start()
     print(process.pid, flush=True)
     time.sleep(120)
@@ -149,13 +156,17 @@ def test_a_pool_process_ignores_ctrl_c_and_dies_with_its_parent(tmp_path: Path) 
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(ORPHAN_SCRIPT), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    ready = tmp_path / "ready"
     parent = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, str(script), str(ready)], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         assert parent.stdout is not None
         pid = int(parent.stdout.readline())
-        time.sleep(2.0)  # the child has unpickled its setup
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), "the child never started"
         os.kill(pid, signal.SIGINT)
         time.sleep(0.5)
         os.kill(pid, 0)  # still there: Ctrl-C is the pytest process's to handle
