@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
@@ -129,6 +130,8 @@ class EncoderOptions:
     trust_remote_code: bool = False
     append_eos: bool | None = None  # last-token pooling: None = automatic (see module doc)
     model_type: str = "auto"  # auto | dense | sparse (--koembed-model-type)
+    devices: str | None = None  # --koembed-devices: a pool of processes for large calls
+    devices_min_texts: int | None = None  # calls of fewer texts stay in this process
 
 
 @dataclass
@@ -166,6 +169,10 @@ class EncoderInfo:
     name_source: str = "directory"
     # dense | sparse: what the run is compared with on a leaderboard that ranks them apart
     encoder_type: str = "dense"
+    # --koembed-devices: the pool's devices ("cuda:0,cuda:1"), for calls of devices_min_texts
+    # texts or more; None without a pool
+    devices: str | None = None
+    devices_min_texts: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,13 +182,36 @@ class _Backend(Protocol):
     def embed(self, texts: list[str], prompt: str | None) -> np.ndarray: ...
 
 
-class LoadedEncoder:
-    """A loaded model: ``encode(texts, prompt=..., batch_size=...) -> float32 (n, dim)``."""
+# A call on the pool goes in slices of this many batches per device: progress is told after each
+# slice, and the processes wait for one another only at a slice's end.
+_POOL_BATCHES_PER_DEVICE = 8
 
-    def __init__(self, info: EncoderInfo, backend: _Backend) -> None:
+
+class LoadedEncoder:
+    """A loaded model: ``encode(texts, prompt=..., batch_size=...) -> float32 (n, dim)``.
+
+    With ``devices`` (``--koembed-devices``), a call of ``devices_min_texts`` texts or more is
+    encoded by a pool of processes, one per device (``pytest_koembed.devices``), started at the
+    first such call; :meth:`close` stops it.
+    """
+
+    def __init__(
+        self,
+        info: EncoderInfo,
+        backend: _Backend,
+        *,
+        devices: Sequence[str] = (),
+        devices_min_texts: int | None = None,
+    ) -> None:
+        from pytest_koembed.devices import DEFAULT_MIN_TEXTS
+
         self.info = info
         self._backend = backend
         self._ceiling: int | None = None  # batch-size ceiling after an out-of-memory error
+        self.devices = list(devices)
+        self.devices_min_texts = devices_min_texts or DEFAULT_MIN_TEXTS
+        self._pool: Any = None
+        self.pool_texts = 0  # texts the pool has encoded (the log says so after each call)
 
     @property
     def name(self) -> str:
@@ -216,7 +246,11 @@ class LoadedEncoder:
         if n == 0:
             return np.zeros((0, self.info.dimension or 0), dtype=np.float32)
         parts, order = self._in_batches(
-            items, lambda batch: self._backend.embed(batch, prompt), batch_size, progress
+            items,
+            lambda batch: self._backend.embed(batch, prompt),
+            batch_size,
+            progress,
+            pool_embed=lambda batch, size: self._embed_on_pool(batch, prompt, size),
         )
         stacked = np.concatenate(
             [np.asarray(emb, dtype=np.float32).reshape(size, -1) for size, emb in parts], axis=0
@@ -231,20 +265,34 @@ class LoadedEncoder:
         embed: Callable[[list[str]], Any],
         batch_size: int | None,
         progress: Callable[[int], None] | None,
+        pool_embed: Callable[[list[str], int], Any] | None = None,
     ) -> tuple[list[tuple[int, Any]], list[int]]:
         """``embed`` over ``items`` sorted by length, in batches; halves the batch size on an
-        out-of-memory error. Returns ``[(batch length, output)]`` and the sorted order."""
+        out-of-memory error. Returns ``[(batch length, output)]`` and the sorted order. With
+        ``--koembed-devices`` a large call goes to ``pool_embed(texts, batch size)`` instead
+        (dense encoders only: a sparse encoder passes none)."""
         n = len(items)
         size = max(1, int(batch_size or self.info.batch_size))
         if self._ceiling is not None:
             size = min(size, self._ceiling)
         order = sorted(range(n), key=lambda i: -len(items[i]))
+        # On the pool, the same batches go to its processes a slice at a time (see devices.py).
+        on_pool = pool_embed is not None and bool(self.devices) and n >= self.devices_min_texts
+        if on_pool:
+            self._start_pool()
+        per_step = len(self.devices) * _POOL_BATCHES_PER_DEVICE if on_pool else 1
+        where = ",".join(self.devices) if on_pool else self.info.device
+        started = time.perf_counter()
         parts: list[tuple[int, Any]] = []
         start = 0
         while start < n:
-            batch = [items[i] for i in order[start : start + size]]
+            batch = [items[i] for i in order[start : start + size * per_step]]
             try:
-                emb = embed(batch)
+                if on_pool:
+                    assert pool_embed is not None
+                    emb = pool_embed(batch, size)
+                else:
+                    emb = embed(batch)
                 failed = False
             except Exception as exc:
                 if not _is_oom(exc):
@@ -255,23 +303,67 @@ class LoadedEncoder:
                 _free_memory()
                 if size == 1:
                     raise KoembedError(
-                        f"out of memory on {self.info.device} even at batch size 1 "
+                        f"out of memory on {where} even at batch size 1 "
                         f"(max length {self.info.max_length}); lower --koembed-max-length or "
                         "use a half-precision --koembed-dtype"
                     ) from None
                 size = max(1, size // 2)
                 self._ceiling = size
                 self.info.oom_retries += 1
-                log.warning(
-                    "out of memory on %s: retrying with batch size %d", self.info.device, size
-                )
+                log.warning("out of memory on %s: retrying with batch size %d", where, size)
                 continue
             parts.append((len(batch), emb))
             start += len(batch)
             if progress is not None:
                 progress(len(batch))
+        if on_pool:
+            self.pool_texts += n
+            log.info("encoded %d texts on %s in %.1f s", n, where, time.perf_counter() - started)
         self.info.batch_size = size
         return parts, order
+
+    def _start_pool(self) -> None:
+        if self._pool is not None:
+            return
+        start_pool = getattr(self._backend, "start_pool", None)
+        if start_pool is None:  # load_encoder refuses this; a hand-built encoder may not
+            raise KoembedError(
+                f"--koembed-devices: the {self.info.loader} loader has no multi-process pool"
+            )
+        started = time.perf_counter()
+        self._pool = start_pool(self.devices, self.info.device)
+        log.info(
+            "started %d encode processes on %s (pids %s) in %.1f s",
+            len(self.devices),
+            ",".join(self.devices),
+            " ".join(str(process.pid) for process in self._pool["processes"]),
+            time.perf_counter() - started,
+        )
+
+    def _embed_on_pool(self, texts: list[str], prompt: str | None, size: int) -> np.ndarray:
+        try:
+            return self._backend.embed_on_pool(  # type: ignore[attr-defined]
+                self._pool, texts, prompt, size
+            )
+        except Exception as exc:
+            if _is_oom(exc):
+                raise
+            dead = [p for p in self._pool["processes"] if not p.is_alive()]
+            if not dead:
+                raise
+            codes = ", ".join(f"pid {p.pid} exit code {p.exitcode}" for p in dead)
+            self.close()  # the next large call starts a new pool
+        raise KoembedError(
+            f"--koembed-devices {','.join(self.devices)}: {len(dead)} encode process(es) died "
+            f"({codes}); out of host memory? try fewer devices or --koembed-devices-min-texts"
+        )
+
+    def close(self) -> None:
+        """Stop the pool of ``--koembed-devices`` processes, if one was started (idempotent)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            self._backend.stop_pool(pool)  # type: ignore[attr-defined]
+            log.info("stopped %d encode processes on %s", len(self.devices), ",".join(self.devices))
 
 
 def _checked_texts(texts: Sequence[str]) -> list[str]:
@@ -551,8 +643,16 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
     hub_failures: list[str] = []  # a failed Hub metadata call (see _hub_snapshot)
     path, display, revision, fingerprint = _locate(options.model, options.revision, hub_failures)
     name_source = "hub" if revision is not None else local_model_name(path)[1]
-    device = resolve_device(options.device)
+    devices: list[str] = []
+    if options.devices:
+        from pytest_koembed.devices import resolve_devices
+
+        devices = resolve_devices(options.devices)
+    # The pytest process encodes the small calls: by default on the pool's first device.
+    device = resolve_device(devices[0] if devices and options.device == "auto" else options.device)
     has_st = (path / "modules.json").is_file()
+    if devices and not has_st:
+        raise KoembedError(devices_need_sentence_transformers(options.model))
     st_modules = _read_modules(path) if has_st else []
     config = _read_json(_transformer_dir(path, st_modules) / "config.json")
     model_type = str(config.get("model_type") or "") or None
@@ -601,6 +701,11 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
         name_source=name_source,
         encoder_type="sparse" if sparse else "dense",
     )
+    if devices:
+        from pytest_koembed.devices import DEFAULT_MIN_TEXTS
+
+        info.devices = ",".join(devices)
+        info.devices_min_texts = options.devices_min_texts or DEFAULT_MIN_TEXTS
     backend: _Backend
     with _quiet_loading():
         try:
@@ -614,7 +719,16 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
             raise
         except Exception as exc:
             raise _load_error(exc, options, info) from exc
-    return LoadedEncoder(info, backend)
+    return LoadedEncoder(info, backend, devices=devices, devices_min_texts=info.devices_min_texts)
+
+
+def devices_need_sentence_transformers(model: str) -> str:
+    """Why ``--koembed-devices`` cannot encode ``model``: it has no sentence-transformers files."""
+    return (
+        f"--koembed-devices: model {model!r} has no sentence-transformers modules.json and loads "
+        "with transformers, which has no multi-process pool here; drop --koembed-devices (xdist "
+        "-n gives each worker its own GPU) or save the model with sentence-transformers"
+    )
 
 
 def _normalise_pooling(value: str) -> str:
@@ -1235,6 +1349,39 @@ class _SentenceTransformerBackend:
             show_progress_bar=False,
             normalize_embeddings=False,
         )
+
+    def start_pool(self, devices: list[str], home_device: str) -> dict[str, Any]:
+        """sentence-transformers' pool, one process per device; the model stays on
+        ``home_device`` for the calls this process encodes itself."""
+        from pytest_koembed.devices import PoolProcessSetup, cpu_threads
+
+        model = self.model
+        model._koembed_pool_setup = PoolProcessSetup(cpu_threads(devices))
+        try:
+            # Moves the model to the CPU and into shared memory; every process gets a copy.
+            return model.start_multi_process_pool(target_devices=list(devices))
+        finally:
+            del model._koembed_pool_setup  # pickled into the processes by now
+            model.to(home_device)
+
+    def embed_on_pool(
+        self, pool: dict[str, Any], texts: list[str], prompt: str | None, batch_size: int
+    ) -> np.ndarray:
+        """``texts`` in batches of ``batch_size``, each batch encoded whole by one process, as
+        :meth:`embed` encodes it: the same rows as in this process."""
+        return self.model.encode(
+            texts,
+            prompt=prompt or "",
+            batch_size=batch_size,
+            chunk_size=batch_size,
+            pool=pool,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            normalize_embeddings=False,
+        )
+
+    def stop_pool(self, pool: dict[str, Any]) -> None:
+        self.model.stop_multi_process_pool(pool)
 
 
 def _load_sentence_transformer(

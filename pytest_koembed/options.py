@@ -114,3 +114,27 @@ def check_cache_dir(option: str, path: Path) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise KoembedError(f"{option} {path}: {ancestor} is not a directory")
+
+
+def check_devices(spec: str | None, model: str, *, xdist: bool) -> None:
+    """``--koembed-devices``: devices this machine has, no xdist, a model the pool can encode.
+
+    Under pytest-xdist every worker would start its own pool on the same devices (and the workers
+    are pinned to one GPU each), so the two are refused together.
+    """
+    if spec is None:
+        return
+    from pytest_koembed.devices import resolve_devices
+
+    resolve_devices(spec)
+    if xdist:
+        raise KoembedError(
+            "--koembed-devices cannot be combined with -n/--dist: every xdist worker would start "
+            "its own pool on the same devices; run the large task alone with --koembed-devices "
+            "(-k TASK) and the rest with -n"
+        )
+    path = Path(model).expanduser()
+    if path.is_dir() and not (path / "modules.json").is_file():
+        from pytest_koembed.encoders import devices_need_sentence_transformers
+
+        raise KoembedError(devices_need_sentence_transformers(model))

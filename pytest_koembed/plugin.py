@@ -145,6 +145,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="device; under -n each worker takes its own GPU",
     )
     group.addoption(
+        "--koembed-devices",
+        metavar="cuda:0,cuda:1|cpu:N",
+        help="encode large calls (a retrieval corpus) on several devices at once, one process "
+        "per device (sentence-transformers models; not with -n); cpu:N = N CPU processes",
+    )
+    group.addoption(
+        "--koembed-devices-min-texts",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --koembed-devices: encode calls of at least N texts on the devices, smaller "
+        "ones in the pytest process (default 10000)",
+    )
+    group.addoption(
         "--koembed-pooling",
         metavar="cls|mean|last",
         help="override the pooling of transformers (non sentence-transformers) models",
@@ -469,6 +483,9 @@ def _check_options(config: pytest.Config, session: KoembedSession) -> None:
         if reports.results_dir is not None:
             check.check_output_dir("--koembed-results-dir", reports.results_dir)
         check.check_device(config.getoption("koembed_device"))
+        check.check_devices(
+            config.getoption("koembed_devices"), session.model, xdist=_uses_xdist(config)
+        )
         check.check_pooling(config.getoption("koembed_pooling"))
         check.check_model_type(session.model, config.getoption("koembed_model_type"))
         check.check_instructions(config.getoption("koembed_instructions"))
@@ -492,6 +509,11 @@ def _cache_dir(config: pytest.Config) -> Path | None:
     if not value:
         return None
     return (base / Path(value).expanduser()).resolve()
+
+
+def _uses_xdist(config: pytest.Config) -> bool:
+    """This run hands its items to pytest-xdist workers (``-n N`` / ``--dist``)."""
+    return getattr(config.option, "dist", "no") != "no" and bool(getattr(config.option, "tx", None))
 
 
 def _share_cpu_threads() -> None:
@@ -811,6 +833,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if state is None:
         return
     state.selected = [i.koembed_spec.column for i in session.items if isinstance(i, KoembedItem)]
+    if session.config.getoption("koembed_devices"):
+        _check_devices_encoder(session)
     if state.policy is not None:  # the paired gate's Bonferroni factor on this worker
         whole = state.shard_block["selected"] if state.shard_block else state.selected
         state.policy.selected = tuple(whole)  # a shard's items are judged as in the whole run
@@ -849,12 +873,33 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
     return f"koembed: {shard_line(state.shard_block)}"
 
 
+def _check_devices_encoder(session: pytest.Session) -> None:
+    """``--koembed-devices`` needs the plugin's own encoder: a usage error when a conftest
+    overrides ``koembed_encoder`` (its object knows nothing of the pool)."""
+    for item in session.items:
+        if not isinstance(item, KoembedItem):
+            continue
+        info = getattr(item, "_fixtureinfo", None)  # pytest's own resolution of the fixture
+        defs = getattr(info, "name2fixturedefs", {}).get("koembed_encoder") if info else None
+        func = getattr(defs[-1], "func", None) if defs else None
+        if func is not None and getattr(func, "__module__", __name__) != __name__:
+            code = getattr(func, "__code__", None)
+            where = f" ({Path(code.co_filename).name}:{code.co_firstlineno})" if code else ""
+            raise pytest.UsageError(
+                f"--koembed-devices: the koembed_encoder fixture is overridden{where}; the "
+                "multi-device pool works with the plugin's own sentence-transformers encoder "
+                "only: drop --koembed-devices, or spread the work over devices in your encoder"
+            )
+        return  # every item resolves the same session fixture
+
+
 @pytest.fixture(scope="session")
-def koembed_encoder(request: pytest.FixtureRequest) -> Any:
+def koembed_encoder(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The encoder under test, built once per session (per xdist worker).
 
     Override this fixture in your rootdir ``conftest.py`` to benchmark any object with
     ``encode(list[str]) -> array`` (optionally ``encode_query`` / ``encode_document``).
+    Its teardown stops the ``--koembed-devices`` processes, also after a failure or Ctrl-C.
     """
     from pytest_koembed.encoders import EncoderOptions, load_encoder
 
@@ -870,11 +915,19 @@ def koembed_encoder(request: pytest.FixtureRequest) -> Any:
         max_length=config.getoption("koembed_max_length"),
         trust_remote_code=config.getoption("koembed_trust_remote_code"),
         model_type=config.getoption("koembed_model_type") or "auto",
+        devices=config.getoption("koembed_devices"),
+        devices_min_texts=config.getoption("koembed_devices_min_texts"),
     )
     try:
-        return load_encoder(options)
+        encoder = load_encoder(options)
     except KoembedError as exc:
         error = str(exc)
+    else:
+        try:
+            yield encoder
+        finally:
+            encoder.close()
+        return
     pytest.fail(error, pytrace=False)
 
 

@@ -237,6 +237,7 @@ _MODEL_FIELDS = (
     ("pooling", "pooling"),
     ("dtype", "dtype"),
     ("device", "device"),
+    ("devices", "devices"),  # --koembed-devices: the pool's devices, "cuda:0,cuda:1"
     ("max_length", "max length"),
 )
 # What the name says of where it came from, when it is not the Hub id or the directory's name.
