@@ -1,6 +1,7 @@
 """The persistent cache and encode once at real size, measured side by side with plain mteb.
 
     python benchmarks/full_size.py [--model DIR] [--scale 1.0] [--keep DIR]
+    python benchmarks/full_size.py --build-only DIR [--scale 1.0]   # only write the workload
 
 Builds a synthetic workload at the sizes of the leaderboard's v1 tasks, made of random
 Korean-like syllable strings (not real text; ~2 tokens per syllable with all-MiniLM-L6-v2's
@@ -193,10 +194,18 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model directory (default: shipped MiniLM)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every size")
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep the files")
+    parser.add_argument(
+        "--build-only", type=Path, metavar="DIR", help="write the workload (v1.toml, v2.toml), stop"
+    )
     parser.add_argument("--plain-mteb", nargs=2, metavar=("MODEL", "SUITE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_mteb:
         plain_mteb(*args.plain_mteb)
+        return
+    if args.build_only:
+        args.build_only.mkdir(parents=True, exist_ok=True)
+        build(args.build_only, args.scale)
+        print(f"wrote {args.build_only / 'v1.toml'} and {args.build_only / 'v2.toml'}")
         return
     model = args.model
     if model is None:
