@@ -47,7 +47,10 @@ def _declares_parameter(func: Callable[..., Any], name: str) -> bool:
 
 def expected_texts(sizes: dict[str, int]) -> int:
     """How many texts mteb encodes for a task of these sizes (``PreparedTask.sizes``): both
-    sides of each pair, every clustering text, every query and document."""
+    sides of each pair, every clustering text, every query and document, every text scored by a
+    classifier and the training texts it learns from."""
+    if "train_encoded" in sizes:
+        return sizes.get("texts", 0) + sizes["train_encoded"]
     if "pairs" in sizes:
         return 2 * sizes["pairs"]
     if "texts" in sizes:

@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-CATEGORIES = ("STS", "NLI", "Clustering", "Retrieval")
+CATEGORIES = ("STS", "NLI", "Clustering", "Retrieval", "Classification", "Reranking")
 
 # The value rule a category uses on the leaderboard (docs/protocol.md, "Version 1: tasks and the
 # value taken from each").
@@ -29,6 +29,8 @@ DEFAULT_VALUE_RULE = {
     "NLI": "cosine_ap",
     "Clustering": "v_measure",
     "Retrieval": "ndcg-5-10",
+    "Classification": "main_score",
+    "Reranking": "main_score",
 }
 
 # Custom local task types and the mteb task type each one becomes.
@@ -37,6 +39,8 @@ CUSTOM_TYPES = {
     "PairClassification": "PairClassification",
     "Clustering": "Clustering",
     "Retrieval": "Retrieval",
+    "Classification": "Classification",
+    "Reranking": "Reranking",
 }
 
 
