@@ -897,10 +897,16 @@ def _train_encoded(task: AbsTask, train: Any) -> int:
 def _classification_prepared(
     task: AbsTask, spec: TaskSpec, train: Any, test: Any, source: str
 ) -> PreparedTask:
-    """Inject a classification split (and its training split) and count what mteb embeds."""
+    """Inject a classification split (and its training split) and count what mteb embeds.
+
+    Label names become integer ids in sorted-name order (:data:`LABEL_NAMES_ATTR` keeps the
+    names): mteb's binary scores (``average_precision_score``) accept only numeric labels, and
+    sklearn orders the classes the same way for both, so every score is unchanged.
+    """
     from datasets import DatasetDict
 
     label_col = task.label_column_name  # type: ignore[attr-defined]
+    train, test = _label_ids(task, label_col, train, test)
     if _cross_validation(task) or train is None:
         splits = {spec.split: test}
         sizes = {"texts": len(test), "train": 0, "train_encoded": 0}
@@ -915,6 +921,36 @@ def _classification_prepared(
         data = {spec.subset: data}
     _inject(task, data)
     return PreparedTask(task, len(test), sizes, 0, source)
+
+
+LABEL_NAMES_ATTR = "koembed_label_names"
+"""The attribute of a prepared classification task holding its label names (id -> name), when
+its labels were names (see ``_classification_prepared``)."""
+
+
+def _label_ids(task: AbsTask, label_col: str, train: Any, test: Any) -> tuple[Any, Any]:
+    labels = list(test[label_col]) + (list(train[label_col]) if train is not None else [])
+    if not labels or not all(isinstance(y, str) for y in labels):
+        return train, test
+    names = sorted(set(labels))
+    ids = {name: i for i, name in enumerate(names)}
+    setattr(task, LABEL_NAMES_ATTR, names)
+
+    def encode(split: Any) -> Any:
+        if split is None:
+            return None
+        column = [ids[y] for y in split[label_col]]
+        return split.remove_columns(label_col).add_column(label_col, column)
+
+    return encode(train), encode(test)
+
+
+def _label_names(task: AbsTask) -> Any:
+    """Label id -> name for a task prepared with names (the identity otherwise)."""
+    names = getattr(task, LABEL_NAMES_ATTR, None)
+    if names is None:
+        return _plain
+    return lambda y: names[int(_plain(y))]
 
 
 def _load_hub_classification(task: AbsTask, spec: TaskSpec, source: str) -> PreparedTask:
@@ -1368,10 +1404,12 @@ def export_task(spec: TaskSpec, prepared: PreparedTask | AbsTask, out_dir: Path)
     elif kind == "Classification":
         text_col, label_col = task.input_column_name, task.label_column_name  # type: ignore[attr-defined]
 
+        name = _label_names(task)
+
         def labelled(split: Any) -> list[dict[str, Any]]:
-            # labels as mteb holds them (names or integer ids): the same rows read back
+            # labels as the task's data has them (names or integer ids): the same rows read back
             return [
-                {"text": t, "label": _plain(y)}
+                {"text": t, "label": name(y)}
                 for t, y in zip(split[text_col], split[label_col], strict=True)
             ]
 

@@ -556,11 +556,13 @@ class ExampleCapture:
                 f"{len(self._predictions)} experiments seen, mteb runs {task.n_experiments}"
             )
         scored = data_split[self.split]
-        return classification_frame(
-            _column(scored, task.input_column_name),
-            _column(scored, task.label_column_name),
-            self._predictions,
-        )
+        labels = _column(scored, task.input_column_name), _column(scored, task.label_column_name)
+        predictions = self._predictions
+        names = getattr(task, "koembed_label_names", None)  # data.LABEL_NAMES_ATTR
+        if names is not None:  # labels given as names were scored as ids: show the names
+            labels = (labels[0], [names[int(y)] for y in labels[1]])
+            predictions = [[names[int(y)] for y in run] for run in predictions]
+        return classification_frame(*labels, predictions)
 
     def _clustering(self, data_split: Any, scores: Mapping[str, Any]) -> pd.DataFrame:
         task = self.task
