@@ -356,7 +356,10 @@ def test_v1_overall_ranks(v1_summaries) -> None:
     assert ranks == {row[0]: row[-1] for row in OVERALL_V1}
 
 
-@pytest.mark.parametrize("category", CATEGORIES)
+V1_CATEGORIES = CATEGORIES[:4]  # STS, NLI, Clustering, Retrieval: the categories of leaderboard v1
+
+
+@pytest.mark.parametrize("category", V1_CATEGORIES)
 def test_v1_category_table(v1_summaries, category) -> None:
     table = CATEGORY_TABLES_V1[category]
     got = {name: v1_summaries[name].category_averages[category] for name, _, _ in table}
@@ -387,7 +390,7 @@ def test_v1_rounding_evidence() -> None:
         means = {
             cat: sum(values[t.column] for t in suite.tasks if t.category == cat)
             / sum(1 for t in suite.tasks if t.category == cat)
-            for cat in CATEGORIES
+            for cat in V1_CATEGORIES
         }
         unrounded = round_half_up(
             means["Retrieval"] / 3 + means["Clustering"] / 3 + (means["STS"] + means["NLI"]) / 9
