@@ -89,9 +89,13 @@ def average_fields(
             "tasks": len(scored),
             "of": sum(1 for _, cat, _ in rows if cat == category),
         }
-    note = None
+    notes = []
     if summary.weighted is None and summary.incomplete:
-        note = f"not computed: the suite is incomplete ({counts.describe()})"
+        notes.append(f"not computed: the suite is incomplete ({counts.describe()})")
+    unweighted = unweighted_categories(suite, scheme)
+    if unweighted:
+        notes.append(f"{', '.join(unweighted)} not weighted by this scheme")
+    note = "; ".join(notes) or None
     return {
         "task_counts": counts.to_dict(),
         "category_averages": dict(summary.category_averages),
@@ -118,6 +122,16 @@ def mteb_fields(
 
     rows = [(mteb_task_type(t), values.get(t.column)) for t in suite.tasks]
     return {"mteb_averages": mteb_averages(rows)}
+
+
+def unweighted_categories(suite: Suite, scheme: str) -> list[str]:
+    """The suite's categories that a category-weights scheme gives no weight (Classification and
+    Reranking under the ko-leaderboard-v1 schemes, which weigh the leaderboard's four)."""
+    needs = get_scheme(scheme).needs
+    if not needs:  # task-mean and the like: every task counts
+        return []
+    present = dict.fromkeys(t.category for t in suite.tasks)
+    return [c for c in present if c not in needs]
 
 
 def category_text(record: Mapping[str, Any], category: str, fmt: Any) -> str | None:

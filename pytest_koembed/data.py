@@ -14,6 +14,10 @@ lives in ``ROOT/<task>/<subset>/<split>/``::
     Retrieval            corpus.jsonl  {"id": str, "text": str, "title": str (optional)}
                          queries.jsonl {"id": str, "text": str}
                          qrels.jsonl   {"query_id": str, "doc_id": str, "score": int}
+    Classification       train.jsonl   {"text": str, "label": str or int}  (the classifier learns)
+                         test.jsonl    {"text": str, "label": str or int}  (the texts scored)
+    Reranking            corpus.jsonl, queries.jsonl, qrels.jsonl  (as Retrieval)
+                         candidates.jsonl {"query_id": str, "doc_ids": [str, ...]}
 
 ``koembed mirror`` (:func:`export_task`) also writes ``koembed-mirror.json`` next to the rows:
 where they came from and how many repeated pairs were dropped before they were written
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LAYOUT",
     "MIRROR_META",
+    "ClassificationRows",
     "PairRows",
     "PreparedTask",
     "RetrievalRows",
@@ -51,7 +56,9 @@ __all__ = [
     "layout_dir",
     "mirrored_duplicates",
     "prepare_task",
+    "read_classification",
     "read_pairs",
+    "read_reranking",
     "read_retrieval",
     "read_texts",
     "unique_pair_indices",
@@ -68,6 +75,12 @@ LAYOUT: dict[str, str] = {
         'corpus.jsonl {"id", "text", "title"?}, queries.jsonl {"id", "text"} and '
         'qrels.jsonl {"query_id", "doc_id", "score"}'
     ),
+    "Classification": ('train.jsonl and test.jsonl with lines {"text": str, "label": str or int}'),
+    "Reranking": (
+        'corpus.jsonl {"id", "text", "title"?}, queries.jsonl {"id", "text"}, '
+        'qrels.jsonl {"query_id", "doc_id", "score"} and '
+        'candidates.jsonl {"query_id", "doc_ids": [...]}'
+    ),
 }
 
 _PAIRS_FILE = "pairs.jsonl"
@@ -75,6 +88,9 @@ _TEXTS_FILE = "texts.jsonl"
 _CORPUS_FILE = "corpus.jsonl"
 _QUERIES_FILE = "queries.jsonl"
 _QRELS_FILE = "qrels.jsonl"
+_TRAIN_FILE = "train.jsonl"
+_TEST_FILE = "test.jsonl"
+_CANDIDATES_FILE = "candidates.jsonl"
 
 MIRROR_META = "koembed-mirror.json"
 """Written by ``koembed mirror`` next to a split's rows: ``{"format": 1, "task", "subset",
@@ -91,6 +107,8 @@ _MAIN_SCORE = {
     "Clustering": "v_measure",
     _LEGACY: "v_measure",
     "Retrieval": "ndcg_at_10",
+    "Classification": "accuracy",
+    "Reranking": "ndcg_at_10",
 }
 
 
@@ -197,6 +215,17 @@ class RetrievalRows:
     @property
     def n_qrels(self) -> int:
         return sum(len(docs) for docs in self.relevant_docs.values())
+
+
+@dataclass
+class ClassificationRows:
+    """Classification files as read: the training texts and the texts scored, labelled."""
+
+    train_texts: list[str]
+    train_labels: list[str | int]
+    test_texts: list[str]
+    test_labels: list[str | int]
+    path: Path  # the split folder
 
 
 def layout_dir(root: Path, task: str, subset: str, split: str) -> Path:
@@ -443,6 +472,133 @@ def read_retrieval(directory: Path) -> RetrievalRows:
     )
 
 
+def _labelled_texts(path: Path, kind: str) -> tuple[list[str], list[str | int]]:
+    """``{"text", "label"}`` rows; labels are all strings or all integers (as mteb keeps them)."""
+    texts: list[str] = []
+    labels: list[str | int] = []
+    first: tuple[int, str] | None = None  # (line, "string" | "integer") of the first label
+    for lineno, obj in _iter_jsonl(path, kind):
+        where = f"{path}:{lineno}"
+        texts.append(_text(obj, "text", where, kind))
+        label = _require(obj, "label", where, kind)
+        if isinstance(label, str):
+            if not label.strip():
+                raise KoembedError(f"{where}: 'label' is empty")
+            how = "string"
+        elif isinstance(label, int) and not isinstance(label, bool):
+            how = "integer"
+        else:
+            raise KoembedError(
+                f"{where}: 'label' must be a string or an integer, got {_json_type(label)}"
+            )
+        if first is None:
+            first = (lineno, how)
+        elif first[1] != how:
+            raise KoembedError(
+                f"{where}: 'label' is a{'n' if how == 'integer' else ''} {how} but line "
+                f"{first[0]} has a{'n' if first[1] == 'integer' else ''} {first[1]} label; use "
+                "one kind of label in a task"
+            )
+        labels.append(label)
+    return texts, labels
+
+
+def read_classification(directory: Path, *, with_train: bool = True) -> ClassificationRows:
+    """Read ``train.jsonl`` and ``test.jsonl`` of a classification split.
+
+    ``with_train=False`` (mteb's cross-validation tasks, which train and test on folds of the one
+    split) reads ``test.jsonl`` alone.
+    """
+    kind = "Classification"
+    directory = Path(directory)
+    test_texts, test_labels = _labelled_texts(directory / _TEST_FILE, kind)
+    train_texts: list[str] = []
+    train_labels: list[str | int] = []
+    if with_train:
+        train_path = directory / _TRAIN_FILE
+        train_texts, train_labels = _labelled_texts(train_path, kind)
+        if len(set(train_labels)) < 2:
+            raise KoembedError(
+                f"{train_path}: every row has the label {train_labels[0]!r}; a classifier needs "
+                "at least 2 labels to learn from"
+            )
+        if type(train_labels[0]) is not type(test_labels[0]):
+            raise KoembedError(
+                f"{directory / _TEST_FILE}: labels are {_json_type(test_labels[0])}s but "
+                f"{_TRAIN_FILE} has {_json_type(train_labels[0])}s; use one kind of label"
+            )
+        known = set(train_labels)
+        for i, label in enumerate(test_labels):
+            if label not in known:
+                raise KoembedError(
+                    f"{directory / _TEST_FILE}: label {label!r} (row {i + 1}) has no example in "
+                    f"{_TRAIN_FILE}; the classifier can only predict the labels it was trained on"
+                )
+    return ClassificationRows(
+        train_texts=train_texts,
+        train_labels=train_labels,
+        test_texts=test_texts,
+        test_labels=test_labels,
+        path=directory,
+    )
+
+
+def read_reranking(directory: Path) -> tuple[RetrievalRows, dict[str, list[str]]]:
+    """Read a reranking split: the retrieval files and ``candidates.jsonl``.
+
+    Returns the retrieval rows (queries without any qrel dropped, as mteb drops them) and each
+    kept query's candidate document ids, in the file's order.
+    """
+    kind = "Reranking"
+    directory = Path(directory)
+    path = directory / _CANDIDATES_FILE
+    if not path.is_file():  # before the retrieval files: name this layout, not Retrieval's
+        raise KoembedError(f"missing file {path} (the {kind} layout needs {LAYOUT[kind]})")
+    rows = read_retrieval(directory)
+    docs = set(rows.corpus_ids)
+    queries_path = directory / _QUERIES_FILE
+    all_queries = {_ident(obj, "id", "", kind) for _, obj in _iter_jsonl(queries_path, kind)}
+    candidates: dict[str, list[str]] = {}
+    lines: dict[str, int] = {}
+    for lineno, obj in _iter_jsonl(path, kind):
+        where = f"{path}:{lineno}"
+        query_id = _ident(obj, "query_id", where, kind)
+        if query_id in lines:
+            raise KoembedError(
+                f"{where}: duplicate query_id {query_id!r} (first on line {lines[query_id]})"
+            )
+        lines[query_id] = lineno
+        if query_id not in all_queries:
+            raise KoembedError(f"{where}: query_id {query_id!r} is not in {_QUERIES_FILE}")
+        doc_ids = _require(obj, "doc_ids", where, kind)
+        if not isinstance(doc_ids, list) or not doc_ids:
+            got = _json_type(doc_ids) if not isinstance(doc_ids, list) else "an empty array"
+            raise KoembedError(
+                f"{where}: 'doc_ids' must be a non-empty array of document ids, got {got}"
+            )
+        ids: list[str] = []
+        for doc_id in doc_ids:
+            if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+                raise KoembedError(
+                    f"{where}: 'doc_ids' must hold document ids (strings), got {_json_type(doc_id)}"
+                )
+            text = str(doc_id)
+            if text not in docs:
+                raise KoembedError(f"{where}: doc_id {text!r} is not in {_CORPUS_FILE}")
+            if text in ids:
+                raise KoembedError(f"{where}: doc_id {text!r} is listed twice")
+            ids.append(text)
+        candidates[query_id] = ids
+    missing = [q for q in rows.query_ids if q not in candidates]
+    if missing:
+        raise KoembedError(
+            f"{path}: query {missing[0]!r} has qrels but no candidates"
+            + (f" ({len(missing)} queries in all)" if len(missing) > 1 else "")
+            + "; every scored query needs a line here"
+        )
+    return rows, {q: candidates[q] for q in rows.query_ids}
+
+
 def mirrored_duplicates(directory: Path, n_rows: int) -> int:
     """Repeated pairs a mirror dropped before writing ``directory``'s rows (0 without one).
 
@@ -518,13 +674,21 @@ def _check_clustering(rows: TextRows) -> None:
 
 
 def _kind_of(task: AbsTask) -> str | None:
+    from mteb.abstasks.classification import AbsTaskClassification
     from mteb.abstasks.clustering import AbsTaskClustering
     from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
+    from mteb.abstasks.multilabel_classification import AbsTaskMultilabelClassification
     from mteb.abstasks.pair_classification import AbsTaskPairClassification
+    from mteb.abstasks.regression import AbsTaskRegression
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.sts import AbsTaskSTS
 
+    if isinstance(task, (AbsTaskMultilabelClassification, AbsTaskRegression)):
+        return None  # subclasses of classification with other data and metrics
+    if isinstance(task, AbsTaskRetrieval) and task.metadata.type == "Reranking":
+        return "Reranking"  # mteb 2.x reranks through retrieval, with candidates per query
     for base, kind in (
+        (AbsTaskClassification, "Classification"),
         (AbsTaskSTS, "STS"),
         (AbsTaskPairClassification, "PairClassification"),
         (AbsTaskClusteringLegacy, _LEGACY),
@@ -568,7 +732,7 @@ def _get_mteb_task(spec: TaskSpec) -> tuple[AbsTask, str]:
     if kind is None:
         raise KoembedError(
             f"mteb task {spec.task!r} is of type {probe.metadata.type}, which koembed does not "
-            "score (STS, PairClassification, Clustering, Retrieval)"
+            "score (STS, PairClassification, Clustering, Retrieval, Classification, Reranking)"
         )
     metadata = probe.metadata
     if spec.split not in metadata.eval_splits:
@@ -714,6 +878,104 @@ def _embedded_count(task: AbsTask, n: int) -> int:
     return n
 
 
+def _cross_validation(task: AbsTask) -> bool:
+    """mteb classification that trains and tests on folds of the scored split itself."""
+    return bool(getattr(task, "is_cross_validation", False))
+
+
+def _train_encoded(task: AbsTask, train: Any) -> int:
+    """How many training texts mteb's classification embeds: the union, over its experiments,
+    of the ``samples_per_label`` texts per label it draws (its own sampler, its own seed)."""
+    sim: list[int] | None = None
+    union: set[int] = set()
+    for i in range(int(task.n_experiments)):  # type: ignore[attr-defined]
+        _, sim, selected = task._undersample_data(train, i, sim)  # type: ignore[attr-defined]
+        union.update(selected)
+    return len(union)
+
+
+def _classification_prepared(
+    task: AbsTask, spec: TaskSpec, train: Any, test: Any, source: str
+) -> PreparedTask:
+    """Inject a classification split (and its training split) and count what mteb embeds.
+
+    Label names become integer ids in sorted-name order (:data:`LABEL_NAMES_ATTR` keeps the
+    names): mteb's binary scores (``average_precision_score``) accept only numeric labels, and
+    sklearn orders the classes the same way for both, so every score is unchanged.
+    """
+    from datasets import DatasetDict
+
+    label_col = task.label_column_name  # type: ignore[attr-defined]
+    train, test = _label_ids(task, label_col, train, test)
+    if _cross_validation(task) or train is None:
+        splits = {spec.split: test}
+        sizes = {"texts": len(test), "train": 0, "train_encoded": 0}
+    else:
+        splits = {task.train_split: train, spec.split: test}  # type: ignore[attr-defined]
+        encoded = _train_encoded(task, train)
+        sizes = {"texts": len(test), "train": len(train), "train_encoded": encoded}
+    labels = set(test[label_col]) | (set(train[label_col]) if train is not None else set())
+    sizes["labels"] = len(labels)
+    data: Any = DatasetDict(splits)
+    if task.metadata.is_multilingual:
+        data = {spec.subset: data}
+    _inject(task, data)
+    return PreparedTask(task, len(test), sizes, 0, source)
+
+
+LABEL_NAMES_ATTR = "koembed_label_names"
+"""The attribute of a prepared classification task holding its label names (id -> name), when
+its labels were names (see ``_classification_prepared``)."""
+
+
+def _label_ids(task: AbsTask, label_col: str, train: Any, test: Any) -> tuple[Any, Any]:
+    labels = list(test[label_col]) + (list(train[label_col]) if train is not None else [])
+    if not labels or not all(isinstance(y, str) for y in labels):
+        return train, test
+    names = sorted(set(labels))
+    ids = {name: i for i, name in enumerate(names)}
+    setattr(task, LABEL_NAMES_ATTR, names)
+
+    def encode(split: Any) -> Any:
+        if split is None:
+            return None
+        column = [ids[y] for y in split[label_col]]
+        return split.remove_columns(label_col).add_column(label_col, column)
+
+    return encode(train), encode(test)
+
+
+def _label_names(task: AbsTask) -> Any:
+    """Label id -> name for a task prepared with names (the identity otherwise)."""
+    names = getattr(task, LABEL_NAMES_ATTR, None)
+    if names is None:
+        return _plain
+    return lambda y: names[int(_plain(y))]
+
+
+def _load_hub_classification(task: AbsTask, spec: TaskSpec, source: str) -> PreparedTask:
+    test = _hub_split(task, spec, "Classification")
+    train = None
+    if not _cross_validation(task):
+        train_split = task.train_split  # type: ignore[attr-defined]
+        where: Any = task.dataset[spec.subset] if task.metadata.is_multilingual else task.dataset
+        if train_split not in where:
+            raise KoembedError(
+                f"mteb loaded no training split {train_split!r} for {spec.task} "
+                f"(it has {', '.join(map(str, where))})"
+            )
+        train = where[train_split]
+    return _classification_prepared(task, spec, train, test, source)
+
+
+def _classification_dataset(task: AbsTask, texts: list[str], labels: list[Any]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {task.input_column_name: texts, task.label_column_name: labels}  # type: ignore[attr-defined]
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Local data into a task object
 # ---------------------------------------------------------------------------------------------
@@ -764,16 +1026,35 @@ def _load_local(
         _inject(task, _wrap(task, spec, data, retrieval=False))
         return PreparedTask(task, n_texts, {"texts": n_texts, "sets": n_sets}, 0, source)
 
+    if kind == "Classification":
+        if rows is None:
+            rows = read_classification(directory, with_train=not _cross_validation(task))
+        test = _classification_dataset(task, rows.test_texts, rows.test_labels)
+        train = None
+        if not _cross_validation(task):
+            train = _classification_dataset(task, rows.train_texts, rows.train_labels)
+        return _classification_prepared(task, spec, train, test, source)
+
+    candidates: dict[str, list[str]] | None = None
     if rows is None:
-        rows = read_retrieval(directory)
+        if kind == "Reranking":
+            rows, candidates = read_reranking(directory)
+        else:
+            rows = read_retrieval(directory)
+    elif kind == "Reranking":
+        rows, candidates = rows
     if not rows.query_ids:
         raise KoembedError(f"{directory / _QRELS_FILE}: no query has a qrel")
-    _inject(task, _wrap(task, spec, _retrieval_split(rows), retrieval=True))
+    split_data = _retrieval_split(rows)
+    split_data["top_ranked"] = candidates
+    _inject(task, _wrap(task, spec, split_data, retrieval=True))
     sizes = {
         "queries": len(rows.query_ids),
         "documents": len(rows.corpus_ids),
         "qrels": rows.n_qrels,
     }
+    if candidates is not None:
+        sizes["candidates"] = sum(len(ids) for ids in candidates.values())
     return PreparedTask(task, len(rows.query_ids), sizes, 0, source)
 
 
@@ -784,6 +1065,7 @@ def _load_local(
 
 def _custom_task(spec: TaskSpec, kind: str, attrs: dict[str, Any]) -> AbsTask:
     """A real mteb task class, built on the fly, for a custom local task."""
+    from mteb.abstasks.classification import AbsTaskClassification
     from mteb.abstasks.clustering import AbsTaskClustering
     from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
     from mteb.abstasks.pair_classification import AbsTaskPairClassification
@@ -797,6 +1079,8 @@ def _custom_task(spec: TaskSpec, kind: str, attrs: dict[str, Any]) -> AbsTask:
         "Clustering": AbsTaskClustering,
         _LEGACY: AbsTaskClusteringLegacy,
         "Retrieval": AbsTaskRetrieval,
+        "Classification": AbsTaskClassification,
+        "Reranking": AbsTaskRetrieval,
     }[kind]
     eval_langs: Any = ["kor-Hang"]
     if spec.subset != "default":
@@ -809,7 +1093,7 @@ def _custom_task(spec: TaskSpec, kind: str, attrs: dict[str, Any]) -> AbsTask:
         ),
         dataset={"path": f"local/{spec.task}", "revision": "local"},
         type=_layout_kind(kind),
-        category="t2t",
+        category="t2c" if kind == "Classification" else "t2t",
         modalities=["text"],
         eval_splits=[spec.split],
         eval_langs=eval_langs,
@@ -858,6 +1142,15 @@ def _prepare_custom(spec: TaskSpec, root: Path | None) -> PreparedTask:
             # cluster every text (mteb's default embeds only 4% of them)
             attrs["max_fraction_of_documents_to_embed"] = None
             attrs["max_document_to_embed"] = None
+    elif kind == "Classification":
+        if spec.split == "train":
+            raise KoembedError(
+                f"custom task {spec.task!r}: a Classification task's split cannot be named "
+                "'train' (its train.jsonl is the training split); use split = \"test\""
+            )
+        rows = read_classification(directory)
+    elif kind == "Reranking":
+        rows = read_reranking(directory)
     else:
         rows = read_retrieval(directory)
     task = _custom_task(spec, kind, attrs)
@@ -896,7 +1189,7 @@ def _short_reason(exc: BaseException) -> str:
 def _hub_split(task: AbsTask, spec: TaskSpec, kind: str) -> Any:
     dataset: Any = task.dataset
     where = dataset
-    if kind == "Retrieval" or task.metadata.is_multilingual:
+    if kind in ("Retrieval", "Reranking") or task.metadata.is_multilingual:
         key = spec.subset
         if key not in dataset:
             raise KoembedError(
@@ -945,7 +1238,7 @@ def _load_hub(task: AbsTask, kind: str, spec: TaskSpec) -> PreparedTask:
             f"cannot load {path} for {spec.task} through mteb ({_short_reason(exc)}); "
             "a local copy can be given with --koembed-data-dir DIR"
         ) from exc
-    if kind == "Retrieval":
+    if kind in ("Retrieval", "Reranking"):
         task.convert_v1_dataset_format_to_v2(num_proc=None)  # type: ignore[attr-defined]
     data_split = _hub_split(task, spec, kind)
 
@@ -980,6 +1273,9 @@ def _load_hub(task: AbsTask, kind: str, spec: TaskSpec) -> PreparedTask:
         _inject(task, _wrap(task, spec, data_split, retrieval=False))
         return PreparedTask(task, n, {"texts": n, "sets": len(texts)}, 0, source)
 
+    if kind == "Classification":
+        return _load_hub_classification(task, spec, source)
+
     relevant = data_split["relevant_docs"]
     with_qrels = {q for q, docs in relevant.items() if len(docs) > 0}
     n_queries = sum(1 for q in data_split["queries"]["id"] if q in with_qrels)
@@ -988,6 +1284,9 @@ def _load_hub(task: AbsTask, kind: str, spec: TaskSpec) -> PreparedTask:
         "documents": len(data_split["corpus"]),
         "qrels": sum(len(relevant[q]) for q in with_qrels),
     }
+    top_ranked = data_split.get("top_ranked") if kind == "Reranking" else None
+    if top_ranked:
+        sizes["candidates"] = sum(len(top_ranked.get(q, [])) for q in with_qrels)
     _inject(task, {spec.subset: {spec.split: data_split}})
     return PreparedTask(task, n_queries, sizes, 0, source)
 
@@ -1215,6 +1514,25 @@ def export_task(spec: TaskSpec, prepared: PreparedTask | AbsTask, out_dir: Path)
                     row["set"] = str(i)
                 rows.append(row)
         _write_jsonl(directory / _TEXTS_FILE, rows)
+    elif kind == "Classification":
+        text_col, label_col = task.input_column_name, task.label_column_name  # type: ignore[attr-defined]
+
+        name = _label_names(task)
+
+        def labelled(split: Any) -> list[dict[str, Any]]:
+            # labels as the task's data has them (names or integer ids): the same rows read back
+            return [
+                {"text": t, "label": name(y)}
+                for t, y in zip(split[text_col], split[label_col], strict=True)
+            ]
+
+        (directory / _TRAIN_FILE).unlink(missing_ok=True)
+        if not _cross_validation(task):
+            where: Any = (
+                task.dataset[spec.subset] if task.metadata.is_multilingual else task.dataset
+            )
+            _write_jsonl(directory / _TRAIN_FILE, labelled(where[task.train_split]))  # type: ignore[attr-defined]
+        _write_jsonl(directory / _TEST_FILE, labelled(data_split))
     else:
         corpus = data_split["corpus"]
         titles = corpus["title"] if "title" in corpus.column_names else [""] * len(corpus)
@@ -1241,6 +1559,16 @@ def export_task(spec: TaskSpec, prepared: PreparedTask | AbsTask, out_dir: Path)
                 for d, s in docs.items()
             ],
         )
+        top_ranked = data_split.get("top_ranked")
+        (directory / _CANDIDATES_FILE).unlink(missing_ok=True)
+        if kind == "Reranking" and top_ranked:
+            _write_jsonl(
+                directory / _CANDIDATES_FILE,
+                [
+                    {"query_id": str(q), "doc_ids": [str(d) for d in ids]}
+                    for q, ids in top_ranked.items()
+                ],
+            )
     if isinstance(prepared, PreparedTask):
         _write_mirror_meta(directory, spec, prepared)
     return directory

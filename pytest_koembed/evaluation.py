@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,10 @@ def _declares_parameter(func: Callable[..., Any], name: str) -> bool:
 
 def expected_texts(sizes: dict[str, int]) -> int:
     """How many texts mteb encodes for a task of these sizes (``PreparedTask.sizes``): both
-    sides of each pair, every clustering text, every query and document."""
+    sides of each pair, every clustering text, every query and document, every text scored by a
+    classifier and the training texts it learns from."""
+    if "train_encoded" in sizes:
+        return sizes.get("texts", 0) + sizes["train_encoded"]
     if "pairs" in sizes:
         return 2 * sizes["pairs"]
     if "texts" in sizes:
@@ -357,15 +361,19 @@ def evaluate_task(
     try:
         # cache=None: mteb's result cache keys only by model, revision and task, so it would
         # silently hand back scores computed on other data.
-        result = mteb.evaluate(
-            adapter,
-            prepared.task,
-            cache=None,
-            overwrite_strategy="always",
-            show_progress_bar=False,
-            encode_kwargs={"batch_size": batch_size, "show_progress_bar": False},
-            raise_error=True,
-        )
+        with warnings.catch_warnings():
+            # classification: sklearn warns of a label no classifier predicted (its precision
+            # is 0 by definition); the scores are mteb's as they are
+            warnings.filterwarnings("ignore", message=".* is ill-defined and being set to 0")
+            result = mteb.evaluate(
+                adapter,
+                prepared.task,
+                cache=None,
+                overwrite_strategy="always",
+                show_progress_bar=False,
+                encode_kwargs={"batch_size": batch_size, "show_progress_bar": False},
+                raise_error=True,
+            )
     except KoembedError:
         raise
     except Exception as exc:

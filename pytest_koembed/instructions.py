@@ -8,12 +8,13 @@ format, and ``--koembed-no-instructions`` turns prompts off.
 
 Resolution for one task (``TaskSpec``) and role:
 
-* ``symmetric`` (STS, NLI, Clustering): the profile entry's ``tasks`` table (column, then mteb
-  task name), then its category key (``STS`` / ``NLI`` / ``Clustering``).
-* ``query`` / ``document`` (Retrieval): with a user's file, its entry first (``tasks`` keys
-  ``<column>-<role>`` / ``<task>-<role>``, then ``query`` / ``document``); then the model's own
-  sentence-transformers prompts (``<task>-<role>``, then ``query``, or ``document`` / ``passage``
-  / ``corpus``); then the shipped profile's entry.
+* ``symmetric`` (STS, NLI, Clustering, Classification): the profile entry's ``tasks`` table
+  (column, then mteb task name), then its category key (``STS`` / ``NLI`` / ``Clustering`` /
+  ``Classification``).
+* ``query`` / ``document`` (Retrieval, Reranking): with a user's file, its entry first
+  (``tasks`` keys ``<column>-<role>`` / ``<task>-<role>``, then ``query`` / ``document``); then
+  the model's own sentence-transformers prompts (``<task>-<role>``, then ``query``, or
+  ``document`` / ``passage`` / ``corpus``); then the shipped profile's entry.
 
 An empty prompt is no prompt (None). Nothing here imports torch or mteb.
 """
@@ -41,7 +42,9 @@ PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 SHIPPED_PROFILE = PROFILES_DIR / "ko-leaderboard-v1.toml"
 
 ROLES = ("query", "document", "symmetric")
-SYMMETRIC_KEYS = ("STS", "NLI", "Clustering")
+SYMMETRIC_KEYS = ("STS", "NLI", "Clustering", "Classification")
+# Categories whose texts are queries and documents (each role has its own prompt).
+ASYMMETRIC_CATEGORIES = ("Retrieval", "Reranking")
 _ENTRY_KEYS = {"match", "dtype", "note", "tasks", "query", "document", *SYMMETRIC_KEYS}
 _TOP_KEYS = {"format", "name", "description", "profile"}
 _DTYPE_SUFFIX = re.compile(r"-(fp16|bf16|fp32)$", re.IGNORECASE)
@@ -251,7 +254,7 @@ class PromptPlan:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         if self.disabled:
             return None, "disabled (--koembed-no-instructions)"
-        if spec.category != "Retrieval":
+        if spec.category not in ASYMMETRIC_CATEGORIES:
             return self._symmetric(spec)
         if role == "symmetric":
             raise ValueError(f"retrieval task {spec.column!r} has roles query and document")

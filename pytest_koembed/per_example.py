@@ -22,6 +22,11 @@ order (:func:`pair_examples`):
   ``top_ids`` and ``top_scores`` (the :data:`RETRIEVAL_DEPTH` best documents, ranked as
   pytrec_eval ranks them: score descending, ties by document id descending), ``relevant_ids`` and
   ``relevant_grades`` (the query's qrels). Key: the query text and its qrels, sorted.
+- ``classification``: one row per text scored: ``key``, ``true_label`` (the label, as text),
+  ``predicted`` (the label mteb's classifier predicted in each of its experiments, as text; mteb
+  trains 10 logistic regressions on different samples of the training split), ``accuracy`` (the
+  fraction of those experiments that got it right). Key: the text and its label. Reranking tasks
+  (mteb scores them as retrieval over each query's candidates) have ``retrieval`` frames.
 - ``clustering``: one row per mteb evaluation unit: ``key``, ``v_measure``, ``level``, ``run``,
   ``n_texts``. Fast clustering (SIB200-like) gives one row per bootstrap run (mteb runs 10) and
   hierarchy level; legacy clustering (one clustering set per dataset row, KLUE-like, and local data
@@ -33,7 +38,10 @@ Values (:func:`recompute_value`): STS, the mean of pearson and spearman of ``gol
 score column; pair classification, sklearn's average precision (or mteb's threshold search for
 accuracy / f1 / precision / recall) of a column, ``max_*`` the best of the five; retrieval, the
 mean over queries of the per-query values, rounded to 5 decimals as mteb rounds them (MRR is not
-rounded); clustering, the mean of ``v_measure``. All x100, as ``TaskScore.value``.
+rounded); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each experiment
+(sklearn's ``accuracy_score`` of its predictions) averaged over the experiments. Other
+classification scores (macro F1, ...) are not means over texts: a task valued by one keeps no
+per-example results. All x100, as ``TaskScore.value``.
 
 The sidecar file (:func:`write_run_files`): ``<record stem>.examples.parquet`` next to the run
 record, one file for all tasks with the columns ``column`` (the suite column) and ``kind`` followed
@@ -85,7 +93,7 @@ __all__ = [
     "write_run_files",
 ]
 
-KINDS: tuple[str, ...] = ("sts", "pairs", "retrieval", "clustering")
+KINDS: tuple[str, ...] = ("sts", "pairs", "retrieval", "clustering", "classification")
 STS_SCORE_COLUMNS: tuple[str, ...] = ("similarity", "cosine", "manhattan", "euclidean")
 PAIR_SCORE_COLUMNS: tuple[str, ...] = ("similarity", "cosine", "manhattan", "euclidean", "dot")
 RETRIEVAL_DEPTH = 100
@@ -98,6 +106,7 @@ DEFAULT_MAIN_SCORE = {
     "pairs": "max_ap",
     "retrieval": "ndcg_at_10",
     "clustering": "v_measure",
+    "classification": "accuracy",
 }
 _TYPE_KINDS = {
     "STS": "sts",
@@ -105,7 +114,21 @@ _TYPE_KINDS = {
     "Retrieval": "retrieval",
     "Clustering": "clustering",
     "ClusteringLegacy": "clustering",
+    "Classification": "classification",
+    "Reranking": "retrieval",
 }
+# mteb's classification scores (AbsTaskClassification._calculate_scores)
+_CLASSIFICATION_SCORES = (
+    "accuracy",
+    "f1",
+    "f1_weighted",
+    "precision",
+    "precision_weighted",
+    "recall",
+    "recall_weighted",
+    "ap",
+    "ap_weighted",
+)
 _PAIR_RULE = re.compile(
     r"(similarity|cosine|manhattan|euclidean|dot|max)_(ap|accuracy|f1|precision|recall)\Z"
 )
@@ -142,6 +165,8 @@ def task_kind(rule_or_type: str, task_type: str | None = None) -> str:
         return "retrieval"
     if name == "v_measure":
         return "clustering"
+    if name in _CLASSIFICATION_SCORES:
+        return "classification"
     if _PAIR_RULE.match(name):
         return "pairs"
     if task_type is not None and task_type in _TYPE_KINDS:
@@ -149,7 +174,8 @@ def task_kind(rule_or_type: str, task_type: str | None = None) -> str:
     raise KoembedError(
         f"cannot tell the task kind of {rule_or_type!r}"
         + (f" (task type {task_type!r})" if task_type else "")
-        + "; per-example results cover STS, PairClassification, Retrieval and Clustering"
+        + "; per-example results cover STS, PairClassification, Retrieval, Clustering, "
+        "Classification and Reranking"
     )
 
 
@@ -164,9 +190,12 @@ def frame_kind(frame: pd.DataFrame) -> str:
         return "retrieval"
     if "v_measure" in columns:
         return "clustering"
+    if "predicted" in columns:
+        return "classification"
     raise KoembedError(
         "not a per-example frame: expected the columns of an STS (gold), pair classification "
-        f"(label), retrieval (query_id) or clustering (v_measure) task; got {sorted(columns)}"
+        "(label), retrieval (query_id), clustering (v_measure) or classification (predicted) "
+        f"task; got {sorted(columns)}"
     )
 
 
@@ -337,6 +366,32 @@ def clustering_frame(units: Sequence[ClusteringUnit]) -> pd.DataFrame:
     )
 
 
+def classification_frame(
+    texts: Sequence[Any], labels: Sequence[Any], predictions: Sequence[Sequence[Any]]
+) -> pd.DataFrame:
+    """The classification frame from the texts scored, their labels and mteb's predictions of
+    each experiment (``predictions[e][i]``: experiment ``e``, text ``i``)."""
+    for run in predictions:
+        if len(run) != len(texts):
+            raise ValueError(f"{len(run)} predictions for {len(texts)} texts")
+    gold = [str(_plain(y)) for y in labels]
+    predicted = [[str(_plain(run[i])) for run in predictions] for i in range(len(texts))]
+    accuracy = [
+        sum(p == g for p in preds) / len(preds) if preds else float("nan")
+        for g, preds in zip(gold, predicted, strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "key": [
+                example_key("classification", str(t), g) for t, g in zip(texts, gold, strict=True)
+            ],
+            "true_label": gold,
+            "predicted": predicted,
+            "accuracy": np.asarray(accuracy, dtype=np.float64),
+        }
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Capturing them from an mteb task object
 # ---------------------------------------------------------------------------------------------
@@ -365,9 +420,11 @@ class ExampleCapture:
         self.frame: pd.DataFrame | None = None
         self.error: str | None = None
         self._data: Any = None
+        self._predictions: list[list[Any]] = []  # classification: one list per experiment
 
     @staticmethod
     def _kind(task: Any) -> str:
+        from mteb.abstasks.classification import AbsTaskClassification
         from mteb.abstasks.clustering import AbsTaskClustering
         from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
         from mteb.abstasks.pair_classification import AbsTaskPairClassification
@@ -383,6 +440,17 @@ class ExampleCapture:
         ):
             if isinstance(task, base):
                 return kind
+        # plain classification only (mteb's multilabel and regression tasks subclass it)
+        from mteb.abstasks.multilabel_classification import AbsTaskMultilabelClassification
+        from mteb.abstasks.regression import AbsTaskRegression
+
+        other = (AbsTaskMultilabelClassification, AbsTaskRegression)
+        if (
+            isinstance(task, AbsTaskClassification)
+            and not isinstance(task, other)
+            and not getattr(task, "is_cross_validation", False)
+        ):
+            return "classification"
         raise KoembedError(f"{task.metadata.name}: no per-example results for its task type")
 
     def install(self) -> ExampleCapture:
@@ -393,12 +461,24 @@ class ExampleCapture:
             mine = kwargs.get("hf_split") == self.split and kwargs.get("hf_subset") == self.subset
             if mine:
                 self._data = data_split
+            self._predictions = []
             scores = evaluate_subset(model, data_split, **kwargs)
             if mine and self.kind.startswith("clustering"):
                 self._guard(self._clustering, data_split, scores)
+            if mine and self.kind == "classification":
+                self._guard(self._classification, data_split)
             return scores
 
         task._evaluate_subset = _evaluate_subset
+        if self.kind == "classification":
+            run_experiment = task._run_experiment
+
+            def _run_experiment(*args: Any, **kwargs: Any) -> Any:
+                scores, predictions = run_experiment(*args, **kwargs)
+                self._predictions.append(list(predictions))
+                return scores, predictions
+
+            task._run_experiment = _run_experiment
         if self.kind == "sts":
             original = task._calculate_scores
 
@@ -469,6 +549,21 @@ class ExampleCapture:
             skip_first_result=bool(getattr(self.task, "skip_first_result", False)),
         )
 
+    def _classification(self, data_split: Any) -> pd.DataFrame:
+        task = self.task
+        if len(self._predictions) != int(task.n_experiments):
+            raise ValueError(
+                f"{len(self._predictions)} experiments seen, mteb runs {task.n_experiments}"
+            )
+        scored = data_split[self.split]
+        labels = _column(scored, task.input_column_name), _column(scored, task.label_column_name)
+        predictions = self._predictions
+        names = getattr(task, "koembed_label_names", None)  # data.LABEL_NAMES_ATTR
+        if names is not None:  # labels given as names were scored as ids: show the names
+            labels = (labels[0], [names[int(y)] for y in labels[1]])
+            predictions = [[names[int(y)] for y in run] for run in predictions]
+        return classification_frame(*labels, predictions)
+
     def _clustering(self, data_split: Any, scores: Mapping[str, Any]) -> pd.DataFrame:
         task = self.task
         text_col, label_col = task.input_column_name, task.label_column_name
@@ -538,6 +633,15 @@ def _retrieval_score(frame: pd.DataFrame, key: str) -> float:
     return mean if key.startswith("mrr_") else round(mean, 5)
 
 
+def _classification_accuracy(frame: pd.DataFrame) -> float:
+    """mteb's accuracy: sklearn's ``accuracy_score`` of each experiment, averaged over them."""
+    from sklearn.metrics import accuracy_score
+
+    gold = frame["true_label"].tolist()
+    runs = list(zip(*frame["predicted"].tolist(), strict=True))  # experiment-major
+    return float(np.mean([accuracy_score(gold, list(run)) for run in runs]))
+
+
 def recompute_value(frame: pd.DataFrame, rule: str, main_score: str | None = None) -> float:
     """A task's leaderboard value (x100, unrounded) from its per-example frame, as mteb computes it.
 
@@ -573,6 +677,13 @@ def recompute_value(frame: pd.DataFrame, rule: str, main_score: str | None = Non
             scores[key] = max(_pair_metric(frame, c, metric) for c in columns)
     elif kind == "retrieval":
         scores = {key: _retrieval_score(frame, key) for key in keys}
+    elif kind == "classification":
+        if keys != ("accuracy",):
+            raise KoembedError(
+                f"classification score {keys[0]!r} is not a mean over the texts scored; only "
+                "accuracy has per-example results (no interval; the paired gate falls back)"
+            )
+        scores = {"accuracy": _classification_accuracy(frame)}
     else:
         mean = float(np.mean(frame["v_measure"].to_numpy(dtype=np.float64)))  # as mteb does
         scores = {key: mean for key in keys}
@@ -680,6 +791,7 @@ _LEADING_COLUMNS = {
     "pairs": ("key", "label", *PAIR_SCORE_COLUMNS),
     "retrieval": ("key", "query_id"),
     "clustering": ("key", "v_measure", "level", "run", "n_texts"),
+    "classification": ("key", "true_label", "predicted", "accuracy"),
 }
 
 
@@ -693,7 +805,7 @@ def read_examples_file(path: str | Path) -> dict[str, pd.DataFrame]:
         for name in _INT_COLUMNS:
             if name in frame.columns:
                 frame[name] = frame[name].astype(np.int64)
-        for name in ("top_ids", "top_scores", "relevant_ids", "relevant_grades"):
+        for name in ("top_ids", "top_scores", "relevant_ids", "relevant_grades", "predicted"):
             if name in frame.columns:
                 frame[name] = frame[name].map(list)
         first = _LEADING_COLUMNS.get(frame_kind(frame), ())

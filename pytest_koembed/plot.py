@@ -40,6 +40,8 @@ CATEGORY_COLORS = {
     "NLI": "#DD8452",
     "Clustering": "#55A868",
     "Retrieval": "#8172B3",
+    "Classification": "#937860",
+    "Reranking": "#DA8BC3",
 }
 WEIGHTED_COLOR = "#4d4d4d"
 WEIGHTED_LABEL = "Weighted average"

@@ -176,6 +176,8 @@ CATEGORY_TASK_TYPES = {
     "NLI": "PairClassification",
     "Clustering": "Clustering",
     "Retrieval": "Retrieval",
+    "Classification": "Classification",
+    "Reranking": "Reranking",
 }
 """mteb task type of each leaderboard category, for records that do not carry ``task_type``."""
 

@@ -354,12 +354,15 @@ def _metric(frame: Any, rule: str) -> _Metric:
         values = (_column(frame, "ndcg_at_5", rule) + _column(frame, "ndcg_at_10", rule)) / 2.0
         return _Metric("mean", n, values=values)
     if rule == "main_score":
-        for column in ("ndcg_at_10", "v_measure"):  # retrieval, clustering
+        # retrieval and reranking, clustering, classification (kept only when accuracy is the
+        # main score: per_example.recompute_value refuses the others)
+        for column in ("ndcg_at_10", "v_measure", "accuracy"):
             if column in have:
                 return _Metric("mean", n, values=_column(frame, column, rule))
         raise KoembedError(
-            "value rule 'main_score' can be resampled only for retrieval (ndcg_at_10) and "
-            "clustering (v_measure) frames; name the score key (e.g. cosine_ap) in the suite"
+            "value rule 'main_score' can be resampled only for retrieval (ndcg_at_10), "
+            "clustering (v_measure) and classification (accuracy) frames; name the score key "
+            "(e.g. cosine_ap) in the suite"
         )
     if rule in have:  # a per-example score averaged over the examples: v_measure, ndcg_at_10, ...
         return _Metric("mean", n, values=_column(frame, rule, rule))

@@ -43,6 +43,8 @@ CUSTOM_TYPES = {
     "PairClassification": "PairClassification",
     "Clustering": "Clustering",
     "Retrieval": "Retrieval",
+    "Classification": "Classification",
+    "Reranking": "Reranking",
 }
 
 

@@ -39,6 +39,8 @@ def test_repository_tests_are_not_collected_nor_imported(
         "koembed::NLI::sample-pairs",
         "koembed::Clustering::sample-clustering",
         "koembed::Retrieval::sample-retrieval",
+        "koembed::Classification::sample-classification",
+        "koembed::Reranking::sample-reranking",
     ]
 
 
@@ -48,7 +50,7 @@ def test_testpaths_are_not_collected_either(pytester: pytest.Pytester) -> None:
     (pytester.path / "tests" / "test_own.py").write_text(OWN_TESTS, encoding="utf-8")
     (pytester.path / "tests" / "test_direct.py").write_text(OWN_TESTS, encoding="utf-8")
     result = pytester.runpytest(*SAMPLE, "--collect-only", "-q")
-    assert [i.split("::")[0] for i in _ids(result)] == ["koembed"] * 4
+    assert [i.split("::")[0] for i in _ids(result)] == ["koembed"] * 6
 
 
 def test_header_says_the_run_is_benchmark_only(pytester: pytest.Pytester) -> None:
@@ -66,7 +68,7 @@ def test_flag_adds_the_repository_tests(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(*SAMPLE, "--koembed-with-tests", "-v")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*test_own.py::test_own PASSED*"])
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=7)
 
 
 def test_named_paths_add_the_repository_tests(pytester: pytest.Pytester) -> None:
@@ -75,7 +77,7 @@ def test_named_paths_add_the_repository_tests(pytester: pytest.Pytester) -> None
     ids = _ids(result)
     assert "test_own.py::test_own" in ids
     assert "test_other.py::test_own" not in ids  # only what was named
-    assert len([i for i in ids if i.startswith("koembed::")]) == 4
+    assert len([i for i in ids if i.startswith("koembed::")]) == 6
 
 
 def test_benchmark_only_under_xdist(pytester: pytest.Pytester) -> None:
@@ -83,6 +85,6 @@ def test_benchmark_only_under_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_own=OWN_TESTS)
     result = pytester.runpytest_subprocess(*SAMPLE, "-n", "2")
     assert result.ret == 0, result.stdout.str()
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=6)
     with_tests = pytester.runpytest_subprocess(*SAMPLE, "-n", "2", "--koembed-with-tests")
-    with_tests.assert_outcomes(passed=5)
+    with_tests.assert_outcomes(passed=7)

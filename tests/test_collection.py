@@ -100,7 +100,7 @@ def test_collect_only_writes_nothing(pytester: pytest.Pytester) -> None:
     pytester.makeini(f"[pytest]\naddopts = --koembed-json={record}\n")
     result = pytester.runpytest("--koembed-model=m", "--koembed-suite=sample", "--collect-only")
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*4 tests collected*"])
+    result.stdout.fnmatch_lines(["*6 tests collected*"])
     assert record.read_text(encoding="utf-8") == '{"last": "results"}\n'
     assert journal.read_text(encoding="utf-8") == '{"last": "journal"}\n'
     assert "koembed summary" not in result.stdout.str()

@@ -77,7 +77,8 @@ def test_compare_two_saved_runs(
     out = capsys.readouterr().out
     assert "sample-sts" in out and "+0.00 [+0.00, +0.00]" in out
     assert "verdict: no significant regression" in out
-    assert "paired gate: Holm over 3 tasks at 95% confidence, min effect 0.50 points" in out
+    # STS, NLI, Retrieval, Classification and Reranking: all five paired example by example
+    assert "paired gate: Holm over 5 tasks at 95% confidence, min effect 0.50 points" in out
 
     status = main(["compare", "base.json", "worse.json", "--plot", "cmp.png", "--json", "cmp.json"])
     out = capsys.readouterr().out

@@ -43,6 +43,8 @@ def test_worker_crash_keeps_the_other_results(run_pytest, tmp_path: Path) -> Non
         f"--koembed-json={record_path}",
         "-n",
         "2",
+        "-m",
+        "not classification and not reranking",  # reranking encodes queries too: one crash
     )
     assert result.ret == 1, result.stdout
     record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -185,8 +187,13 @@ def test_ctrl_c_records_an_incomplete_run_and_leaves_gates_unchecked(tmp_path: P
     assert record["complete"] is False
     assert record["interrupted"].startswith("interrupted (KeyboardInterrupt"), record["interrupted"]
     assert [t["column"] for t in record["tasks"]] == ["sample-sts", "sample-pairs"]
-    assert record["not_run"] == ["sample-clustering", "sample-retrieval"]
-    assert record["task_counts"]["not_run"] == 2
+    assert record["not_run"] == [
+        "sample-clustering",
+        "sample-retrieval",
+        "sample-classification",
+        "sample-reranking",
+    ]
+    assert record["task_counts"]["not_run"] == 4
     assert [(g["name"], g["status"]) for g in record["gates"]] == [("STS", "not checked")]
     assert "the run did not finish: interrupted (KeyboardInterrupt" in out
     assert "gate STS >= 0.00: NOT CHECKED" in out
@@ -214,4 +221,10 @@ def test_internal_error_records_an_incomplete_run(pytester, tmp_path: Path) -> N
     record = json.loads(record_path.read_text(encoding="utf-8"))
     assert record["complete"] is False
     assert record["interrupted"] == "internal error (RuntimeError: a plugin broke)"
-    assert record["not_run"] == ["sample-pairs", "sample-clustering", "sample-retrieval"]
+    assert record["not_run"] == [
+        "sample-pairs",
+        "sample-clustering",
+        "sample-retrieval",
+        "sample-classification",
+        "sample-reranking",
+    ]

@@ -577,8 +577,8 @@ def test_unknown_subset_names_valid_ones() -> None:
 
 
 def test_unsupported_task_type() -> None:
-    with pytest.raises(KoembedError, match="of type Classification"):
-        prepare_task(spec("KorHateClassification"), None)
+    with pytest.raises(KoembedError, match="of type BitextMining"):
+        prepare_task(spec("BornholmBitextMining"), None)
 
 
 # ---------------------------------------------------------------------------------------------

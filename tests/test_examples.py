@@ -31,9 +31,9 @@ def test_custom_encoder_example_runs_the_sample_suite(run_pytest, tmp_path: Path
     record = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
     # the repo's own 3 tests ran too (asked for), and the toy model scored every benchmark task
     result.fnmatch_lines(["tests/test_model.py::test_encode_shapes_and_norms PASSED*"])
-    assert "7 passed" in result.stdout
+    assert "9 passed" in result.stdout
     assert "koembed summary" in result.stdout
-    assert [t["status"] for t in record["tasks"]] == ["ok"] * 4
+    assert [t["status"] for t in record["tasks"]] == ["ok"] * 6
     assert record["model"]["name"] == "toy-char-ngram"
     assert record["model"]["loader"].startswith("custom (toy_encoder.")
     assert record["weighted_average"] is not None

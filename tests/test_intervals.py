@@ -106,7 +106,9 @@ def test_interval_text_is_half_width_unless_asymmetric() -> None:
 def _sample_record(cis: list[dict[str, float] | None]) -> dict[str, Any]:
     suite = load_suite("sample")
     tasks = []
-    for spec, ci, value in zip(suite.tasks, cis, [76.94, 44.8, 11.62, 7.0845], strict=True):
+    # a hand-made record of the sample suite's first four tasks (one per v1 category)
+    specs = suite.tasks[:4]
+    for spec, ci, value in zip(specs, cis, [76.94, 44.8, 11.62, 7.0845], strict=True):
         tasks.append(
             {
                 "column": spec.column,

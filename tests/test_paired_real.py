@@ -21,12 +21,13 @@ def test_the_real_model_run_twice_is_within_noise_on_every_task(
     assert again.ret == 0, again.stdout
     record = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
     tasks = record["tasks"]
-    assert len(tasks) == 4  # STS, pair classification, clustering, retrieval
+    # STS, pair classification, clustering, retrieval, classification, reranking
+    assert len(tasks) == 6
     for task in tasks:
         assert task["verdict"] == "within noise", task
         assert task["p_value"] is not None and task["p_adjusted"] is not None
         assert abs(task["delta"]) < 0.5
         assert task["delta_ci"]["low"] <= task["delta"] <= task["delta_ci"]["high"]
-    assert record["baseline"]["paired"]["tasks"] == 4
+    assert record["baseline"]["paired"]["tasks"] == 6
     assert record["baseline"]["paired"]["same_rows"] is True
-    again.fnmatch_lines(["paired gate: Holm over 4 tasks at 95% confidence, *(same rows: yes)"])
+    again.fnmatch_lines(["paired gate: Holm over 6 tasks at 95% confidence, *(same rows: yes)"])

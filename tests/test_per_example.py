@@ -126,6 +126,37 @@ def test_fast_clustering_examples_are_mtebs_bootstrap_runs(sample: dict[str, Tas
     assert frame["key"].nunique() == 10
 
 
+def test_classification_examples_are_the_predictions_of_mtebs_10_experiments(
+    sample: dict[str, TaskScore], tmp_path: Path
+) -> None:
+    score = sample["sample-classification"]
+    frame = _checked(score)
+    assert list(frame.columns) == ["key", "true_label", "predicted", "accuracy"]
+    assert len(frame) == 24 and set(frame["true_label"]) == {"날씨", "스포츠", "경제"}
+    assert all(len(p) == 10 and set(p) <= {"날씨", "스포츠", "경제"} for p in frame["predicted"])
+    # each text's fraction of experiments right; their mean is mteb's accuracy
+    assert frame["accuracy"].mean() * 100 == pytest.approx(score.value, abs=1e-9)
+    # through the sidecar and back: the predictions stay lists of label names
+    record = {"tasks": [{"column": score.column, "status": "ok"}], "suite": {"name": "x"}}
+    write_run_files(record, tmp_path / "run.json", {score.column: frame}, write_json)
+    again = load_examples(tmp_path / "run.json")[score.column]
+    assert again["predicted"].tolist() == frame["predicted"].tolist()
+    assert recompute_value(again, "main_score", "accuracy") == recompute_value(
+        frame, "main_score", "accuracy"
+    )
+
+
+def test_reranking_examples_rank_each_querys_candidates(sample: dict[str, TaskScore]) -> None:
+    score = sample["sample-reranking"]
+    frame = _checked(score)
+    assert len(frame) == 8 and "ndcg_at_10" in frame.columns
+    path = SAMPLE_DATA / "KoembedSampleReranking" / "default" / "test" / "candidates.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    candidates = {row["query_id"]: set(row["doc_ids"]) for row in rows}
+    for query_id, top in zip(frame["query_id"], frame["top_ids"], strict=True):
+        assert set(top) == candidates[query_id]  # only its 5 candidates are ranked
+
+
 def test_legacy_clustering_gives_one_row_per_set(encoder: Any, tmp_path: Path) -> None:
     from pytest_koembed.evaluation import evaluate_task
 

@@ -400,7 +400,7 @@ def test_results_of_a_koembed_run_are_not_marked(
         f"--koembed-results-dir={results}",
         f"--koembed-json={run_record}",
     )
-    outcome.assert_outcomes(passed=4)
+    outcome.assert_outcomes(passed=6)
     values = {t["column"]: t["value"] for t in json.loads(run_record.read_text("utf-8"))["tasks"]}
     report = pytester.path / "rescore.json"
     code, out, err = run(

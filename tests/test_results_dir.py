@@ -26,6 +26,8 @@ TASKS = [
     "KoembedSamplePairClassification",
     "KoembedSampleClustering",
     "KoembedSampleRetrieval",
+    "KoembedSampleClassification",
+    "KoembedSampleReranking",
 ]
 
 
@@ -106,7 +108,7 @@ def test_rewriting_keeps_other_tasks(sample: SampleReports, tmp_path: Path) -> N
     write_results_dir(record, tmp_path)
     folder = results_model_dir(tmp_path, record)
     assert sorted(p.stem for p in folder.glob("Koembed*.json")) == sorted(TASKS)
-    assert len((folder / PROVENANCE_FILE).read_text().splitlines()) == 4
+    assert len((folder / PROVENANCE_FILE).read_text().splitlines()) == 6
 
 
 def test_a_record_without_mteb_results_is_an_error(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_sample_run_reports_every_file(sample: SampleReports) -> None:
         f"model-index written to {sample.model_index}",
         f"model-index merged into {sample.card}",
         "chart written to ",
-        "4 mteb result files written to ",
+        "6 mteb result files written to ",
     ):
         assert line in sample.stdout, sample.stdout
 
@@ -103,7 +103,7 @@ def test_model_index_round_trips_and_has_the_seed_shape(sample: SampleReports) -
     assert data == model_index(sample.record)
     (entry,) = data["model-index"]
     assert entry["name"] == "hash-ngrams"
-    assert len(entry["results"]) == 4
+    assert len(entry["results"]) == 6
     by_task = {r["dataset"]["name"]: r for r in entry["results"]}
     sts = by_task["MTEB KoembedSampleSTS"]
     assert list(sts) == ["task", "dataset", "metrics"]
@@ -125,7 +125,9 @@ def test_model_index_round_trips_and_has_the_seed_shape(sample: SampleReports) -
         100 * task["scores"]["euclidean_spearman"]
     )
     types = [r["task"]["type"] for r in entry["results"]]
-    assert types == ["STS", "PairClassification", "Clustering", "Retrieval"]
+    assert types == [
+        "STS", "PairClassification", "Clustering", "Retrieval", "Classification", "Reranking"
+    ]  # fmt: skip
 
 
 def test_model_card_merge_keeps_the_rest_byte_for_byte(sample: SampleReports) -> None:
@@ -140,7 +142,11 @@ def test_model_card_merge_keeps_the_rest_byte_for_byte(sample: SampleReports) ->
     assert data["license"] == "mit" and data["language"] == ["ko"]
     (entry,) = data["model-index"]
     types = [r["task"]["type"] for r in entry["results"]]
-    assert types == ["Classification", "STS", "PairClassification", "Clustering", "Retrieval"]
+    # the card's own entry of another task first, then the run's six
+    assert types == [
+        "Classification", "STS", "PairClassification", "Clustering", "Retrieval",
+        "Classification", "Reranking",
+    ]  # fmt: skip
     assert entry["results"][0]["metrics"] == [{"type": "accuracy", "value": 91.9}]
 
 

@@ -13,7 +13,14 @@ from pytest_koembed.scoring import round_half_up
 
 pytestmark = pytest.mark.usefixtures("offline")
 
-SAMPLE_COLUMNS = ["sample-sts", "sample-pairs", "sample-clustering", "sample-retrieval"]
+SAMPLE_COLUMNS = [
+    "sample-sts",
+    "sample-pairs",
+    "sample-clustering",
+    "sample-retrieval",
+    "sample-classification",
+    "sample-reranking",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +44,24 @@ def serial_run(run_pytest, workdir: Path, sample_args: list[str]) -> tuple[Any, 
 def test_every_task_passes_and_the_summary_is_printed(serial_run) -> None:
     result, _ = serial_run
     assert result.ret == 0, result.stdout
-    assert "4 passed" in result.stdout
+    assert "6 passed" in result.stdout
     result.fnmatch_lines(
         [
             "*= koembed summary =*",
-            "suite sample: 4 of 4 tasks scored",
+            "suite sample: 6 of 6 tasks scored",
             "task*category*value*n*dup*seconds*",
             "sample-sts*STS*.?? ±*",
             "sample-pairs*NLI*.?? ±*",
             "sample-clustering*Clustering*.?? ±*",
             "sample-retrieval*Retrieval*.?? ±*",
-            "category averages: STS * ±* | NLI * ±* | Clustering * ±* | Retrieval * ±*",
-            "weighted average * ±* (scheme ko-leaderboard-v1: R/3 + C/3 + (S+N)/9)",
+            "sample-classification*Classification*.?? ±*",
+            "sample-reranking*Reranking*.?? ±*",
+            "category averages: STS * ±* | NLI * ±* | Clustering * ±* | Retrieval * ±* | "
+            "Classification * ±* | Reranking * ±*",
+            # the v1 formula weighs the leaderboard's four categories; the sample's other two
+            # have their own averages
+            "weighted average * ±* (scheme ko-leaderboard-v1: R/3 + C/3 + (S+N)/9); "
+            "Classification, Reranking not weighted by this scheme",
             "intervals: 95% bootstrap over examples (1000 resamples, seed 0)",
             "model: all-MiniLM-L6-v2 (loader sentence-transformers, pooling mean, dtype fp32, "
             "device cpu, *; name from its model card)",

@@ -308,6 +308,8 @@ ALL = {
     "sample-pairs": 70.0,
     "sample-clustering": 50.0,
     "sample-retrieval": 80.0,
+    "sample-classification": 55.0,
+    "sample-reranking": 65.0,
 }
 
 
@@ -351,7 +353,7 @@ def test_deselection_leaves_the_gates_of_categories_that_ran() -> None:
     )
     status = {r.name: r.status for r in results}
     assert status == {"weighted": "failed", "Clustering": "not checked", "Retrieval": "passed"}
-    assert "only 3 of 4 tasks selected" in results[0].reason
+    assert "only 5 of 6 tasks selected" in results[0].reason
 
 
 # --- baseline files ---------------------------------------------------------------------------
@@ -376,10 +378,14 @@ def test_merge_keeps_what_did_not_run_and_lists_changes() -> None:
     shown = {t["column"]: t["shown"] for t in merged["tasks"]}
     assert shown == {"sample-sts": 50.0, "sample-pairs": 71.5, "sample-clustering": 40.0}
     assert all("stale" not in t for t in merged["tasks"])
-    assert merged["deselected"] == ["sample-retrieval"]
+    # the sample's classification and reranking tasks have no cell in either
+    no_cell = ["sample-retrieval", "sample-classification", "sample-reranking"]
+    assert merged["deselected"] == no_cell
     assert merged["weighted_average"] is None
     assert merged["category_averages"] == {
-        "STS": 50.0, "NLI": 71.5, "Clustering": 40.0, "Retrieval": None
+        "STS": 50.0, "NLI": 71.5, "Clustering": 40.0, "Retrieval": None,
+        "Classification": None, "Reranking": None,
     }  # fmt: skip
-    assert merged["incomplete_categories"] == ["Retrieval"]  # no cell: incomplete, not absent
-    assert merged["task_counts"]["deselected"] == 1
+    # no cell: incomplete, not absent
+    assert merged["incomplete_categories"] == ["Classification", "Reranking", "Retrieval"]
+    assert merged["task_counts"]["deselected"] == 3
