@@ -20,6 +20,7 @@ from koembed_test_encoders import HASHING_ENCODER
 
 from pytest_koembed.cli import main
 from pytest_koembed.per_example import load_examples
+from pytest_koembed.suite import load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -103,7 +104,8 @@ def test_merged_shards_give_the_serial_run(runs: dict[str, Any], count: int) -> 
     assert list(frames) == list(serial_frames)
     for column, frame in frames.items():
         pd.testing.assert_frame_equal(frame, serial_frames[column])
-    assert f"merged {count} run records (4 of 4 tasks of suite sample)" in out
+    n = len(load_suite("sample").tasks)
+    assert f"merged {count} run records ({n} of {n} tasks of suite sample)" in out
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +155,12 @@ def test_a_regression_fails_the_gate_as_it_fails_the_item(
     (regressed,) = [line for line in out.splitlines() if "regressed:" in line and "; " in line]
     gate_ret, gate_out = _koembed("gate", str(merged), f"--koembed-baseline={path}")
     assert gate_ret == ret
-    assert regressed in gate_out.splitlines() and "verdicts: 4 regressed" in gate_out
+    n = len(load_suite("sample").tasks)  # every task regressed: the baseline is 5 points above
+    assert regressed in gate_out.splitlines() and f"verdicts: {n} regressed" in gate_out
     # the serial run itself as a paired baseline: the same examples, nothing changed
     ret, out = _koembed("gate", str(merged), f"--koembed-baseline={root / 'serial.json'}")
     assert ret == 0, out
-    assert "paired gate: Holm over 4 tasks at 95% confidence" in out
+    assert f"paired gate: Holm over {n} tasks at 95% confidence" in out
 
 
 def test_the_gate_writes_the_reports(runs: dict[str, Any], merged: Path) -> None:
@@ -223,7 +226,8 @@ def test_a_shard_judges_its_items_as_the_whole_run_and_leaves_holm_to_the_gate(
     runs: dict[str, Any], merged: Path
 ) -> None:
     """Against a paired baseline (the serial run), a shard's items use the Bonferroni factor of
-    the whole run's 4 paired tasks, not of its own, and Holm waits for the merged record."""
+    the whole run's paired tasks (all of the suite's), not of its own; Holm waits for the
+    merged record."""
     root: Path = runs["root"]
     record_path = root / "paired-shard.json"
     ret, out = _pytest(
@@ -234,9 +238,10 @@ def test_a_shard_judges_its_items_as_the_whole_run_and_leaves_holm_to_the_gate(
     )
     assert ret == 0, out
     record = _read(record_path)
-    assert record["baseline"]["paired"]["shard"] == {"label": "1/3", "bonferroni_m": 4}
+    n = len(load_suite("sample").tasks)
+    assert record["baseline"]["paired"]["shard"] == {"label": "1/3", "bonferroni_m": n}
     assert all(t["p_value"] is not None and t["p_adjusted"] is None for t in record["tasks"])
-    assert "paired gate: shard 1/3: each item at Bonferroni over the run's 4 paired tasks" in out
+    assert f"paired gate: shard 1/3: each item at Bonferroni over the run's {n} paired tasks" in out
     assert "Holm over the run is koembed gate's, on the merged record" in out
     ret, out = _koembed("gate", str(merged), f"--koembed-baseline={root / 'serial.json'}")
-    assert ret == 0 and "paired gate: Holm over 4 tasks" in out
+    assert ret == 0 and f"paired gate: Holm over {n} tasks" in out
