@@ -100,6 +100,17 @@ def check_embeddings(array: Any, n_texts: int, where: str) -> np.ndarray:
     return matrix
 
 
+def prompt_role(prompt_type: Any) -> str:
+    """The prompt plan's role (query, document or symmetric) of mteb's ``prompt_type``."""
+    from mteb.types import PromptType
+
+    if prompt_type == PromptType.query:
+        return "query"
+    if prompt_type == PromptType.document:
+        return "document"
+    return "symmetric"
+
+
 def make_adapter(
     encoder: Any,
     spec: TaskSpec,
@@ -129,7 +140,6 @@ def make_adapter(
     """
     from mteb.models.abs_encoder import AbsEncoder
     from mteb.models.model_meta import ModelMeta, ScoringFunction
-    from mteb.types import PromptType
 
     class _Adapter(AbsEncoder):
         def __init__(self) -> None:
@@ -240,12 +250,7 @@ def make_adapter(
             prompt_type: Any = None,
             **kwargs: Any,
         ) -> np.ndarray:
-            if prompt_type == PromptType.query:
-                role = "query"
-            elif prompt_type == PromptType.document:
-                role = "document"
-            else:
-                role = "symmetric"
+            role = prompt_role(prompt_type)
             texts = [text for batch in inputs for text in batch["text"]]
             where = f"{spec.column} ({role} texts)"
             self.texts_total += len(texts)

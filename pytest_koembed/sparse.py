@@ -163,7 +163,8 @@ def make_sparse_adapter(
         _is_sparse_compatible_task,
         _postprocess_sparse_embeddings,
     )
-    from mteb.types import PromptType
+
+    from pytest_koembed.evaluation import prompt_role
 
     loaded = callable(getattr(encoder, "_sparse", None))  # a LoadedSparseEncoder
 
@@ -242,12 +243,7 @@ def make_sparse_adapter(
             prompt_type: Any = None,
             **kwargs: Any,
         ) -> Any:
-            if prompt_type == PromptType.query:
-                role = "query"
-            elif prompt_type == PromptType.document:
-                role = "document"
-            else:
-                role = "symmetric"
+            role = prompt_role(prompt_type)
             texts = [text for batch in inputs for text in batch["text"]]
             where = f"{spec.column} ({role} texts)"
             self.texts_total += len(texts)
