@@ -18,4 +18,7 @@ def koembed_encoder() -> ToyNgramEncoder:
     checkpoint = os.environ.get("TOY_CHECKPOINT")  # e.g. the directory your training run saved
     if checkpoint:
         return ToyNgramEncoder.load(checkpoint)
-    return ToyNgramEncoder(seed=0)
+    # TOY_MAX_CHARS=8: the same model reading only each text's first 8 characters (a damage to
+    # show the gate on)
+    max_chars = os.environ.get("TOY_MAX_CHARS")
+    return ToyNgramEncoder(seed=0, max_chars=int(max_chars) if max_chars else None)

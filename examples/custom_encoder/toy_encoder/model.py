@@ -24,10 +24,19 @@ class ToyNgramEncoder(nn.Module):
         buckets: int = 1 << 15,
         ngrams: tuple[int, ...] = (1, 2, 3),
         seed: int = 0,
+        max_chars: int | None = None,
     ):
         super().__init__()
-        self.config = {"dim": dim, "buckets": buckets, "ngrams": list(ngrams), "seed": seed}
+        self.config = {
+            "dim": dim,
+            "buckets": buckets,
+            "ngrams": list(ngrams),
+            "seed": seed,
+            "max_chars": max_chars,
+        }
         self.ngrams = tuple(ngrams)
+        # reads only the first max_chars characters of a text: a damage easy to explain
+        self.max_chars = max_chars
         self.buckets = buckets
         generator = torch.Generator().manual_seed(seed)
         self.bag = nn.EmbeddingBag(buckets, dim, mode="sum")
@@ -37,7 +46,7 @@ class ToyNgramEncoder(nn.Module):
     # -- the model ------------------------------------------------------------------------------
 
     def _features(self, text: str) -> list[int]:
-        text = unicodedata.normalize("NFC", text).lower()
+        text = unicodedata.normalize("NFC", text).lower()[: self.max_chars]
         ids = []
         for n in self.ngrams:
             padded = f"<{text}>" if n > 1 else text
@@ -62,7 +71,8 @@ class ToyNgramEncoder(nn.Module):
             "name": "toy-char-ngram",
             "row_name": "toy-char-ngram",
             "loader": "custom (toy_encoder.ToyNgramEncoder)",
-            "pooling": "sum of hashed character n-grams",
+            "pooling": "sum of hashed character n-grams"
+            + (f" of the first {self.max_chars} characters" if self.max_chars else ""),
             "normalize": True,
             "dtype": "fp32",
             "device": "cpu",
@@ -102,6 +112,7 @@ class ToyNgramEncoder(nn.Module):
             buckets=config["buckets"],
             ngrams=tuple(config["ngrams"]),
             seed=config["seed"],
+            max_chars=config.get("max_chars"),
         )
         model.load_state_dict(torch.load(directory / "weights.pt", weights_only=True))
         return model
