@@ -38,7 +38,10 @@ Values (:func:`recompute_value`): STS, the mean of pearson and spearman of ``gol
 score column; pair classification, sklearn's average precision (or mteb's threshold search for
 accuracy / f1 / precision / recall) of a column, ``max_*`` the best of the five; retrieval, the
 mean over queries of the per-query values, rounded to 5 decimals as mteb rounds them (MRR is not
-rounded); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each experiment
+rounded; ``stats`` applies the same rounding to the observed and every resampled value; a
+``main_score`` task's statistics resample the column of its own main score, ``map_at_1000``,
+``mrr_at_5``, ..., named by the run record's ``main_score``; mteb's retrieval ``accuracy`` is
+``recall_at_1``); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each experiment
 (sklearn's ``accuracy_score`` of its predictions) averaged over the experiments. Other
 classification scores (macro F1, ...) are not means over texts: a task valued by one keeps no
 per-example results. All x100, as ``TaskScore.value``.
@@ -657,6 +660,9 @@ def recompute_value(frame: pd.DataFrame, rule: str, main_score: str | None = Non
     keys: tuple[str, ...]
     if rule == "main_score":
         keys = (main_score or DEFAULT_MAIN_SCORE[kind],)
+        if kind == "retrieval" and keys == ("accuracy",):
+            # mteb's retrieval "accuracy" is its recall@1 (retrieval_metrics.make_score_dict)
+            return 100.0 * _retrieval_score(frame, "recall_at_1")
     elif rule == "sts-mean8":
         keys = STS_KEYS
     elif rule == "ndcg-5-10":

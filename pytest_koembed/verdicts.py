@@ -461,7 +461,12 @@ class BaselinePolicy:
             return None
         try:
             test = pair_task(
-                base_frame, score.examples, score.value_rule, score.column, self.gate.confidence
+                base_frame,
+                score.examples,
+                score.value_rule,
+                score.column,
+                self.gate.confidence,
+                main_score=score.main_score,
             )
         except KoembedError as exc:
             score.not_paired = f"{score.column}: not paired: {exc}; tolerance rule used"
@@ -511,7 +516,7 @@ class BaselinePolicy:
             try:
                 low, high = stats.task_interval(
                     score.examples,
-                    score.value_rule,
+                    stats.task_rule(score.value_rule, score.main_score),
                     level=self.gate.confidence,
                     stream=score.column,
                 )
