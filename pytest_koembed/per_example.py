@@ -711,7 +711,12 @@ def _with_occurrence(frame: pd.DataFrame) -> pd.DataFrame:
 def pair_examples(
     base: pd.DataFrame, new: pd.DataFrame, *, name: str = "the task"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The two frames on the same examples, aligned row by row (sorted by ``key``).
+    """The two frames on the same examples, aligned row by row in the new run's row order.
+
+    The order is the one mteb scored the examples in (the frames keep it), and mteb's sums follow
+    it: a retrieval value is ``round(sum(per-query values) / n, 5)``, and at a 5-decimal boundary
+    another order can round the other way. Keeping it, the paired values equal the records'
+    (the baseline's too, when it scored the rows in the same order, as the same data does).
 
     Refuses with a one-line KoembedError, saying how many examples match, when the two runs were
     made on different rows or different kinds of task. A key that appears more than once (the
@@ -732,8 +737,10 @@ def pair_examples(
             f"baseline for {name} was made on different rows: {matched:,} of {len(n):,} examples "
             f"match{extra}"
         )
-    b = b.sort_values(["key", "_n"], kind="stable").drop(columns="_n").reset_index(drop=True)
-    n = n.sort_values(["key", "_n"], kind="stable").drop(columns="_n").reset_index(drop=True)
+    position = {kn: i for i, kn in enumerate(zip(b["key"], b["_n"], strict=True))}
+    order = [position[kn] for kn in zip(n["key"], n["_n"], strict=True)]
+    b = b.iloc[order].drop(columns="_n").reset_index(drop=True)
+    n = n.drop(columns="_n").reset_index(drop=True)
     return b, n
 
 
