@@ -147,9 +147,12 @@ def rank_fields(
         return None
     name, published = found
     interval = None
-    if weighted_replicates is not None and stats._percentile_interval(
-        np.asarray(weighted_replicates, dtype=np.float64), level
-    ).defined:  # the rule for undefined resamples holds for the rank as for the average
+    if (
+        weighted_replicates is not None
+        and stats._percentile_interval(
+            np.asarray(weighted_replicates, dtype=np.float64), level
+        ).defined
+    ):  # the rule for undefined resamples holds for the rank as for the average
         best, worst = stats.rank_interval(weighted_replicates, published, level)
         interval = [best, worst]
     return {

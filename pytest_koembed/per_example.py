@@ -41,8 +41,8 @@ mean over queries of the per-query values, rounded to 5 decimals as mteb rounds 
 rounded; ``stats`` applies the same rounding to the observed and every resampled value; a
 ``main_score`` task's statistics resample the column of its own main score, ``map_at_1000``,
 ``mrr_at_5``, ..., named by the run record's ``main_score``; mteb's retrieval ``accuracy`` is
-``recall_at_1``); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each experiment
-(sklearn's ``accuracy_score`` of its predictions) averaged over the experiments. Other
+``recall_at_1``); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each
+experiment (sklearn's ``accuracy_score`` of its predictions) averaged over the experiments. Other
 classification scores (macro F1, ...) are not means over texts: a task valued by one keeps no
 per-example results. All x100, as ``TaskScore.value``.
 

@@ -496,7 +496,7 @@ def _check_level(level: float) -> None:
 def max_undefined(n_resamples: int, level: float) -> int:
     """How many undefined resamples an interval may leave out: one tail's share,
     ``floor(n_resamples * (1 - level) / 2)`` (25 of 1000 at 95%)."""
-    return int(math.floor(n_resamples * (1.0 - level) / 2.0 + 1e-9))
+    return math.floor(n_resamples * (1.0 - level) / 2.0 + 1e-9)
 
 
 def _percentile_interval(replicates: np.ndarray, level: float) -> Interval:

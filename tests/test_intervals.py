@@ -298,8 +298,11 @@ def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
         "no interval for an average with more than 25 undefined resamples "
         f"(sample-pairs {undefined} of 1000)"
     )
-    record = {"tasks": [{"column": "sample-pairs", "status": "ok", "ci": None, "ci_note": note},
-                        {"column": "x", "status": "ok", "ci": {"low": 1, "high": 2}}], **fields}  # fmt: skip
+    rows = [
+        {"column": "sample-pairs", "status": "ok", "ci": None, "ci_note": note},
+        {"column": "x", "status": "ok", "ci": {"low": 1, "high": 2}},
+    ]
+    record = {"tasks": rows, **fields}
     assert f"sample-pairs: {note}" in (describe(record) or "")
 
     # five positives in 60: a few resamples have none; they are left out and counted
@@ -313,8 +316,10 @@ def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
     assert ci is not None and ci["undefined"] == undefined
     low, high = np.quantile(replicates[np.isfinite(replicates)], [0.025, 0.975])
     assert (ci["low"], ci["high"]) == pytest.approx((low, high), abs=1e-9)
-    assert note == f"{undefined} of 1000 resamples left out of the interval: the task value is "\
+    assert (
+        note == f"{undefined} of 1000 resamples left out of the interval: the task value is "
         "undefined in them"
+    )
     tasks["sample-pairs"] = ("cosine_ap", few)
     fields = average_fields(suite, suite.scheme, tasks, 50.0, "m")
     assert fields["category_average_ci"]["NLI"]["undefined"] == undefined

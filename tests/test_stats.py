@@ -113,9 +113,9 @@ def test_exact_values_equal_scipy_and_sklearn():
     # mteb rounds each query mean to 5 decimals (retrieval_metrics.parse_metrics_from_scores)
     expected = task_value("ndcg-5-10", mteb_means(retrieval))
     assert stats.frame_value(retrieval, "ndcg-5-10") == expected
-    assert stats.frame_value(
-        retrieval, stats.task_rule("main_score", "ndcg_at_10")
-    ) == 100 * round(sum(retrieval["ndcg_at_10"].tolist()) / 77, 5)
+    assert stats.frame_value(retrieval, stats.task_rule("main_score", "ndcg_at_10")) == 100 * round(
+        sum(retrieval["ndcg_at_10"].tolist()) / 77, 5
+    )
     clustering = pd.DataFrame({"v_measure": [0.41, 0.45, 0.39]})
     assert stats.frame_value(clustering, "v_measure") == pytest.approx(41.6666666666, abs=1e-8)
 

@@ -104,7 +104,9 @@ def test_retrieval_statistics_are_of_the_tasks_own_main_score(
     suite = _retrieval_suite(tmp_path)
     common = [f"--koembed-suite={suite}", f"--koembed-data-dir={tmp_path / 'data'}"]
     for name, model in (("base", minilm_dir), ("new", tiny_bert_dir)):
-        result = run_pytest(tmp_path, f"--koembed-model={model}", *common, f"--koembed-json={name}.json")
+        result = run_pytest(
+            tmp_path, f"--koembed-model={model}", *common, f"--koembed-json={name}.json"
+        )
         assert result.ret == 0, result.stdout
     record = json.loads((tmp_path / "base.json").read_text(encoding="utf-8"))
     frames = load_examples(tmp_path / "base.json")
@@ -276,3 +278,32 @@ def test_compare_and_the_gate_never_crash_on_undefined_resamples(
     assert status in (0, 1), out
     assert "tiny-pairs: delta_ci: no interval: the delta is undefined in " in out
     assert "of 1000 resamples, more than the 25 (one tail's share)" in out
+
+
+def test_sts_and_pairs_of_mteb_kor_v2_are_resampled_and_paired(pytester: pytest.Pytester) -> None:
+    """mteb-kor-v2's KorSTS (cosine_spearman) and KorNLI (max_ap), on the sample suite's rows:
+    each gets its interval and its paired test (before issue 17: neither)."""
+    pytester.makeconftest(ENCODER)
+    data = pytester.path / "data"
+    for task, sample in (
+        ("KorSTS", "KoembedSampleSTS"),
+        ("KorNLI", "KoembedSamplePairClassification"),
+    ):
+        shutil.copytree(SAMPLE / sample, data / task)
+    args = ["--koembed-model=hashy", "--koembed-suite=mteb-kor-v2", f"--koembed-data-dir={data}",
+            "-k", "KorSTS or KorNLI"]  # fmt: skip
+    assert pytester.runpytest(*args, "--koembed-save-baseline=base.json").ret == 0
+    result = pytester.runpytest(*args, "--koembed-baseline=base.json", "--koembed-json=new.json")
+    assert result.ret == 0, result.stdout.str()
+    record = json.loads((pytester.path / "new.json").read_text("utf-8"))
+    frames = load_examples(pytester.path / "new.json")
+    for task in record["tasks"]:
+        column, key = task["column"], task["main_score"]
+        assert key == {"KorSTS": "cosine_spearman", "KorNLI": "max_ap"}[column]
+        assert stats.frame_value(frames[column], key) == pytest.approx(task["value"], abs=1e-9)
+        assert task["ci"] is not None, task
+        assert (task["ci"]["low"], task["ci"]["high"]) == stats.task_interval(
+            frames[column], key, stream=column
+        )
+        assert task["p_value"] == 1.0 and task["delta"] == 0.0, task  # the same model again
+        assert task["not_paired"] is None
