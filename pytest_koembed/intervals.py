@@ -260,7 +260,7 @@ def describe(record: Mapping[str, Any]) -> str | None:
     """``intervals: 95% bootstrap over examples (1000 resamples, seed 0)``, or None when the
     record has no interval at all."""
     info = record.get("intervals")
-    has_any = any(t.get("ci") for t in record.get("tasks") or []) or record.get(
+    has_any = any(t.get("ci") or t.get("ci_note") for t in record.get("tasks") or []) or record.get(
         "weighted_average_ci"
     )
     if not isinstance(info, Mapping) or not has_any:

@@ -267,6 +267,7 @@ def test_compare_and_the_gate_never_crash_on_undefined_resamples(
     run = pytester.runpytest(*args, "--koembed-baseline=base.json", "--koembed-json=new.json")
     assert run.ret in (0, 1), run.stdout.str()
     assert "Traceback" not in run.stdout.str()
+    run.stdout.fnmatch_lines(["intervals: *tiny-pairs: no interval: the task value is undefined*"])
     task = json.loads((pytester.path / "new.json").read_text("utf-8"))["tasks"][0]
     assert task["p_value"] is not None and task["delta_ci"] is None and task["ci"] is None
     assert "more than the 25 (one tail's share)" in task["ci_note"]
