@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pytest_koembed import stats
@@ -88,11 +87,24 @@ class GateSettings:
 
 
 def pair_task(
-    base_frame: pd.DataFrame, new_frame: pd.DataFrame, rule: str, column: str, confidence: float
+    base_frame: pd.DataFrame,
+    new_frame: pd.DataFrame,
+    rule: str,
+    column: str,
+    confidence: float,
+    *,
+    main_score: str | None = None,
 ) -> stats.PairedTest:
-    """One task's paired test; a one-line KoembedError when the frames are on different rows."""
+    """One task's paired test; a one-line KoembedError when the frames are on different rows.
+
+    ``main_score``: the task's main score key, which a ``main_score`` rule tests
+    (``stats.task_rule``). A ``delta_ci`` with more undefined resamples than an interval may
+    leave out has NaN ends (``stats._percentile_interval``); callers show no interval then.
+    """
     base, new = pair_examples(base_frame, new_frame, name=column)
-    return stats.paired_test(base, new, rule, level=confidence, stream=column)
+    return stats.paired_test(
+        base, new, stats.task_rule(rule, main_score), level=confidence, stream=column
+    )
 
 
 def bonferroni_verdict(delta: float, p_value: float, m: int, settings: GateSettings) -> str:
@@ -245,6 +257,14 @@ def compare_records(
             row.note = f"{column}: {which} holds no per-example results for it; not compared"
             out.notes.append(row.note)
             continue
+        main = n.get("main_score")
+        if b.get("main_score") != main and str(n.get("value_rule")) == "main_score":
+            row.note = (
+                f"{column}: not paired: its main score is {b.get('main_score')!r} in "
+                f"{base_path}, {main!r} in {new_path}"
+            )
+            out.notes.append(row.note)
+            continue
         try:
             test = pair_task(
                 base_frames[column],
@@ -252,17 +272,21 @@ def compare_records(
                 str(n["value_rule"]),
                 column,
                 settings.confidence,
+                main_score=main,
             )
         except KoembedError as exc:
             row.note = f"{column}: not paired: {exc}"
             out.notes.append(row.note)
             continue
         row.delta = test.delta
-        row.delta_ci = (test.delta_ci.low, test.delta_ci.high)
         row.p_value = test.p_value
+        if test.delta_ci.defined:
+            row.delta_ci = (test.delta_ci.low, test.delta_ci.high)
+        if test.delta_ci.undefined:
+            out.notes.append(f"{column}: delta_ci: {test.delta_ci.why_undefined('the delta')}")
         aligned[column] = (
             *pair_examples(base_frames[column], new_frames[column]),
-            str(n["value_rule"]),
+            stats.task_rule(str(n["value_rule"]), main),
         )
     verdicts = holm_verdicts({t.column: (t.delta, t.p_value) for t in out.paired}, settings)  # type: ignore[misc]
     for t in out.paired:
@@ -273,6 +297,7 @@ def compare_records(
         scheme,
         settings.confidence,
     )
+    out.notes += out.averages.pop("notes", [])
     complete = (
         base_record.get("weighted_average") is not None
         and new_record.get("weighted_average") is not None
@@ -297,6 +322,9 @@ def average_deltas(
     of their difference: each task is resampled with the draws ``stats.paired_test`` uses (its
     column's stream), the same draws for both runs, and each resample goes through the
     leaderboard's own formulas (``scoring.summarize``). A weighted average needs the whole suite.
+    Resamples in which an average is undefined (a task's value undefined in it, in either run)
+    follow ``stats._percentile_interval``'s rule: left out and counted, and no ``delta_ci`` past
+    one tail's share; ``"notes"`` says so.
     """
     from pytest_koembed.scoring import get_scheme, summarize
 
@@ -313,19 +341,26 @@ def average_deltas(
         # the same streams for both runs: replicate b of one pairs with replicate b of the other
         drawn[side] = stats.average_replicates(samples, scheme, n_resamples)
 
-    def entry(base: float | None, new: float | None, reps: tuple[Any, Any]) -> dict[str, Any]:
+    notes: list[str] = []
+
+    def entry(
+        name: str, base: float | None, new: float | None, reps: tuple[Any, Any]
+    ) -> dict[str, Any]:
         if base is None or new is None or reps[0] is None or reps[1] is None:
             return {"base": base, "new": new, "delta": None, "delta_ci": None}
-        low, high = np.percentile(reps[1] - reps[0], [50 * (1 - confidence), 50 * (1 + confidence)])
+        interval = stats._percentile_interval(reps[1] - reps[0], confidence)
+        if interval.undefined:
+            notes.append(f"{name}: delta_ci: {interval.why_undefined('the average')}")
         return {
             "base": base,
             "new": new,
             "delta": new - base,
-            "delta_ci": {"level": confidence, "low": float(low), "high": float(high)},
+            "delta_ci": interval.to_dict() if interval.defined else None,
         }
 
     categories = {
         cat: entry(
+            cat,
             observed["base"].category_averages.get(cat),
             observed["new"].category_averages.get(cat),
             (drawn["base"][0].get(cat), drawn["new"][0].get(cat)),
@@ -333,11 +368,12 @@ def average_deltas(
         for cat in observed["new"].category_averages
     }
     weighted = entry(
+        "weighted average",
         observed["base"].weighted,
         observed["new"].weighted,
         (drawn["base"][1], drawn["new"][1]),
     )
-    return {"weighted_average": weighted, "categories": categories}
+    return {"weighted_average": weighted, "categories": categories, "notes": notes}
 
 
 def load_run(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
@@ -347,10 +383,12 @@ def load_run(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]
 
 
 def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{round_half_up(x, 2):.2f}"
+    return "n/a" if x is None or not math.isfinite(x) else f"{round_half_up(x, 2):.2f}"
 
 
 def _signed(x: float) -> str:
+    if not math.isfinite(x):  # never a traceback: an undefined number is shown as such
+        return "n/a"
     x = round_half_up(x, 2)
     return ("+" if x >= 0 else "-") + f"{abs(x):.2f}"
 

@@ -266,7 +266,7 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
     lines and the rows text (``--koembed-row -``). Bad input: a one-line KoembedError."""
     from pytest_koembed import options as check
     from pytest_koembed.compare import GateSettings, check_confidence, check_min_effect
-    from pytest_koembed.intervals import task_ci
+    from pytest_koembed.intervals import task_ci_and_note
     from pytest_koembed.per_example import load_examples, write_run_files
     from pytest_koembed.publish import ReportOptions
     from pytest_koembed.reports import write_json
@@ -322,7 +322,9 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
     for column, score in scores.items():
         score.examples = frames.get(column)
         if level != saved_level:
-            score.ci = task_ci(score.examples, score.value_rule, column, level)
+            score.ci, score.ci_note = task_ci_and_note(
+                score.examples, score.value_rule, column, level, score.main_score
+            )
     deselected = set(record.get("deselected") or [])
     policy.selected = tuple(t.column for t in suite.tasks if t.column not in deselected)
     model = record.get("model") or {}

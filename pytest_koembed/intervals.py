@@ -21,6 +21,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from pytest_koembed import stats
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.leaderboards import run_encoder_type
@@ -37,24 +39,57 @@ ASYMMETRY = 0.5
 half-width is shown as ``[low, high]``, not ``±half-width``."""
 
 
-def _interval_dict(level: float, low: float, high: float) -> dict[str, float] | None:
+def _interval_dict(
+    level: float, low: float, high: float, undefined: int = 0
+) -> dict[str, Any] | None:
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
-    return {"level": level, "low": float(low), "high": float(high)}
+    out: dict[str, Any] = {"level": level, "low": float(low), "high": float(high)}
+    if undefined:
+        out["undefined"] = int(undefined)  # resamples left out: the value is undefined in them
+    return out
+
+
+def _ci_dict(level: float, interval: stats.Interval | None) -> dict[str, Any] | None:
+    if interval is None:
+        return None
+    return _interval_dict(level, interval.low, interval.high, interval.undefined)
 
 
 def task_ci(
-    frame: Any, rule: str, column: str, level: float = DEFAULT_CONFIDENCE
-) -> dict[str, float] | None:
+    frame: Any,
+    rule: str,
+    column: str,
+    level: float = DEFAULT_CONFIDENCE,
+    main_score: str | None = None,
+) -> dict[str, Any] | None:
     """A task's interval from its per-example frame, or None when it has none (no frame, a value
-    rule that cannot be resampled, or no finite resample)."""
+    rule that cannot be resampled, or more undefined resamples than an interval may leave out:
+    ``stats._percentile_interval``). ``main_score``: the task's main score key, which a
+    ``main_score`` rule resamples (``stats.task_rule``). ``"undefined": k`` when k resamples
+    were left out."""
+    return task_ci_and_note(frame, rule, column, level, main_score)[0]
+
+
+def task_ci_and_note(
+    frame: Any,
+    rule: str,
+    column: str,
+    level: float = DEFAULT_CONFIDENCE,
+    main_score: str | None = None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`task_ci`, and a one-line note (``TaskScore.ci_note``) when resamples were left out
+    or no interval could be given although the task has per-example results."""
     if frame is None:
-        return None
+        return None, None
     try:
-        low, high = stats.task_interval(frame, rule, level, RESAMPLES, SEED, stream=column)
-    except (KoembedError, ValueError, ArithmeticError):  # an interval never fails a task
-        return None
-    return _interval_dict(level, low, high)
+        interval = stats.task_confidence_interval(
+            frame, stats.task_rule(rule, main_score), level, RESAMPLES, SEED, stream=column
+        )
+    except (KoembedError, ValueError, ArithmeticError) as exc:  # never fails a task
+        return None, f"no interval: {exc}"
+    note = interval.why_undefined("the task value") if interval.undefined else None
+    return _ci_dict(level, interval), note
 
 
 def _published_weighted(
@@ -112,7 +147,12 @@ def rank_fields(
         return None
     name, published = found
     interval = None
-    if weighted_replicates is not None:
+    if (
+        weighted_replicates is not None
+        and stats._percentile_interval(
+            np.asarray(weighted_replicates, dtype=np.float64), level
+        ).defined
+    ):  # the rule for undefined resamples holds for the rank as for the average
         best, worst = stats.rank_interval(weighted_replicates, published, level)
         interval = [best, worst]
     return {
@@ -135,46 +175,65 @@ def average_fields(
 ) -> dict[str, Any]:
     """The run record's interval fields for the averages and the rank.
 
-    ``tasks``: column -> (value rule, per-example frame) for each scored task that has per-example
-    results. A category with a task missing from it (not scored, deselected, or without per-example
-    results) has no interval (``null``), nor has the weighted average then: the same rule as
-    ``averages.py`` applies to the averages themselves, and a partial average gets no interval.
+    ``tasks``: column -> (value rule, per-example frame[, main score key]) for each scored task
+    that has per-example results (a ``main_score`` rule resamples the task's main score:
+    ``stats.task_rule``). A category with a task missing from it (not scored, deselected, without
+    per-example results, or with a rule that cannot be resampled) has no interval (``null``), nor
+    has the weighted average then: the same rule as ``averages.py`` applies to the averages
+    themselves, and a partial average gets no interval. Resamples in which a task's value is
+    undefined follow ``stats._percentile_interval``'s rule; the ``intervals`` block's
+    ``undefined`` (column -> count) and ``note`` say how many and what became of them.
     ``weighted``: the run's weighted average (for the rank).
     """
-    samples = [
-        stats.TaskSample(t.column, t.category, *tasks[t.column])
-        if t.column in tasks
-        else stats.TaskSample(t.column, t.category, "", None)
-        for t in suite.tasks
-    ]
+
+    def sample(column: str, category: str) -> stats.TaskSample:
+        if column not in tasks:
+            return stats.TaskSample(column, category, "", None)
+        rule, frame, *main = tasks[column]
+        return stats.TaskSample(
+            column, category, stats.task_rule(rule, main[0] if main else None), frame
+        )
+
+    samples = [sample(t.column, t.category) for t in suite.tasks]
     sch = get_scheme(scheme)
-    note = None
+    notes: list[str] = []
     result = None
+    undefined: dict[str, int] = {}
     if any(s.frame is not None for s in samples):
         try:
             result = stats.average_intervals(samples, sch.name, level, RESAMPLES, SEED)
-        except (KoembedError, ValueError, ArithmeticError) as exc:
-            # e.g. a resample of a tiny pair task with no positive pair has no AP, so that
-            # resample has no average: say so rather than give an interval that skips it
-            note = f"no interval for the averages: a resampled task value is undefined ({exc})"
+        except (KoembedError, ValueError, ArithmeticError) as exc:  # never fails the run
+            notes.append(f"no interval for the averages: {exc}")
     if result is not None:
-        categories = {
-            cat: None if ci is None else _interval_dict(level, ci.low, ci.high)
-            for cat, ci in result.categories.items()
-        }
-        weighted_ci = (
-            None
-            if result.weighted is None
-            else _interval_dict(level, result.weighted.low, result.weighted.high)
-        )
+        undefined = result.undefined
+        notes += [
+            f"no interval for the averages of {column}: {why}"
+            for column, why in result.refused.items()
+        ]
+        if undefined:
+            counts = ", ".join(f"{c} {k} of {RESAMPLES}" for c, k in undefined.items())
+            shown = [ci for ci in [*result.categories.values(), result.weighted] if ci]
+            if all(ci.defined for ci in shown):
+                notes.append(
+                    f"resamples in which a task's value is undefined are left out ({counts})"
+                )
+            else:
+                notes.append(
+                    f"no interval for an average with more than "
+                    f"{stats.max_undefined(RESAMPLES, level)} undefined resamples ({counts})"
+                )
+        categories = {cat: _ci_dict(level, ci) for cat, ci in result.categories.items()}
+        weighted_ci = _ci_dict(level, result.weighted)
         replicates = result.weighted_replicates
     else:
         summary = summarize([TaskRow(t.column, t.category, None) for t in suite.tasks], sch)
         categories = {cat: None for cat in summary.category_averages}
         weighted_ci, replicates = None, None
     info: dict[str, Any] = {"method": METHOD, "level": level, "resamples": RESAMPLES, "seed": SEED}
-    if note is not None:
-        info["note"] = note
+    if undefined:
+        info["undefined"] = dict(undefined)
+    if notes:
+        info["note"] = "; ".join(notes)
     return {
         "intervals": info,
         "category_average_ci": categories,
@@ -201,14 +260,19 @@ def describe(record: Mapping[str, Any]) -> str | None:
     """``intervals: 95% bootstrap over examples (1000 resamples, seed 0)``, or None when the
     record has no interval at all."""
     info = record.get("intervals")
-    has_any = any(t.get("ci") for t in record.get("tasks") or []) or record.get(
+    has_any = any(t.get("ci") or t.get("ci_note") for t in record.get("tasks") or []) or record.get(
         "weighted_average_ci"
     )
     if not isinstance(info, Mapping) or not has_any:
         return None
     level = float(info.get("level", DEFAULT_CONFIDENCE))
     percent = f"{level * 100:.10g}%"
-    note = info.get("note")
+    notes = [info.get("note")] + [
+        f"{t.get('column')}: {t['ci_note']}"
+        for t in record.get("tasks") or []
+        if t.get("ci_note") and t.get("status") == "ok"
+    ]
+    note = "; ".join(n for n in notes if n)
     return (
         f"intervals: {percent} bootstrap over examples ({info.get('resamples')} resamples, "
         f"seed {info.get('seed')})" + (f"; {note}" if note else "")
@@ -257,7 +321,12 @@ class RunIntervals:
         if not any(v is not None for v in averages.values()):
             scored = []  # no average to give an interval to (yet): skip the resampling
         tasks = {
-            t["column"]: (str(t.get("value_rule") or ""), examples[t["column"]]) for t in scored
+            t["column"]: (
+                str(t.get("value_rule") or ""),
+                examples[t["column"]],
+                t.get("main_score"),
+            )
+            for t in scored
         }
         model = record.get("model") or {}
         run_name = str(model.get("row_name") or model.get("name") or "")

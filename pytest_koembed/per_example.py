@@ -38,8 +38,11 @@ Values (:func:`recompute_value`): STS, the mean of pearson and spearman of ``gol
 score column; pair classification, sklearn's average precision (or mteb's threshold search for
 accuracy / f1 / precision / recall) of a column, ``max_*`` the best of the five; retrieval, the
 mean over queries of the per-query values, rounded to 5 decimals as mteb rounds them (MRR is not
-rounded); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each experiment
-(sklearn's ``accuracy_score`` of its predictions) averaged over the experiments. Other
+rounded; ``stats`` applies the same rounding to the observed and every resampled value; a
+``main_score`` task's statistics resample the column of its own main score, ``map_at_1000``,
+``mrr_at_5``, ..., named by the run record's ``main_score``; mteb's retrieval ``accuracy`` is
+``recall_at_1``); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each
+experiment (sklearn's ``accuracy_score`` of its predictions) averaged over the experiments. Other
 classification scores (macro F1, ...) are not means over texts: a task valued by one keeps no
 per-example results. All x100, as ``TaskScore.value``.
 
@@ -657,6 +660,9 @@ def recompute_value(frame: pd.DataFrame, rule: str, main_score: str | None = Non
     keys: tuple[str, ...]
     if rule == "main_score":
         keys = (main_score or DEFAULT_MAIN_SCORE[kind],)
+        if kind == "retrieval" and keys == ("accuracy",):
+            # mteb's retrieval "accuracy" is its recall@1 (retrieval_metrics.make_score_dict)
+            return 100.0 * _retrieval_score(frame, "recall_at_1")
     elif rule == "sts-mean8":
         keys = STS_KEYS
     elif rule == "ndcg-5-10":
@@ -705,7 +711,12 @@ def _with_occurrence(frame: pd.DataFrame) -> pd.DataFrame:
 def pair_examples(
     base: pd.DataFrame, new: pd.DataFrame, *, name: str = "the task"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The two frames on the same examples, aligned row by row (sorted by ``key``).
+    """The two frames on the same examples, aligned row by row in the new run's row order.
+
+    The order is the one mteb scored the examples in (the frames keep it), and mteb's sums follow
+    it: a retrieval value is ``round(sum(per-query values) / n, 5)``, and at a 5-decimal boundary
+    another order can round the other way. Keeping it, the paired values equal the records'
+    (the baseline's too, when it scored the rows in the same order, as the same data does).
 
     Refuses with a one-line KoembedError, saying how many examples match, when the two runs were
     made on different rows or different kinds of task. A key that appears more than once (the
@@ -726,8 +737,10 @@ def pair_examples(
             f"baseline for {name} was made on different rows: {matched:,} of {len(n):,} examples "
             f"match{extra}"
         )
-    b = b.sort_values(["key", "_n"], kind="stable").drop(columns="_n").reset_index(drop=True)
-    n = n.sort_values(["key", "_n"], kind="stable").drop(columns="_n").reset_index(drop=True)
+    position = {kn: i for i, kn in enumerate(zip(b["key"], b["_n"], strict=True))}
+    order = [position[kn] for kn in zip(n["key"], n["_n"], strict=True)]
+    b = b.iloc[order].drop(columns="_n").reset_index(drop=True)
+    n = n.drop(columns="_n").reset_index(drop=True)
     return b, n
 
 

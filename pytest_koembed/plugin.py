@@ -615,9 +615,11 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     else:
         error = None
         score.worker = _worker_id(request.config)
-        from pytest_koembed.intervals import task_ci
+        from pytest_koembed.intervals import task_ci_and_note
 
-        score.ci = task_ci(score.examples, score.value_rule, spec.column, session.confidence)
+        score.ci, score.ci_note = task_ci_and_note(
+            score.examples, score.value_rule, spec.column, session.confidence, score.main_score
+        )
     finally:
         if status is not None:
             status.clear()  # before pytest writes the item's outcome

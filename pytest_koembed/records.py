@@ -32,7 +32,10 @@ class TaskScore:
     shown: float | None = None  # value rounded half-up to 2 decimals (what tables show)
     # The value's bootstrap interval over its examples, same scale: {"level", "low", "high"};
     # None without per-example results (``pytest_koembed.intervals.task_ci``).
-    ci: dict[str, float] | None = None
+    ci: dict[str, Any] | None = None
+    # Why ``ci`` is None although the task has per-example results, or how many resamples it
+    # left out (their value is undefined: ``stats._percentile_interval``); None otherwise.
+    ci_note: str | None = None
     # all raw mteb scores, 0-1 scale; None where mteb gave NaN
     scores: dict[str, float | None] = field(default_factory=dict)
     main_score: str | None = None  # mteb's main score key for the task

@@ -39,6 +39,7 @@ dependence between tasks, uniformly more powerful than Bonferroni), then :func:`
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -209,11 +210,15 @@ class _Metric:
 
     kind: str  # "mean" | "sts" | "ap"
     n: int
-    values: np.ndarray | None = None  # mean: per-example values (0-1)
+    values: np.ndarray | None = None  # mean: per-example values (0-1), the parts' mean
     gold: np.ndarray | None = None  # sts: gold scores; ap: 0/1 labels
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # score columns
     keys: tuple[tuple[str, str], ...] = ()  # sts: (column, "pearson"|"spearman"); ap: (column,)
     reduce: str = "mean"  # how the keys combine: "mean" (sts) or "max" (max_ap)
+    # mean: the score keys whose means make the value (ndcg-5-10 has two), each with its
+    # per-example values and whether mteb rounds its mean to 5 decimals (pytrec_eval's measures;
+    # not MRR, clustering or classification). Empty: one unrounded part, ``values``.
+    parts: tuple[tuple[np.ndarray, bool], ...] = ()
     _sorted: dict[str, _SortedGroups] = field(default_factory=dict, repr=False)
 
     def groups(self, column: str) -> _SortedGroups:
@@ -232,7 +237,9 @@ class _Metric:
         """
         if self.kind == "mean":
             assert self.values is not None
-            return 100.0 * (self.values @ w) / w.sum(axis=0)
+            if not self.parts:
+                return 100.0 * (self.values @ w) / w.sum(axis=0)
+            return self._rounded_means(w)
         if self.kind == "sts":
             combined = np.mean(self._correlations(w, {} if shared is None else shared), axis=0)
         else:
@@ -240,6 +247,25 @@ class _Metric:
             aps = np.vstack([_weighted_ap(self.groups(c), self.gold, w) for c, _ in self.keys])
             combined = aps.max(axis=0) if self.reduce == "max" else aps.mean(axis=0)
         return 100.0 * combined
+
+    def _rounded_means(self, w: np.ndarray) -> np.ndarray:
+        """Retrieval: each key's weighted mean over the queries, rounded as mteb rounds it
+        (``round(sum(values) / len(scores), 5)`` in ``retrieval_metrics.py``), then the keys'
+        mean, x100, as ``scoring.task_value`` takes it. A column of all ones is the observed
+        value, computed exactly as mteb computes it (Python's sum in the frame's order), so the
+        frame's value equals the run record's to the last bit; the resampled columns use the
+        same rounding on their weighted means."""
+        total = w.sum(axis=0)
+        exact = np.flatnonzero(np.all(w == 1.0, axis=0))
+        keys = []
+        for values, rounded in self.parts:
+            means = (values @ w) / total
+            if exact.size:
+                means[exact] = sum(values.tolist()) / len(values)
+            keys.append([round(float(m), 5) if rounded else float(m) for m in means])
+        return np.array(
+            [math.fsum(column) / len(column) * 100.0 for column in zip(*keys, strict=True)]
+        )
 
     def _correlations(self, w: np.ndarray, shared: dict[str, Any]) -> list[np.ndarray]:
         assert self.gold is not None
@@ -350,26 +376,60 @@ def _metric(frame: Any, rule: str) -> _Metric:
             reduce="max" if column == "max" else "mean",
         )
     if rule == "ndcg-5-10":
-        _require(frame, ["ndcg_at_5", "ndcg_at_10"], rule, "a retrieval task's per-query nDCG")
-        values = (_column(frame, "ndcg_at_5", rule) + _column(frame, "ndcg_at_10", rule)) / 2.0
-        return _Metric("mean", n, values=values)
+        return _retrieval_metric(frame, ("ndcg_at_5", "ndcg_at_10"), rule)
+    if rule == "accuracy" and "query_id" in have:
+        # mteb's retrieval "accuracy" is its rounded recall@1 (make_score_dict)
+        return _retrieval_metric(frame, ("recall_at_1",), rule)
+    if _RETRIEVAL_SCORE.match(rule):
+        return _retrieval_metric(frame, (rule,), rule)
     if rule == "main_score":
-        # retrieval and reranking, clustering, classification (kept only when accuracy is the
-        # main score: per_example.recompute_value refuses the others)
-        for column in ("ndcg_at_10", "v_measure", "accuracy"):
+        # the task's main score key is not known here: only a frame with one candidate column
+        # can be read (clustering, classification); a retrieval, STS or pair frame holds many
+        # scores, and resampling another one than the task's would be silently wrong
+        for column in ("v_measure", "accuracy"):
             if column in have:
                 return _Metric("mean", n, values=_column(frame, column, rule))
         raise KoembedError(
-            "value rule 'main_score' can be resampled only for retrieval (ndcg_at_10), "
-            "clustering (v_measure) and classification (accuracy) frames; name the score key "
-            "(e.g. cosine_ap) in the suite"
+            "value rule 'main_score': the task's main score key is not known (the run record "
+            "names none), so which per-example column holds it cannot be told; not resampling "
+            "another score in its place"
         )
-    if rule in have:  # a per-example score averaged over the examples: v_measure, ndcg_at_10, ...
+    if rule in have:  # a per-example score averaged over the examples: v_measure, accuracy
         return _Metric("mean", n, values=_column(frame, rule, rule))
     raise KoembedError(
         f"value rule {rule!r} cannot be recomputed from per-example columns "
         f"{', '.join(have) or '(none)'}"
     )
+
+
+_RETRIEVAL_SCORE = re.compile(r"(ndcg|map|recall|precision|hit_rate|mrr)_at_\d+\Z")
+
+
+def _retrieval_metric(frame: Any, keys: Sequence[str], rule: str) -> _Metric:
+    """Per-query columns whose means make the value; every one but MRR rounded as mteb does."""
+    have = _frame_columns(frame)
+    missing = [k for k in keys if k not in have]
+    if missing:
+        raise KoembedError(
+            f"value rule {rule!r} needs the per-query column(s) {', '.join(missing)}, which "
+            "these per-example results do not hold (written by an older version, or a cut-off "
+            "the task does not compute); re-run the task rather than resample another score"
+        )
+    parts = tuple((_column(frame, k, rule), not k.startswith("mrr_")) for k in keys)
+    values = parts[0][0] if len(parts) == 1 else np.mean([v for v, _ in parts], axis=0)
+    return _Metric("mean", len(frame), values=values, parts=parts)
+
+
+def task_rule(rule: str, main_score: str | None) -> str:
+    """The rule a task's per-example statistics use: its value rule, with ``main_score``
+    replaced by the task's own main score key (``TaskScore.main_score``: ``ndcg_at_1``,
+    ``map_at_1000``, ``cosine_spearman``, ``max_ap``, ...), so that its interval, ``delta``,
+    ``delta_ci``, ``p_value`` and averages are of the score its value is. Without a main score
+    key the rule stays ``main_score``, which :func:`_metric` resolves only where the frame has
+    one candidate (clustering, classification) and refuses otherwise."""
+    if rule == "main_score" and main_score:
+        return str(main_score)
+    return rule
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,15 +439,45 @@ def _metric(frame: Any, rule: str) -> _Metric:
 
 @dataclass(frozen=True)
 class Interval:
-    """A confidence interval on the x100 scale of task values."""
+    """A confidence interval on the x100 scale of task values.
+
+    ``undefined``: how many of the resamples had no value (see :func:`_percentile_interval`);
+    ``resamples``: how many were drawn (0 where not known). ``low`` and ``high`` are NaN when
+    too many were undefined to give an interval (:attr:`defined` is False).
+    """
 
     level: float
     low: float
     high: float
+    undefined: int = 0
+    resamples: int = field(default=0, compare=False)
 
-    def to_dict(self) -> dict[str, float]:
-        """The run record's form: ``{"level": 0.95, "low": L, "high": H}``."""
-        return {"level": self.level, "low": self.low, "high": self.high}
+    def to_dict(self) -> dict[str, Any]:
+        """The run record's form: ``{"level": 0.95, "low": L, "high": H}``, with
+        ``"undefined": k`` when k > 0 of the resamples were left out."""
+        out: dict[str, Any] = {"level": self.level, "low": self.low, "high": self.high}
+        if self.undefined:
+            out["undefined"] = self.undefined
+        return out
+
+    @property
+    def defined(self) -> bool:
+        """Whether there is an interval (both ends finite)."""
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    def why_undefined(self, what: str = "the value") -> str:
+        """One line: how many resamples had no value, and the rule that left them out."""
+        total = f" of {self.resamples}" if self.resamples else ""
+        if self.defined:
+            return (
+                f"{self.undefined}{total} resamples left out of the interval: {what} is "
+                "undefined in them"
+            )
+        return (
+            f"no interval: {what} is undefined in {self.undefined}{total} resamples, more than "
+            f"the {max_undefined(self.resamples or DEFAULT_RESAMPLES, self.level)} (one tail's "
+            "share) an interval may leave out"
+        )
 
     @property
     def half_width(self) -> float:
@@ -403,17 +493,38 @@ def _check_level(level: float) -> None:
         raise KoembedError(f"confidence level must be between 0 and 1, got {level!r}")
 
 
+def max_undefined(n_resamples: int, level: float) -> int:
+    """How many undefined resamples an interval may leave out: one tail's share,
+    ``floor(n_resamples * (1 - level) / 2)`` (25 of 1000 at 95%)."""
+    return math.floor(n_resamples * (1.0 - level) / 2.0 + 1e-9)
+
+
 def _percentile_interval(replicates: np.ndarray, level: float) -> Interval:
+    """The percentile interval of the replicates, under the one rule for undefined resamples.
+
+    A resample can have no value: a resampled pair task with no positive pair has no average
+    precision, a resampled STS task whose drawn gold scores (or similarities) are all equal has
+    no correlation; an average, or a paired difference, is undefined where any value in it is.
+    Such resamples are left out and counted (``Interval.undefined``), and the interval is the
+    percentile interval of the others (a bootstrap conditional on the value existing), as long
+    as at most one tail's share of them is left out (:func:`max_undefined`: 25 of 1000 at 95%).
+    Past that, leaving them out could move a whole tail, and there is no interval: ``low`` and
+    ``high`` are NaN and the count says why. The same rule holds for task intervals, the
+    averages' intervals, ``delta_ci`` and ``koembed compare``.
+    """
     tail = (1.0 - level) / 2.0
-    kept = replicates[np.isfinite(replicates)]
-    if kept.size == 0:
-        return Interval(level, math.nan, math.nan)
-    low, high = np.quantile(kept, [tail, 1.0 - tail])
-    return Interval(level, float(low), float(high))
+    replicates = np.asarray(replicates, dtype=np.float64)
+    finite = np.isfinite(replicates)
+    undefined = int(replicates.size - np.count_nonzero(finite))
+    if undefined > max_undefined(replicates.size, level) or undefined == replicates.size:
+        return Interval(level, math.nan, math.nan, undefined, int(replicates.size))
+    low, high = np.quantile(replicates[finite], [tail, 1.0 - tail])
+    return Interval(level, float(low), float(high), undefined, int(replicates.size))
 
 
 def frame_value(frame: Any, rule: str) -> float:
-    """The task value (x100, unrounded) recomputed from its per-example frame under ``rule``."""
+    """The task value (x100, unrounded) recomputed from its per-example frame under ``rule``
+    (for ``main_score`` give :func:`task_rule`): mteb's value, its rounding included."""
     metric = _metric(frame, rule)
     return float(metric.value_for(np.ones((metric.n, 1)))[0])
 
@@ -465,12 +576,27 @@ def task_interval(
     interval (nothing to resample), and its paired test can never be significant.
     Percentile, not BCa: BCa's acceleration needs a jackknife (n recomputations of a rank
     correlation or AP per task), and at these sizes the two agree to well within the
-    interval's own Monte-Carlo error.
+    interval's own Monte-Carlo error. Resamples in which the value is undefined follow the one
+    rule of :func:`_percentile_interval` (left out and counted; ``(nan, nan)`` past one tail's
+    share).
     """
+    interval = task_confidence_interval(frame, rule, level, n_resamples, seed, stream)
+    return interval.low, interval.high
+
+
+def task_confidence_interval(
+    frame: Any,
+    rule: str,
+    level: float = DEFAULT_LEVEL,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    stream: str = "",
+) -> Interval:
+    """:func:`task_interval` as an :class:`Interval`, with the count of undefined resamples
+    (NaN ends when more than one tail's share are undefined: :func:`_percentile_interval`)."""
     _check_level(level)
     replicates = task_replicates(frame, rule, n_resamples, seed, stream)
-    interval = _percentile_interval(replicates, level)
-    return interval.low, interval.high
+    return _percentile_interval(replicates, level)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,7 +608,8 @@ class TaskSample(NamedTuple):
     """One task of a run for the averages: its column, category, value rule and frame.
 
     ``frame`` is None for a task with no per-example results (errored, not run): averages
-    containing it have no interval, as they have no value.
+    containing it have no interval, as they have no value. ``rule`` is the rule the statistics
+    use (:func:`task_rule`: a ``main_score`` task's own main score key).
     """
 
     column: str
@@ -497,13 +624,90 @@ class AverageIntervals:
 
     ``categories`` maps each category to its interval (None when a task of it has no frame);
     ``weighted`` is the scheme's weighted average's interval (None when incomplete);
-    ``weighted_replicates`` are the weighted average in each resample (for :func:`rank_interval`).
+    ``weighted_replicates`` are the weighted average in each resample (for :func:`rank_interval`;
+    NaN where a task's value is undefined). ``undefined``: column -> how many of the task's
+    resamples have no value (tasks with none left out); ``refused``: column -> why a task with
+    per-example results could not be resampled (its averages have no interval).
     """
 
     scheme: str
     categories: dict[str, Interval | None]
     weighted: Interval | None
     weighted_replicates: np.ndarray | None
+    undefined: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+class _AverageDraws(NamedTuple):
+    categories: dict[str, np.ndarray | None]
+    weighted: np.ndarray | None
+    undefined: dict[str, int]
+    refused: dict[str, str]
+
+
+def _average_draws(
+    tasks: Sequence[TaskSample | tuple[str, str, str, Any]],
+    scheme: str,
+    n_resamples: int,
+    seed: int,
+) -> _AverageDraws:
+    sch = get_scheme(scheme)
+    rows = [TaskSample(*t) for t in tasks]
+    replicates: dict[str, np.ndarray | None] = {}
+    refused: dict[str, str] = {}
+    for r in rows:
+        if r.frame is None:
+            replicates[r.column] = None
+            continue
+        try:
+            replicates[r.column] = task_replicates(
+                r.frame, r.rule, n_resamples, seed, stream=r.column
+            )
+        except KoembedError as exc:  # a rule with no per-example form: like a missing frame
+            replicates[r.column] = None
+            refused[r.column] = str(exc)
+    undefined = {
+        c: int(np.count_nonzero(~np.isfinite(v)))
+        for c, v in replicates.items()
+        if v is not None and not np.all(np.isfinite(v))
+    }
+    # which averages exist at all: those with every task resampled (the partial-average rule)
+    present = summarize(
+        [(r.column, r.category, None if replicates[r.column] is None else 0.0) for r in rows], sch
+    )
+    categories: dict[str, list[float]] = {cat: [] for cat in present.category_averages}
+    weighted: list[float] = []
+    for b in range(n_resamples):
+        values = {
+            r.column: None if (v := replicates[r.column]) is None else float(v[b]) for r in rows
+        }
+        # an undefined value leaves its averages undefined in this resample (NaN), never a
+        # partial average
+        summary = summarize(
+            [
+                (r.column, r.category, v if v is not None and math.isfinite(v) else None)
+                for r in rows
+                for v in [values[r.column]]
+            ],
+            sch,
+        )
+        for cat in categories:
+            avg = summary.category_averages.get(cat)
+            categories[cat].append(math.nan if avg is None else avg)
+        weighted.append(math.nan if summary.weighted is None else summary.weighted)
+
+    def array(cat: str | None, values: list[float]) -> np.ndarray | None:
+        exists = present.weighted if cat is None else present.category_averages.get(cat)
+        if exists is None or not values:
+            return None
+        return np.array(values, dtype=np.float64)
+
+    return _AverageDraws(
+        {cat: array(cat, vals) for cat, vals in categories.items()},
+        array(None, weighted),
+        undefined,
+        refused,
+    )
 
 
 def average_replicates(
@@ -512,42 +716,18 @@ def average_replicates(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> tuple[dict[str, np.ndarray | None], np.ndarray | None]:
-    """The category and weighted averages of every resample (None where a resample has none).
+    """The category and weighted averages of every resample (None where the run has no such
+    average; NaN in a resample where a task's value is undefined).
 
     Each task is resampled on its own (its draws come from ``stream=column``, the same draws
     :func:`task_interval` and :func:`paired_test` make with that stream, so two runs' replicates
     pair up by index), and every replicate goes through
     :func:`pytest_koembed.scoring.summarize`: shown values rounded half-up, category means
     rounded half-even, the scheme's weights, exactly as the run's own averages are computed.
+    A task whose rule cannot be resampled counts as one without a frame.
     """
-    sch = get_scheme(scheme)
-    rows = [TaskSample(*t) for t in tasks]
-    replicates: dict[str, np.ndarray | None] = {
-        r.column: None
-        if r.frame is None
-        else task_replicates(r.frame, r.rule, n_resamples, seed, stream=r.column)
-        for r in rows
-    }
-    categories: dict[str, list[float | None]] = {}
-    weighted: list[float | None] = []
-    for b in range(n_resamples):
-        summary = summarize(
-            [
-                (r.column, r.category, None if (v := replicates[r.column]) is None else float(v[b]))
-                for r in rows
-            ],
-            sch,
-        )
-        for cat, avg in summary.category_averages.items():
-            categories.setdefault(cat, []).append(avg)
-        weighted.append(summary.weighted)
-
-    def array(values: list[float | None]) -> np.ndarray | None:
-        if not values or any(v is None for v in values):
-            return None
-        return np.array(values, dtype=np.float64)
-
-    return {cat: array(vals) for cat, vals in categories.items()}, array(weighted)
+    draws = _average_draws(tasks, scheme, n_resamples, seed)
+    return draws.categories, draws.weighted
 
 
 def average_intervals(
@@ -558,18 +738,20 @@ def average_intervals(
     seed: int = DEFAULT_SEED,
 ) -> AverageIntervals:
     """Category and weighted averages' intervals, resampling every task at once
-    (:func:`average_replicates`)."""
+    (:func:`average_replicates`), undefined resamples under :func:`_percentile_interval`'s rule."""
     _check_level(level)
-    categories, weighted = average_replicates(tasks, scheme, n_resamples, seed)
+    draws = _average_draws(tasks, scheme, n_resamples, seed)
 
     def interval(replicates: np.ndarray | None) -> Interval | None:
         return None if replicates is None else _percentile_interval(replicates, level)
 
     return AverageIntervals(
         scheme=get_scheme(scheme).name,
-        categories={cat: interval(reps) for cat, reps in categories.items()},
-        weighted=interval(weighted),
-        weighted_replicates=weighted,
+        categories={cat: interval(reps) for cat, reps in draws.categories.items()},
+        weighted=interval(draws.weighted),
+        weighted_replicates=draws.weighted,
+        undefined=draws.undefined,
+        refused=draws.refused,
     )
 
 
@@ -592,7 +774,8 @@ def rank_interval(
     The published numbers stay fixed; each resample's weighted average (rounded to 2 decimals,
     as the table shows it) takes its competition rank among them. The interval is the
     ``(1-level)/2`` and ``(1+level)/2`` quantiles of those ranks, taken outward (lower/higher).
-    Leave the run's own row out of ``published``.
+    Leave the run's own row out of ``published``. Resamples with no weighted average (a task's
+    value undefined in them) are left out, as :func:`_percentile_interval` leaves them out.
     """
     _check_level(level)
     numbers = np.sort(
@@ -601,7 +784,11 @@ def rank_interval(
             dtype=np.float64,
         )
     )
-    shown = np.floor(np.asarray(weighted_replicates, dtype=np.float64) * 100.0 + 0.5) / 100.0
+    replicates = np.asarray(weighted_replicates, dtype=np.float64)
+    replicates = replicates[np.isfinite(replicates)]  # undefined resamples: left out
+    if replicates.size == 0:
+        raise KoembedError("no resample has a weighted average: no rank interval")
+    shown = np.floor(replicates * 100.0 + 0.5) / 100.0
     ranks = 1 + len(numbers) - np.searchsorted(numbers, shown, side="right")
     tail = (1.0 - level) / 2.0
     best = int(np.quantile(ranks, tail, method="lower"))

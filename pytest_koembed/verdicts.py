@@ -461,7 +461,12 @@ class BaselinePolicy:
             return None
         try:
             test = pair_task(
-                base_frame, score.examples, score.value_rule, score.column, self.gate.confidence
+                base_frame,
+                score.examples,
+                score.value_rule,
+                score.column,
+                self.gate.confidence,
+                main_score=score.main_score,
             )
         except KoembedError as exc:
             score.not_paired = f"{score.column}: not paired: {exc}; tolerance rule used"
@@ -470,7 +475,11 @@ class BaselinePolicy:
         cell = resolution.baseline.cells[score.column]
         m = max(self.paired_count, 1)
         verdict = bonferroni_verdict(test.delta, test.p_value, m, self.gate)
-        score.delta_ci = test.delta_ci.to_dict()
+        # undefined resamples: stats._percentile_interval's rule; past it, no delta_ci
+        score.delta_ci = test.delta_ci.to_dict() if test.delta_ci.defined else None
+        if test.delta_ci.undefined:
+            why = f"delta_ci: {test.delta_ci.why_undefined('the delta')}"
+            score.ci_note = f"{score.ci_note}; {why}" if score.ci_note else why
         score.p_value = test.p_value
         judgement = Judgement(
             verdict=verdict,
@@ -511,7 +520,7 @@ class BaselinePolicy:
             try:
                 low, high = stats.task_interval(
                     score.examples,
-                    score.value_rule,
+                    stats.task_rule(score.value_rule, score.main_score),
                     level=self.gate.confidence,
                     stream=score.column,
                 )

@@ -264,24 +264,67 @@ def test_rank_of_a_fake_run_from_its_frames() -> None:
     assert worst - best >= 1  # 400 examples a task: the rank is not certain
 
 
-def test_an_undefined_resample_leaves_the_averages_without_interval_and_says_why() -> None:
-    """One positive pair in 30: a third of the resamples have no positive, hence no AP. The task
-    keeps the interval of its defined resamples; the averages get none, and the record says so."""
-    from pytest_koembed.intervals import average_fields, describe, task_ci
+def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
+    """One rule (stats._percentile_interval): resamples with no value are left out and counted,
+    up to one tail's share (25 of 1000 at 95%); past it there is no interval. Task intervals
+    and averages apply it alike, and the record says how many (issue 17)."""
+    from pytest_koembed.intervals import average_fields, describe, task_ci_and_note
 
     suite = load_suite("sample")
     rng = np.random.default_rng(3)
+    mean = pd.DataFrame({"ndcg_at_5": rng.uniform(size=40), "ndcg_at_10": rng.uniform(size=40)})
+
+    # one positive pair in 30: a third of the resamples have no positive, hence no AP
     labels = np.zeros(30)
     labels[0] = 1
-    pairs = pd.DataFrame({"label": labels, "cosine": rng.normal(size=30)})
-    ci = task_ci(pairs, "cosine_ap", "sample-pairs")
-    assert ci is not None and ci["low"] < ci["high"]
-    mean = pd.DataFrame({"ndcg_at_5": rng.uniform(size=40), "ndcg_at_10": rng.uniform(size=40)})
+    lopsided = pd.DataFrame({"label": labels, "cosine": rng.normal(size=30)})
+    ci, note = task_ci_and_note(lopsided, "cosine_ap", "sample-pairs")
+    replicates = stats.task_replicates(lopsided, "cosine_ap", stream="sample-pairs")
+    undefined = int(np.sum(~np.isfinite(replicates)))
+    assert undefined > 25
+    assert ci is None  # before issue 17 the task kept an interval of the defined two thirds
+    assert note == (
+        f"no interval: the task value is undefined in {undefined} of 1000 resamples, more than "
+        "the 25 (one tail's share) an interval may leave out"
+    )
     tasks = {t.column: ("ndcg-5-10", mean) for t in suite.tasks}
-    tasks["sample-pairs"] = ("cosine_ap", pairs)
+    tasks["sample-pairs"] = ("cosine_ap", lopsided)
     fields = average_fields(suite, suite.scheme, tasks, 50.0, "m")
     assert fields["weighted_average_ci"] is None
-    assert set(fields["category_average_ci"].values()) == {None}
-    assert "a resampled task value is undefined" in fields["intervals"]["note"]
-    record = {"tasks": [{"ci": ci}], **fields}
-    assert "; no interval for the averages" in (describe(record) or "")
+    assert fields["category_average_ci"]["NLI"] is None
+    assert fields["category_average_ci"]["Retrieval"] is not None  # no task of it undefined
+    assert fields["intervals"]["undefined"] == {"sample-pairs": undefined}
+    assert fields["intervals"]["note"] == (
+        "no interval for an average with more than 25 undefined resamples "
+        f"(sample-pairs {undefined} of 1000)"
+    )
+    rows = [
+        {"column": "sample-pairs", "status": "ok", "ci": None, "ci_note": note},
+        {"column": "x", "status": "ok", "ci": {"low": 1, "high": 2}},
+    ]
+    record = {"tasks": rows, **fields}
+    assert f"sample-pairs: {note}" in (describe(record) or "")
+
+    # five positives in 60: a few resamples have none; they are left out and counted
+    labels = np.zeros(60)
+    labels[:5] = 1
+    few = pd.DataFrame({"label": labels, "cosine": rng.normal(size=60) + labels})
+    replicates = stats.task_replicates(few, "cosine_ap", stream="sample-pairs")
+    undefined = int(np.sum(~np.isfinite(replicates)))
+    assert 0 < undefined <= 25
+    ci, note = task_ci_and_note(few, "cosine_ap", "sample-pairs")
+    assert ci is not None and ci["undefined"] == undefined
+    low, high = np.quantile(replicates[np.isfinite(replicates)], [0.025, 0.975])
+    assert (ci["low"], ci["high"]) == pytest.approx((low, high), abs=1e-9)
+    assert (
+        note == f"{undefined} of 1000 resamples left out of the interval: the task value is "
+        "undefined in them"
+    )
+    tasks["sample-pairs"] = ("cosine_ap", few)
+    fields = average_fields(suite, suite.scheme, tasks, 50.0, "m")
+    assert fields["category_average_ci"]["NLI"]["undefined"] == undefined
+    assert fields["weighted_average_ci"]["undefined"] == undefined
+    assert fields["intervals"]["note"] == (
+        f"resamples in which a task's value is undefined are left out (sample-pairs {undefined} "
+        "of 1000)"
+    )
