@@ -1169,6 +1169,7 @@ class KoembedController:
             complete=complete,
             interrupted=state.interrupted,
             shard=shard,
+            examples=state.examples,
         )
         self.write(complete=complete)
         if state.json_path is not None and "--koembed-json" in state.write_errors:
