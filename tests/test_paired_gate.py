@@ -112,8 +112,8 @@ def test_a_degraded_model_regresses_and_fails(
         assert task["p_value"] * 3 < 0.05 and task["p_adjusted"] < 0.05
     result.stdout.fnmatch_lines(
         [
-            f"*{regressed[0]} regressed: * vs baseline *, delta -* [[]-*, -*[]], "
-            "p * x 3 tasks < 0.05 (min effect 1.00)"
+            f"*{regressed[0]} regressed: * vs baseline *, delta -* [[]-*, -*[]] "
+            "(unadjusted 95% interval), one-sided p * x 3 tasks < 0.05 (min effect 1.00)"
         ]
     )
     result.assert_outcomes(failed=len(regressed), passed=3 - len(regressed), deselected=3)
@@ -181,4 +181,4 @@ def test_under_xdist_each_worker_knows_the_number_of_paired_tasks(
     assert {t["worker"] for t in tasks.values()} <= {"gw0", "gw1"}
     regressed = [c for c, t in tasks.items() if t["verdict"] == "regressed"]
     assert regressed and all(tasks[c]["p_adjusted"] is not None for c in tasks)
-    result.stdout.fnmatch_lines([f"*{regressed[0]} regressed: *, p * x 3 tasks < 0.05 *"])
+    result.stdout.fnmatch_lines([f"*{regressed[0]} regressed: *, one-sided p * x 3 tasks < 0.05 *"])
