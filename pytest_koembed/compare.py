@@ -695,7 +695,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--confidence",
         default=None,
-        help="confidence level; 1 - it is the false-alarm budget (default 0.95)",
+        help="confidence level; 1 - it is the false-alarm budget (default 0.95): drops are "
+        "tested one-sided at 1 - LEVEL, Holm over the paired tasks; 0.90 lets two equivalent "
+        "runs be called regressed at most 10%% of the time",
     )
     p.add_argument(
         "--min-effect",

@@ -448,7 +448,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--koembed-tolerance", action="append", default=[], metavar="[NAME=]POINTS")
     p.add_argument("--koembed-fail-under", action="append", default=[], metavar="NAME=POINTS")
     p.add_argument("--koembed-strict", action="store_true")
-    p.add_argument("--koembed-confidence", default=None, metavar="LEVEL")
+    p.add_argument(
+        "--koembed-confidence",
+        default=None,
+        metavar="LEVEL",
+        help="as the plugin's: drops tested one-sided at 1 - LEVEL, Holm over the run; 0.90: an "
+        "unchanged model fails at most 10%% of runs",
+    )
     p.add_argument("--koembed-min-effect", default=None, metavar="POINTS")
     p.add_argument("--koembed-save-baseline", metavar="PATH")
     p.add_argument("--koembed-update-baseline", action="store_true")
