@@ -58,18 +58,20 @@ disagree (``regressed`` beside an interval that contains 0), so each is labelled
 
 
 def old_paired_method(record: Mapping[str, Any]) -> str | None:
-    """A line when ``record`` holds paired verdicts of an older paired test (no
-    ``baseline.paired.method`` version: the two-sided p of a fixed 1,000 swaps), else None."""
+    """A line when ``record`` holds paired verdicts of the older paired test (two-sided p of a
+    fixed 1,000 swaps: a task with a ``p_value`` but no ``swaps`` block, and no
+    ``baseline.paired.method`` version), else None."""
     block = record.get("baseline")
     paired = block.get("paired") if isinstance(block, Mapping) else None
-    has_p = any(
-        isinstance(t, Mapping) and t.get("p_value") is not None for t in record.get("tasks", [])
-    )
-    if not has_p and not isinstance(paired, Mapping):
-        return None
     method = paired.get("method") if isinstance(paired, Mapping) else None
-    version = method.get("version") if isinstance(method, Mapping) else None
-    if version == stats.PAIRED_METHOD_VERSION:
+    if isinstance(method, Mapping) and method.get("version") == stats.PAIRED_METHOD_VERSION:
+        return None
+    old = [
+        t
+        for t in record.get("tasks", [])
+        if isinstance(t, Mapping) and t.get("p_value") is not None and not t.get("swaps")
+    ]
+    if not old:
         return None
     return (
         "its paired verdicts come from an older paired test (two-sided p, fixed 1,000 swaps, "

@@ -185,7 +185,7 @@ def test_under_xdist_each_worker_knows_the_number_of_paired_tasks(
 
 
 def test_the_summary_labels_the_numbers_and_says_what_the_run_can_detect(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The whole sample suite against itself: the weighted average's paired delta, the method
     version, each task's MDE (or that it cannot fail at this level) and the labels."""
@@ -193,7 +193,10 @@ def test_the_summary_labels_the_numbers_and_says_what_the_run_can_detect(
     args = ["--koembed-model=hashy", "--koembed-suite=sample"]
     assert pytester.runpytest(*args, "--koembed-save-baseline=base.json").ret == 0
     result = pytester.runpytest(
-        *args, "--koembed-baseline=base.json", "--koembed-json=run.json", "--koembed-confidence=0.99"
+        *args,
+        "--koembed-baseline=base.json",
+        "--koembed-json=run.json",
+        "--koembed-confidence=0.99",
     )
     assert result.ret == 0, result.stdout.str()
     out = result.stdout.str()
@@ -213,3 +216,21 @@ def test_the_summary_labels_the_numbers_and_says_what_the_run_can_detect(
             assert column in paired["cannot_fail"]
         else:
             assert task["mde"] >= 0.5
+    # a record judged by the old two-sided test (no swaps, no method version): koembed gate
+    # re-judges it with a line saying so
+    from pytest_koembed.cli import main
+
+    old = _record(pytester.path / "run.json")
+    for task in old["tasks"]:
+        task.pop("swaps", None)
+    old["baseline"]["paired"].pop("method")
+    (pytester.path / "run.json").write_text(json.dumps(old), encoding="utf-8")
+    monkeypatch_chdir = pytest.MonkeyPatch()
+    monkeypatch_chdir.chdir(pytester.path)
+    capsys.readouterr()
+    status = main(["gate", "run.json", "--koembed-baseline=base.json"])
+    gated = capsys.readouterr().out
+    assert status == 0, gated
+    assert "run.json: its paired verdicts come from an older paired test (two-sided p" in gated
+    assert "weighted average, paired: " in gated  # re-judged: the new method's lines
+    monkeypatch_chdir.undo()
