@@ -4,11 +4,13 @@ One rule, used by the plugin (a ``--koembed-baseline`` run record with per-examp
 by ``koembed compare BASE.json NEW.json`` alike:
 
 - per task, the two runs' frames are paired by example key (:func:`per_example.pair_examples`)
-  and compared by :func:`stats.paired_test` (``delta``, ``delta_ci``, two-sided ``p_value``);
-- over the run, the p-values of all paired tasks are adjusted by Holm's step-down method and each
-  task gets :func:`stats.paired_verdict`: ``regressed`` when the adjusted p is below
-  ``1 - confidence`` and the shown drop is at least the minimum effect, ``improved`` mirrored,
-  ``within noise`` otherwise. An unchanged model fails the gate at most ``1 - confidence`` of the
+  and compared by :func:`stats.paired_test` (``delta``, ``delta_ci``, one-sided ``p_value``
+  for a drop and ``p_improvement`` for a gain);
+- over the run, the drops' p-values of all paired tasks are adjusted by Holm's step-down method
+  and each task gets :func:`stats.paired_verdict`: ``regressed`` when the adjusted p is below
+  ``1 - confidence`` and the shown drop is at least the minimum effect; ``improved`` likewise
+  from the gains' own Holm family (which never fails a run); ``within noise`` otherwise. An
+  unchanged model fails the gate at most ``1 - confidence`` of the
   time, whatever the dependence between tasks.
 
 On an xdist worker a task cannot wait for the others' p-values, so the item fails on the

@@ -71,8 +71,9 @@ class TaskScore:
     verdict: str | None = None  # pass | improved | regressed | warned | no baseline
     verdict_note: str | None = None  # the regression message, or why there is no baseline
     # The paired comparison with a saved baseline's per-example results (``compare``): the
-    # paired bootstrap interval of ``delta`` ({level, low, high}), the two-sided p-value, and
-    # (at the end of the run) its Holm adjustment over the run's paired tasks.
+    # paired bootstrap interval of ``delta`` ({level, low, high}; unadjusted), the one-sided
+    # p-value for a drop, and (at the end of the run) its Holm adjustment over the run's paired
+    # tasks.
     delta_ci: dict[str, float] | None = None
     p_value: float | None = None
     p_adjusted: float | None = None

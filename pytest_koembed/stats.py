@@ -24,16 +24,19 @@ between the systems with probability 1/2 and the delta recomputed. For a mean me
 sign flip of the per-example differences; for correlation and AP metrics the per-example
 *scores* are swapped, after standardising each system's score columns (z-scores for Pearson and
 AP, within-run ranks for Spearman: the observed values are unchanged by it, and it keeps a swap
-from mixing two score scales). The two-sided p-value is ``(1 + #{|delta*| >= |delta|}) / (1 + R)``
-(Phipson & Smyth 2010: never 0, valid at any R). It is preferred to the paired bootstrap of
-Koehn (2004) for the p-value because its false-alarm rate holds at any size under
-exchangeability, while the bootstrap's is only asymptotic (77-query tasks exist); the paired
-bootstrap still gives ``delta_ci``. The swap distribution is symmetric around 0, so the
-two-sided p is twice the one-sided p in the direction of the change: "regressed" (a negative
-delta with two-sided p < alpha) is a one-sided test at alpha/2.
+from mixing two score scales). The p-values are one-sided: ``p_value`` for a drop,
+``P(delta* <= delta)``, and ``p_improvement`` for a gain, from as many swaps as the run needs
+(:func:`swap_resolution`: Besag-Clifford sequential Monte Carlo up to a floor of alpha / (10 m),
+exact enumeration of all 2^n patterns for at most 16 units; never 0, valid at any R). It is
+preferred to the paired bootstrap of Koehn (2004) for the p-value because its false-alarm rate
+holds at any size under exchangeability, while the bootstrap's is only asymptotic (77-query
+tasks exist); the paired bootstrap still gives ``delta_ci`` (unadjusted for the number of
+tasks). See docs/statistics.md.
 
-**Run-level gate.** Holm's step-down adjustment over the tasks of a run (valid under any
-dependence between tasks, uniformly more powerful than Bonferroni), then :func:`paired_verdict`.
+**Run-level gate.** Holm's step-down adjustment over the drops of a run's tasks (valid under
+any dependence between tasks, uniformly more powerful than Bonferroni), improvements in a family
+of their own that never fails, then :func:`paired_verdict`; :func:`minimum_detectable_effect`
+says what each task could have caught.
 """
 
 from __future__ import annotations
