@@ -15,9 +15,14 @@ per run, 10 seeded k-means runs on subsamples as mteb's fast clustering does). T
 simulation code, not product code.
 
 Prints, for ``--trials`` pairs of equivalent models over a 15-task suite of ko-leaderboard-v1
-sizes: how often the run-level gate (Holm over the 15 tasks, confidence 0.95, minimum effect
-0.5) fails, how often the fixed 1-point tolerance fails the same pairs, and how often per-task
-tests at 5% without the Holm adjustment would; then the power against a 2-point degradation.
+sizes: how often the run fails at confidence 0.90 / 0.95 / 0.99 by the new gate (one-sided,
+resolution from the run, Holm over the 15 tasks), the new gate with the weighted average's test
+in the family, and the old gate (two-sided p from a fixed 1,000 swaps, kept here as the
+comparison), each with a Clopper-Pearson bound; the fixed 1-point tolerance; each task's MDE;
+then the power against a 2-point degradation of one task (600-query retrieval, 1,000-pair AP,
+1,000-pair STS) and, unless ``--skip-every-task``, of every task at once by 1 and 2 points,
+new beside old on the same simulated data. The clustering rows come from
+:func:`clustering_tasks` alone, so that a valid clustering statistic can replace them.
 """
 
 from __future__ import annotations

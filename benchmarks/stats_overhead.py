@@ -11,6 +11,9 @@
 2. Time of the statistics on per-example frames of the same sizes (synthetic numbers), with the
    defaults (1,000 bootstrap resamples, 1,000 swaps): the task's interval alone, and the paired
    test (which gives the run's interval too, from the same resamples), best of ``--repeat``.
+   Also the worst case of the paired test (``R_max``): a clearly degraded task in a 15-task run,
+   which draws every swap the resolution allows (2,999 at 0.95, 14,999 at 0.99).
+   ``--eval-seconds PAIRS_S RETRIEVAL_S`` uses given evaluation times instead of measuring.
 3. The ratio. The pair-classification task (3,340 pairs, cosine_ap) encodes as many sentences
    as the STS task, so its statistics are compared with the same evaluation time.
 """
