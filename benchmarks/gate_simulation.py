@@ -15,9 +15,14 @@ per run, 10 seeded k-means runs on subsamples as mteb's fast clustering does). T
 simulation code, not product code.
 
 Prints, for ``--trials`` pairs of equivalent models over a 15-task suite of ko-leaderboard-v1
-sizes: how often the run-level gate (Holm over the 15 tasks, confidence 0.95, minimum effect
-0.5) fails, how often the fixed 1-point tolerance fails the same pairs, and how often per-task
-tests at 5% without the Holm adjustment would; then the power against a 2-point degradation.
+sizes: how often the run fails at confidence 0.90 / 0.95 / 0.99 by the new gate (one-sided,
+resolution from the run, Holm over the 15 tasks), the new gate with the weighted average's test
+in the family, and the old gate (two-sided p from a fixed 1,000 swaps, kept here as the
+comparison), each with a Clopper-Pearson bound; the fixed 1-point tolerance; each task's MDE;
+then the power against a 2-point degradation of one task (600-query retrieval, 1,000-pair AP,
+1,000-pair STS) and, unless ``--skip-every-task``, of every task at once by 1 and 2 points,
+new beside old on the same simulated data. The clustering rows come from
+:func:`clustering_tasks` alone, so that a valid clustering statistic can replace them.
 """
 
 from __future__ import annotations
@@ -215,6 +220,16 @@ def clustering_task(column: str, points: int, k: int, rng: np.random.Generator) 
     return SimTask(column, "Clustering", "v_measure", runs, frame)
 
 
+def clustering_tasks(rng: np.random.Generator) -> list[SimTask]:
+    """The suite's three clustering tasks (one function, so that a valid clustering statistic
+    and mteb's own k-means sampling can replace these rows without touching the rest)."""
+    return [
+        clustering_task("sib200", 204, 7, rng),
+        clustering_task("clustering_klue_mrc_context_domain", 400, 6, rng),
+        clustering_task("clustering_klue_mrc_ynat_title", 400, 7, rng),
+    ]
+
+
 def leaderboard_suite(seed: int = 0) -> list[SimTask]:
     """15 tasks with ko-leaderboard-v1's sizes (pairs, queries/corpus; ~ where not published)."""
     rng = np.random.default_rng(seed)
@@ -225,9 +240,7 @@ def leaderboard_suite(seed: int = 0) -> list[SimTask]:
         pair_task("KLUE-NLI", 2000, rng),
         pair_task("Kor-NLI", 3340, rng),
         pair_task("PawsX-PairClassification", 2000, rng),
-        clustering_task("sib200", 204, 7, rng),
-        clustering_task("clustering_klue_mrc_context_domain", 400, 6, rng),
-        clustering_task("clustering_klue_mrc_ynat_title", 400, 7, rng),
+        *clustering_tasks(rng),
         retrieval_task("Ko-StrategyQA", 592, 9251, rng),
         retrieval_task("AutoRAGRetrieval", 114, 720, rng),
         retrieval_task("PublicHealthQA", 77, 77, rng),
@@ -238,13 +251,20 @@ def leaderboard_suite(seed: int = 0) -> list[SimTask]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Gates
+# Gates: today's (issue 17) and the old one (two-sided p from a fixed 1,000 swaps), kept here
+# as the comparison
 # ---------------------------------------------------------------------------------------------
+
+FINEST_ALPHA = 0.01
+"""The new tests are drawn once per trial at the finest resolution any level below needs
+(alpha 0.01, m = tasks + 1): a finer floor is valid at every coarser level."""
+
+OLD_SWAPS = 1000
 
 
 @dataclass
 class TrialOutcome:
-    """One pair of runs over a suite: per-task delta and p-value, and each gate's decision."""
+    """One pair of runs over a suite: per-task delta and p-values, and each gate's decision."""
 
     deltas: dict[str, float]
     p_values: dict[str, float]
@@ -252,6 +272,10 @@ class TrialOutcome:
     tolerance_fails: bool
     unadjusted_fails: bool
     regressed: tuple[str, ...]
+    old_fails: bool = False
+    old_regressed: tuple[str, ...] = ()
+    weighted_fails: bool = False
+    weighted_regressed: tuple[str, ...] = ()
 
 
 def tolerance_regressed(base: float, new: float, tolerance: float = 1.0) -> bool:
@@ -279,57 +303,132 @@ def run_models(
     return base, Model((trial_seed, t, 1), math.hypot(NOISE, extra))
 
 
+def old_two_sided_p(
+    base: pd.DataFrame, new: pd.DataFrame, rule: str, seed: int, stream: str
+) -> float:
+    """Today's gate before issue 17: two-sided p = (1 + #{|d*| >= |d|}) / 1001 from a fixed
+    1,000 random swaps (the same swapped statistics)."""
+    b, n = stats._metric(base, rule), stats._metric(new, rule)
+    observed = float(stats._swap_deltas(n, b, np.zeros((n.n, 1), dtype=bool))[0])
+    swapped = stats._swap_deltas(n, b, stats.swap_masks(n.n, OLD_SWAPS, seed, stream))
+    extreme = int(np.sum(np.abs(swapped) >= abs(observed) - 1e-9 * max(1.0, abs(observed))))
+    return (1 + extreme) / (1 + OLD_SWAPS)
+
+
+@dataclass
+class Trial:
+    """One trial's paired results: the new tests, the old p-values, the weighted test."""
+
+    tests: dict[str, stats.PairedTest]
+    old_p: dict[str, float]
+    weighted: stats.WeightedTest | None = None
+
+
+def trial_results(
+    tasks: Sequence[SimTask],
+    trial_seed: int,
+    degraded: dict[str, float] | None = None,
+    how: str = "perturbed",
+    weighted: bool = False,
+    old: bool = True,
+) -> Trial:
+    """Two runs over ``tasks``: base and new equivalent (independent noise of size NOISE), or,
+    for a task in ``degraded``, new degraded by that much extra noise (``how``). Only p-values
+    decide, so the bootstrap (which gives delta_ci) runs with 2 resamples here."""
+    degraded = degraded or {}
+    family = len(tasks) + 1
+    tests, old_p, frames = {}, {}, []
+    for task in tasks:
+        base, new = run_models(task.column, trial_seed, degraded.get(task.column, 0.0), how)
+        fb, fn = task.frame(base), task.frame(new)
+        tests[task.column] = stats.paired_test(
+            fb,
+            fn,
+            task.rule,
+            n_resamples=2,
+            seed=trial_seed,
+            stream=task.column,
+            family_size=family,
+            alpha=FINEST_ALPHA,
+        )
+        if old:
+            old_p[task.column] = old_two_sided_p(fb, fn, task.rule, trial_seed, task.column)
+        frames.append((task.column, task.category, task.rule, fb, fn))
+    test = None
+    if weighted:
+        test = stats.weighted_paired_test(
+            frames, "ko-leaderboard-v1", family_size=family, seed=trial_seed, alpha=FINEST_ALPHA
+        )
+    return Trial(tests, old_p, test)
+
+
 def paired_results(
     tasks: Sequence[SimTask],
     trial_seed: int,
     degraded: dict[str, float] | None = None,
     how: str = "perturbed",
 ) -> dict[str, stats.PairedTest]:
-    """Two runs over ``tasks``: base and new equivalent (independent noise of size NOISE), or,
-    for a task in ``degraded``, new degraded by that much extra noise (``how``). Only p-values
-    decide, so the bootstrap (which gives delta_ci) runs with 2 resamples here."""
-    degraded = degraded or {}
-    tests = {}
-    for task in tasks:
-        base, new = run_models(task.column, trial_seed, degraded.get(task.column, 0.0), how)
-        tests[task.column] = stats.paired_test(
-            task.frame(base),
-            task.frame(new),
-            task.rule,
-            n_resamples=2,
-            seed=trial_seed,
-            stream=task.column,
-        )
-    return tests
+    """The new paired tests of one trial (see :func:`trial_results`)."""
+    return trial_results(tasks, trial_seed, degraded, how, old=False).tests
+
+
+def _holm_regressed(
+    deltas: dict[str, float], ps: dict[str, float], alpha: float, min_effect: float
+) -> tuple[str, ...]:
+    columns = list(ps)
+    adjusted = stats.holm([ps[c] for c in columns])
+    return tuple(
+        c
+        for c, adj in zip(columns, adjusted, strict=True)
+        if adj < alpha and round(deltas[c], 2) <= -min_effect and round(deltas[c], 2) < 0
+    )
 
 
 def outcome_of(
-    tests: dict[str, stats.PairedTest],
+    trial: Trial | dict[str, stats.PairedTest],
     confidence: float = stats.DEFAULT_LEVEL,
     min_effect: float = stats.DEFAULT_MIN_EFFECT,
 ) -> TrialOutcome:
-    """Each gate's decision on one trial's paired results."""
+    """Each gate's decision on one trial's paired results: the new gate (one-sided, Holm over
+    the tasks), the new gate with the weighted average's test in the family, the old gate
+    (two-sided, fixed 1,000 swaps, Holm), the fixed tolerance, per-task tests without Holm."""
+    if not isinstance(trial, Trial):
+        trial = Trial(trial, {})
+    tests = trial.tests
+    alpha = stats.significance_level(confidence)
     verdicts = stats.gate_run(tests, confidence, min_effect)
     regressed = tuple(c for c, v in verdicts.items() if v.verdict == "regressed")
-    alpha = stats.significance_level(confidence)
+    deltas = {c: r.delta for c, r in tests.items()}
     unadjusted = any(
         stats.paired_verdict(r.delta, r.p_value, confidence, min_effect) == "regressed"
-        and r.p_value < alpha
         for r in tests.values()
     )
+    old = _holm_regressed(deltas, trial.old_p, alpha, min_effect) if trial.old_p else ()
+    with_weighted: tuple[str, ...] = ()
+    if trial.weighted is not None:
+        ps = {c: r.p_value for c, r in tests.items()} | {"weighted": trial.weighted.p_value}
+        with_weighted = _holm_regressed(deltas | {"weighted": trial.weighted.delta}, ps, alpha, 0.0)
+        # a task still needs the minimum effect; the weighted average needs only significance
+        with_weighted = tuple(
+            c for c in with_weighted if c == "weighted" or round(deltas[c], 2) <= -min_effect
+        )
     return TrialOutcome(
-        deltas={c: r.delta for c, r in tests.items()},
+        deltas=deltas,
         p_values={c: r.p_value for c, r in tests.items()},
         paired_fails=bool(regressed),
         tolerance_fails=any(tolerance_regressed(r.base, r.new) for r in tests.values()),
         unadjusted_fails=unadjusted,
         regressed=regressed,
+        old_fails=bool(old),
+        old_regressed=old,
+        weighted_fails=bool(with_weighted),
+        weighted_regressed=with_weighted,
     )
 
 
 def run_trial(tasks: Sequence[SimTask], trial_seed: int) -> TrialOutcome:
     """One pair of equivalent models over ``tasks``, judged by every gate."""
-    return outcome_of(paired_results(tasks, trial_seed))
+    return outcome_of(trial_results(tasks, trial_seed))
 
 
 def binomial_upper(successes: int, trials: int, level: float = 0.95) -> float:
@@ -347,7 +446,12 @@ def binomial_lower(successes: int, trials: int, level: float = 0.95) -> float:
 
 
 def calibrate_degradation(
-    task: SimTask, how: str, target: float = 2.0, pilots: int = 6, seed: int = 12345
+    task: SimTask,
+    how: str,
+    target: float = 2.0,
+    pilots: int = 6,
+    seed: int = 12345,
+    steps: int = 9,
 ) -> tuple[float, float]:
     """Extra noise that makes ``task`` lose about ``target`` points (bisection on pilot runs)."""
     low, high = 0.0, 2.0
@@ -360,7 +464,7 @@ def calibrate_degradation(
             drops.append(stats.frame_value(base, task.rule) - stats.frame_value(new, task.rule))
         return float(np.mean(drops))
 
-    for _ in range(9):
+    for _ in range(steps):
         mid = (low + high) / 2
         if loss(mid) < target:
             low = mid
@@ -380,60 +484,84 @@ def power_tasks(seed: int = 1) -> list[SimTask]:
     ]
 
 
+LEVELS = (0.90, 0.95, 0.99)
+
+
+def _rate(k: int, n: int, bound: str = "upper") -> str:
+    b = binomial_upper(k, n) if bound == "upper" else binomial_lower(k, n)
+    return f"{k:>3}/{n} = {k / n:6.1%} (95% {bound} bound {b:5.1%})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--power-trials", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-every-task", action="store_true")
+    parser.add_argument("--every-task-trials", type=int, default=50)
+    parser.add_argument(
+        "--only-every-task", action="store_true", help="only the every-task-degraded rows"
+    )
     args = parser.parse_args()
+    if args.only_every_task:
+        for points in (1.0, 2.0):
+            every_task_line(leaderboard_suite(args.seed), points, args.every_task_trials)
+        return
 
     suite = leaderboard_suite(args.seed)
     print(
-        f"suite: {len(suite)} tasks, noise {NOISE} per model; confidence "
-        f"{stats.DEFAULT_LEVEL}, min effect {stats.DEFAULT_MIN_EFFECT}, "
-        f"{stats.DEFAULT_PERMUTATIONS} swaps per test"
+        f"suite: {len(suite)} tasks, noise {NOISE} per model; min effect "
+        f"{stats.DEFAULT_MIN_EFFECT}; new: one-sided, sequential swaps up to "
+        f"{stats.swap_resolution(len(suite) + 1, FINEST_ALPHA)}; old: two-sided, {OLD_SWAPS} swaps"
     )
     started = time.perf_counter()
-    tests_by_trial = [paired_results(suite, 1000 + i) for i in range(args.trials)]
-    outcomes = [outcome_of(tests) for tests in tests_by_trial]
-    at_90 = [outcome_of(tests, confidence=0.90) for tests in tests_by_trial]
+    trials = [trial_results(suite, 1000 + i, weighted=True) for i in range(args.trials)]
     elapsed = time.perf_counter() - started
-    n = len(outcomes)
-    print(f"\n{n} pairs of equivalent models ({elapsed:.0f} s):")
+    n = len(trials)
+    print(f"\n{n} pairs of equivalent models ({elapsed:.0f} s): runs failed")
+    for level in LEVELS:
+        outcomes = [outcome_of(t, confidence=level) for t in trials]
+        for label, attr in (
+            ("new gate (one-sided, Holm over 15)", "paired_fails"),
+            ("new gate + weighted average (Holm over 16)", "weighted_fails"),
+            ("old gate (two-sided, 1,000 swaps)", "old_fails"),
+        ):
+            k = sum(getattr(o, attr) for o in outcomes)
+            print(f"  confidence {level:.2f}  {label:<44}{_rate(k, n)}")
+    base = [outcome_of(t) for t in trials]
     for label, attr in (
-        ("paired gate (Holm, min effect)", "paired_fails"),
         ("fixed 1-point tolerance", "tolerance_fails"),
-        ("per-task tests at 5%, no Holm", "unadjusted_fails"),
+        ("per-task one-sided tests at 5%, no Holm", "unadjusted_fails"),
     ):
-        k = sum(getattr(o, attr) for o in outcomes)
-        print(
-            f"  {label:<32} fails {k:>3}/{n} = {k / n:6.1%}  "
-            f"(95% upper bound {binomial_upper(k, n):.1%})"
-        )
-    k = sum(o.paired_fails for o in at_90)
-    print(
-        f"  {'paired gate, --koembed-confidence 0.90':<32} fails {k:>3}/{n} = {k / n:6.1%}  "
-        f"(95% upper bound {binomial_upper(k, n):.1%})"
-    )
-    print(f"\n{'task':<36}{'n':>6}{'sd(delta)':>10}{'drop>1':>8}{'p<0.05':>8}")
+        k = sum(getattr(o, attr) for o in base)
+        print(f"  {label:<60}{_rate(k, n)}")
+    swaps = [t.tests[c].n_permutations for t in trials for c in t.tests]
+    print(f"  swaps drawn per task test: median {np.median(swaps):.0f}, max {max(swaps)}")
+
+    print(f"\n{'task':<36}{'n':>6}{'sd(delta)':>10}{'drop>1':>8}{'p<0.05':>8}{'MDE':>7}")
     for task in suite:
-        deltas = np.array([o.deltas[task.column] for o in outcomes])
-        ps = np.array([o.p_values[task.column] for o in outcomes])
+        deltas = np.array([t.tests[task.column].delta for t in trials])
+        ps = np.array([t.tests[task.column].p_value for t in trials])
+        verdicts = [stats.gate_run(t.tests)[task.column] for t in trials[:20]]
+        mdes = [v.mde for v in verdicts if v.mde is not None]
+        mde = f"{np.median(mdes):.2f}" if mdes else "none"
         print(
             f"{task.column:<36}{task.size:>6}{deltas.std():>10.2f}"
-            f"{np.mean(deltas < -1.0):>8.1%}{np.mean(ps < 0.05):>8.1%}"
+            f"{np.mean(deltas < -1.0):>8.1%}{np.mean(ps < 0.05):>8.1%}{mde:>7}"
         )
 
     print(
-        f"\npower: one task degraded by ~2 points; in a run of 15 tasks (Holm over 15: the "
-        f"14 others are the equivalent pairs above, trial by trial) and alone; "
-        f"{args.power_trials} trials each"
+        f"\npower: one task degraded by ~2 points in a 15-task run (it replaces the suite's "
+        f"first task of its category; the 14 others are the equivalent pairs above, trial by "
+        f"trial); {args.power_trials} trials each"
     )
     for how in DEGRADATIONS:
-        for points in (2.0, 3.0):
-            print(f" {how} degradation, target loss {points:.0f} points:")
-            for target in power_tasks(args.seed + 1):
-                power_line(target, how, points, suite, tests_by_trial, args.power_trials)
+        print(f" {how} degradation, target loss 2 points:")
+        for target in power_tasks(args.seed + 1):
+            power_line(target, how, 2.0, suite, trials, args.power_trials)
+    if not args.skip_every_task:
+        for points in (1.0, 2.0):
+            every_task_line(suite, points, args.every_task_trials)
 
 
 def power_line(
@@ -441,32 +569,77 @@ def power_line(
     how: str,
     points: float,
     suite: Sequence[SimTask],
-    tests_by_trial: Sequence[dict[str, stats.PairedTest]],
-    trials: int,
+    trials: Sequence[Trial],
+    count: int,
 ) -> None:
-    """Print how often ``target``, degraded to lose ``points``, is flagged: in a 15-task run
-    (it replaces the suite's first task of its category; the others are the equivalent pairs
-    of the false-alarm trials, trial by trial) and alone."""
+    """How often ``target``, degraded to lose ``points``, is flagged in a 15-task run, by the
+    new gate and the old one on the same simulated data, at 0.95 and 0.99."""
     extra, _ = calibrate_degradation(target, how, points)
     replaced = next(t for t in suite if t.category == target.category)
-    in_suite = alone = in_suite_90 = 0
+    hits = {key: 0 for key in ("new95", "old95", "new99", "old99", "new90", "old90")}
     drops = []
-    for i in range(trials):
-        result = paired_results([target], 5000 + i, {target.column: extra}, how)[target.column]
-        drops.append(-result.delta)
-        others = {
-            c: r for c, r in tests_by_trial[i % len(tests_by_trial)].items() if c != replaced.column
-        }
-        run = {target.column: result, **others}
-        in_suite += target.column in outcome_of(run).regressed
-        in_suite_90 += target.column in outcome_of(run, confidence=0.90).regressed
-        alone += target.column in outcome_of({target.column: result}).regressed
+    for i in range(count):
+        one = trial_results([target], 5000 + i, {target.column: extra}, how)
+        drops.append(-one.tests[target.column].delta)
+        other = trials[i % len(trials)]
+        run = Trial(
+            {target.column: one.tests[target.column]}
+            | {c: r for c, r in other.tests.items() if c != replaced.column},
+            {target.column: one.old_p[target.column]}
+            | {c: p for c, p in other.old_p.items() if c != replaced.column},
+        )
+        for level, tag in ((0.95, "95"), (0.99, "99"), (0.90, "90")):
+            outcome = outcome_of(run, confidence=level)
+            hits["new" + tag] += target.column in outcome.regressed
+            hits["old" + tag] += target.column in outcome.old_regressed
     print(
-        f"  {target.column:<14}({target.size:>5}) extra noise {extra:.3f}, mean drop "
-        f"{np.mean(drops):.2f} (sd {np.std(drops):.2f}): flagged in a run {in_suite}/{trials} = "
-        f"{in_suite / trials:.1%} (95% lower bound {binomial_lower(in_suite, trials):.1%}), "
-        f"alone {alone / trials:.1%}; at confidence 0.90 in a run {in_suite_90 / trials:.1%}"
+        f"  {target.column:<14}({target.size:>5}) mean drop {np.mean(drops):.2f} "
+        f"(sd {np.std(drops):.2f}): flagged at 0.95 new {hits['new95'] / count:.0%} "
+        f"(95% lower bound {binomial_lower(hits['new95'], count):.0%}) vs old "
+        f"{hits['old95'] / count:.0%}; at 0.99 new {hits['new99'] / count:.0%} vs old "
+        f"{hits['old99'] / count:.0%}; at 0.90 new {hits['new90'] / count:.0%} vs old "
+        f"{hits['old90'] / count:.0%}"
     )
+
+
+def every_task_line(suite: Sequence[SimTask], points: float, count: int) -> None:
+    """Every task of the suite degraded (perturbed) to lose about ``points``: how often the run
+    fails by each gate, and how many tasks each flags."""
+    degraded = {
+        t.column: calibrate_degradation(t, "perturbed", points, pilots=3, steps=7)[0] for t in suite
+    }
+    outcomes = {0.95: [], 0.99: []}
+    weighted_drops = []
+    for i in range(count):
+        trial = trial_results(suite, 9000 + i, degraded, weighted=True)
+        assert trial.weighted is not None
+        weighted_drops.append(-trial.weighted.delta)
+        for level in outcomes:
+            outcomes[level].append(outcome_of(trial, confidence=level))
+    print(
+        f"\nevery task degraded by ~{points:.0f} point(s) (perturbed; weighted average drop "
+        f"{np.mean(weighted_drops):.2f}, sd {np.std(weighted_drops):.2f}), {count} trials:"
+    )
+    for level, rows in outcomes.items():
+        for label, fails, flagged in (
+            ("new gate", "paired_fails", "regressed"),
+            ("new gate + weighted average", "weighted_fails", "weighted_regressed"),
+            ("old gate", "old_fails", "old_regressed"),
+        ):
+            k = sum(getattr(o, fails) for o in rows)
+            tasks = np.mean(
+                [len([c for c in getattr(o, flagged) if c != "weighted"]) for o in rows]
+            )
+            weighted = sum("weighted" in getattr(o, flagged) for o in rows)
+            extra = (
+                f", weighted average flagged {weighted / count:.0%}"
+                if fails == "weighted_fails"
+                else ""
+            )
+            print(
+                f"  confidence {level:.2f}  {label:<28} run failed {_rate(k, count, 'lower')}; "
+                f"tasks flagged per run {tasks:.1f}{extra}"
+            )
 
 
 if __name__ == "__main__":

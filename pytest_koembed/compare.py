@@ -4,11 +4,13 @@ One rule, used by the plugin (a ``--koembed-baseline`` run record with per-examp
 by ``koembed compare BASE.json NEW.json`` alike:
 
 - per task, the two runs' frames are paired by example key (:func:`per_example.pair_examples`)
-  and compared by :func:`stats.paired_test` (``delta``, ``delta_ci``, two-sided ``p_value``);
-- over the run, the p-values of all paired tasks are adjusted by Holm's step-down method and each
-  task gets :func:`stats.paired_verdict`: ``regressed`` when the adjusted p is below
-  ``1 - confidence`` and the shown drop is at least the minimum effect, ``improved`` mirrored,
-  ``within noise`` otherwise. An unchanged model fails the gate at most ``1 - confidence`` of the
+  and compared by :func:`stats.paired_test` (``delta``, ``delta_ci``, one-sided ``p_value``
+  for a drop and ``p_improvement`` for a gain);
+- over the run, the drops' p-values of all paired tasks are adjusted by Holm's step-down method
+  and each task gets :func:`stats.paired_verdict`: ``regressed`` when the adjusted p is below
+  ``1 - confidence`` and the shown drop is at least the minimum effect; ``improved`` likewise
+  from the gains' own Holm family (which never fails a run); ``within noise`` otherwise. An
+  unchanged model fails the gate at most ``1 - confidence`` of the
   time, whatever the dependence between tasks.
 
 On an xdist worker a task cannot wait for the others' p-values, so the item fails on the
@@ -28,7 +30,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -42,6 +44,41 @@ REGRESSED = "regressed"
 IMPROVED = "improved"
 WITHIN_NOISE = "within noise"
 NOT_PAIRED = "not paired"
+
+DELTA_HEADER = "delta [unadjusted CI]"
+P_HEADER = "p (Holm, drop)"
+LABELS = {
+    "delta_ci": "paired bootstrap interval of new - base, unadjusted for the number of tasks",
+    "p_value": "one-sided randomisation p for a drop, before adjustment",
+    "p_adjusted": "p_value Holm-adjusted over the run's paired tasks (the drop family)",
+    "p_improvement_adjusted": "one-sided p for a gain, Holm-adjusted in its own family",
+    "mde": "the drop caught with 80% power one-sided at the task's Holm step (points)",
+}
+"""What each number of a paired task is: an unadjusted interval and a Holm-adjusted p can
+disagree (``regressed`` beside an interval that contains 0), so each is labelled."""
+
+
+def old_paired_method(record: Mapping[str, Any]) -> str | None:
+    """A line when ``record`` holds paired verdicts of the older paired test (two-sided p of a
+    fixed 1,000 swaps: a task with a ``p_value`` but no ``swaps`` block, and no
+    ``baseline.paired.method`` version), else None."""
+    block = record.get("baseline")
+    paired = block.get("paired") if isinstance(block, Mapping) else None
+    method = paired.get("method") if isinstance(paired, Mapping) else None
+    if isinstance(method, Mapping) and method.get("version") == stats.PAIRED_METHOD_VERSION:
+        return None
+    old = [
+        t
+        for t in record.get("tasks", [])
+        if isinstance(t, Mapping) and t.get("p_value") is not None and not t.get("swaps")
+    ]
+    if not old:
+        return None
+    return (
+        "its paired verdicts come from an older paired test (two-sided p, fixed 1,000 swaps, "
+        f"no paired method version {stats.PAIRED_METHOD_VERSION}): they are not reused, "
+        "the tasks are re-judged with the one-sided test"
+    )
 
 
 def check_confidence(value: Any, where: str = "--koembed-confidence") -> float:
@@ -92,10 +129,12 @@ def pair_task(
     rule: str,
     column: str,
     confidence: float,
+    family_size: int = 1,
     *,
     main_score: str | None = None,
 ) -> stats.PairedTest:
-    """One task's paired test; a one-line KoembedError when the frames are on different rows.
+    """One task's paired test, its resolution set by the run's ``family_size`` (m) and level;
+    a one-line KoembedError when the frames are on different rows.
 
     ``main_score``: the task's main score key, which a ``main_score`` rule tests
     (``stats.task_rule``). A ``delta_ci`` with more undefined resamples than an interval may
@@ -103,29 +142,88 @@ def pair_task(
     """
     base, new = pair_examples(base_frame, new_frame, name=column)
     return stats.paired_test(
-        base, new, stats.task_rule(rule, main_score), level=confidence, stream=column
+        base,
+        new,
+        stats.task_rule(rule, main_score),
+        level=confidence,
+        stream=column,
+        family_size=family_size,
     )
 
 
-def bonferroni_verdict(delta: float, p_value: float, m: int, settings: GateSettings) -> str:
-    """The verdict an item gets on its own (on a worker): p scaled by m, Holm's first step."""
-    return stats.paired_verdict(delta, min(1.0, p_value * max(m, 1)), *_args(settings))
+def bonferroni_verdict(
+    delta: float,
+    p_value: float,
+    m: int,
+    settings: GateSettings,
+    p_improvement: float | None = None,
+) -> str:
+    """The verdict an item gets on its own (on a worker): each one-sided p scaled by m,
+    Holm's first step."""
+    m = max(m, 1)
+    gain = None if p_improvement is None else min(1.0, p_improvement * m)
+    return stats.paired_verdict(delta, min(1.0, p_value * m), *_args(settings), gain)
 
 
 def _args(settings: GateSettings) -> tuple[float, float]:
     return settings.confidence, settings.min_effect
 
 
+class HolmResult(NamedTuple):
+    """One task after Holm: the drop family's adjusted p, the verdict, the improvement
+    family's adjusted p, and the level the task faced at its Holm step (drops)."""
+
+    adjusted: float
+    verdict: str
+    improvement_adjusted: float | None
+    step_alpha: float
+
+
 def holm_verdicts(
-    tests: Mapping[str, tuple[float, float]], settings: GateSettings
-) -> dict[str, tuple[float, str]]:
-    """column -> (Holm-adjusted p, verdict) from column -> (delta, p_value)."""
+    tests: Mapping[str, tuple[float, ...]], settings: GateSettings
+) -> dict[str, HolmResult]:
+    """column -> :class:`HolmResult` from column -> (delta, p for a drop[, p for a gain]).
+
+    Drops are one family (Holm at the full alpha: a regression fails the run); gains are
+    another, Holm-adjusted on their own, that never fails a run."""
     columns = list(tests)
     adjusted = stats.holm([tests[c][1] for c in columns])
+    with_gain = [c for c in columns if len(tests[c]) > 2 and tests[c][2] is not None]
+    gains = dict(zip(with_gain, stats.holm([tests[c][2] for c in with_gain]), strict=True))
+    steps = stats.holm_steps([tests[c][1] for c in columns], settings.alpha)
     return {
-        c: (adj, stats.paired_verdict(tests[c][0], adj, *_args(settings)))
-        for c, adj in zip(columns, adjusted, strict=True)
+        c: HolmResult(
+            adj,
+            stats.paired_verdict(tests[c][0], adj, *_args(settings), gains.get(c)),
+            gains.get(c),
+            step,
+        )
+        for c, adj, step in zip(columns, adjusted, steps, strict=True)
     }
+
+
+def task_mde(
+    swaps: Mapping[str, Any] | None, step_alpha: float, settings: GateSettings
+) -> float | None:
+    """A paired task's minimum detectable effect (points) from its record's ``swaps`` block, at
+    the level of its Holm step; None where the test cannot reach that level."""
+    if not isinstance(swaps, Mapping) or swaps.get("swap_sd") is None:
+        return None
+    delta_sd = swaps.get("delta_sd")
+    return stats.minimum_detectable_effect(
+        float(swaps["swap_sd"]),
+        float(delta_sd) if delta_sd is not None else math.nan,
+        step_alpha,
+        float(swaps.get("smallest_p", 1.0)),
+        settings.min_effect,
+    )
+
+
+def mde_text(mde: float | None, cannot_fail: str | None = None) -> str:
+    """``1.23`` points, or ``none`` (the task cannot fail at this level)."""
+    if cannot_fail or mde is None:
+        return "none"
+    return f"{round_half_up(mde, 2):.2f}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +243,11 @@ class TaskComparison:
     p_adjusted: float | None = None
     verdict: str = NOT_PAIRED
     note: str | None = None
+    p_improvement: float | None = None
+    p_improvement_adjusted: float | None = None
+    swaps: dict[str, Any] | None = None
+    mde: float | None = None
+    cannot_fail: str | None = None
 
 
 @dataclass
@@ -182,6 +285,8 @@ class Comparison:
             "new": self.new_path,
             "confidence": self.settings.confidence,
             "min_effect": self.settings.min_effect,
+            "paired_method": {"version": stats.PAIRED_METHOD_VERSION, "test": stats.PAIRED_METHOD},
+            "labels": LABELS,
             "tasks": [
                 {
                     "column": t.column,
@@ -198,6 +303,11 @@ class Comparison:
                     },
                     "p_value": t.p_value,
                     "p_adjusted": t.p_adjusted,
+                    "p_improvement": t.p_improvement,
+                    "p_improvement_adjusted": t.p_improvement_adjusted,
+                    "swaps": t.swaps,
+                    "mde": t.mde,
+                    "cannot_fail": t.cannot_fail,
                     "verdict": t.verdict,
                     "note": t.note,
                 }
@@ -237,6 +347,10 @@ def compare_records(
         )
     base_tasks, new_tasks = _ok_tasks(base_record), _ok_tasks(new_record)
     out = Comparison(base_path, new_path, settings)
+    for path, record in ((base_path, base_record), (new_path, new_record)):
+        old = old_paired_method(record)
+        if old:
+            out.notes.append(f"{path}: {old}; only its per-example results are used here")
     aligned: dict[str, tuple[pd.DataFrame, pd.DataFrame, str]] = {}
     order = list(new_tasks) + [c for c in base_tasks if c not in new_tasks]
     for column in order:
@@ -265,18 +379,30 @@ def compare_records(
             )
             out.notes.append(row.note)
             continue
-        try:
-            test = pair_task(
-                base_frames[column],
-                new_frames[column],
-                str(n["value_rule"]),
-                column,
-                settings.confidence,
-                main_score=main,
+        try:  # aligned first: the number of paired tasks sets every test's resolution
+            aligned[column] = (
+                *pair_examples(base_frames[column], new_frames[column], name=column),
+                stats.task_rule(str(n["value_rule"]), main),
             )
         except KoembedError as exc:
             row.note = f"{column}: not paired: {exc}"
             out.notes.append(row.note)
+    rows = {t.column: t for t in out.tasks}
+    for column, (base_frame, new_frame, rule) in list(aligned.items()):
+        row = rows[column]
+        try:
+            test = stats.paired_test(
+                base_frame,
+                new_frame,
+                rule,
+                level=settings.confidence,
+                stream=column,
+                family_size=len(aligned),
+            )
+        except KoembedError as exc:
+            row.note = f"{column}: not paired: {exc}"
+            out.notes.append(row.note)
+            del aligned[column]
             continue
         row.delta = test.delta
         row.p_value = test.p_value
@@ -284,13 +410,23 @@ def compare_records(
             row.delta_ci = (test.delta_ci.low, test.delta_ci.high)
         if test.delta_ci.undefined:
             out.notes.append(f"{column}: delta_ci: {test.delta_ci.why_undefined('the delta')}")
-        aligned[column] = (
-            *pair_examples(base_frames[column], new_frames[column]),
-            stats.task_rule(str(n["value_rule"]), main),
+        row.p_improvement = test.p_improvement
+        row.swaps = test.to_dict()["swaps"]
+        row.cannot_fail = stats.cannot_fail_note(
+            test.n, len(aligned), settings.alpha, test.max_swaps
         )
-    verdicts = holm_verdicts({t.column: (t.delta, t.p_value) for t in out.paired}, settings)  # type: ignore[misc]
+    verdicts = holm_verdicts(
+        {t.column: (t.delta, t.p_value, t.p_improvement) for t in out.paired},  # type: ignore[misc]
+        settings,
+    )
     for t in out.paired:
-        t.p_adjusted, t.verdict = verdicts[t.column]
+        holm = verdicts[t.column]
+        t.p_adjusted, t.verdict, t.p_improvement_adjusted = (
+            holm.adjusted,
+            holm.verdict,
+            holm.improvement_adjusted,
+        )
+        t.mde = None if t.cannot_fail else task_mde(t.swaps, holm.step_alpha, settings)
     scheme = str(new_record.get("scheme") or base_record.get("scheme") or "")
     out.averages = average_deltas(
         [(t.column, t.category, *aligned[t.column]) for t in out.paired],
@@ -407,19 +543,40 @@ def p_text(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _verdict_cell(t: TaskComparison) -> str:
+    text = t.verdict.upper() if t.verdict == REGRESSED else t.verdict
+    return text + (" (cannot fail)" if t.cannot_fail and t.p_value is not None else "")
+
+
 def comparison_table(comparison: Comparison) -> pd.DataFrame:
+    columns = ["task", "base", "new", DELTA_HEADER, P_HEADER, "MDE", "verdict"]
     rows = [
         {
             "task": t.column,
             "base": _num(t.base),
             "new": _num(t.new),
-            "delta [interval]": delta_text(t.delta, t.delta_ci),
-            "p": p_text(t.p_adjusted),
-            "verdict": t.verdict.upper() if t.verdict == REGRESSED else t.verdict,
+            DELTA_HEADER: delta_text(t.delta, t.delta_ci),
+            P_HEADER: p_text(t.p_adjusted),
+            "MDE": mde_text(t.mde, t.cannot_fail) if t.p_value is not None else "",
+            "verdict": _verdict_cell(t),
         }
         for t in comparison.tasks
     ]
-    return pd.DataFrame(rows, columns=["task", "base", "new", "delta [interval]", "p", "verdict"])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def legend(confidence: float) -> str:
+    """The line that says which number is which."""
+    return (
+        f"delta [CI]: {confidence * 100:g}% paired bootstrap interval, unadjusted for the number "
+        "of tasks; p: one-sided for a drop, Holm-adjusted over the run (an unadjusted interval "
+        "and an adjusted p can disagree); MDE: the drop caught with 80% power at the task's "
+        "Holm step (none: cannot fail at this level)"
+    )
+
+
+def cannot_fail_lines(tasks: Sequence[TaskComparison]) -> list[str]:
+    return [f"  {t.column}: {t.cannot_fail}" for t in tasks if t.cannot_fail]
 
 
 def _average_text(name: str, avg: Mapping[str, Any]) -> str:
@@ -445,7 +602,7 @@ def render_text(comparison: Comparison) -> str:
     table = comparison_table(comparison)
     cells = table.astype(str)
     widths = {c: max([len(c), *cells[c].str.len()]) for c in cells.columns}
-    left = ("task", "verdict", "delta [interval]")
+    left = ("task", "verdict", DELTA_HEADER)
 
     def line(values: Mapping[str, str]) -> str:
         return "  ".join(
@@ -462,6 +619,8 @@ def render_text(comparison: Comparison) -> str:
         f"p is Holm-adjusted, intervals are {comparison.settings.confidence * 100:g}% paired "
         "bootstrap"
     )
+    lines.append(legend(comparison.settings.confidence))
+    lines += cannot_fail_lines(comparison.tasks)
     lines.append(f"verdict: {comparison.verdict}")
     return "\n".join(lines) + "\n"
 
@@ -469,7 +628,7 @@ def render_text(comparison: Comparison) -> str:
 def render_markdown(comparison: Comparison) -> str:
     table = comparison_table(comparison)
     head = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join(["---", "---:", "---:", "---", "---:", "---"]) + "|"
+    rule = "|" + "|".join(["---", "---:", "---:", "---", "---:", "---:", "---"]) + "|"
     rows = []
     for r in table.to_dict(orient="records"):
         cells = [str(v).replace("|", "\\|") for v in r.values()]
@@ -489,7 +648,10 @@ def render_markdown(comparison: Comparison) -> str:
         f"Paired gate: {comparison.settings.describe(len(comparison.paired))}. "
         f"`p` is Holm-adjusted; intervals are {comparison.settings.confidence * 100:g}% paired "
         "bootstrap intervals of new - base.",
+        "",
+        legend(comparison.settings.confidence) + ".",
     ]
+    lines += [f"- {line.strip()}" for line in cannot_fail_lines(comparison.tasks)]
     lines += [f"- {note}" for note in comparison.notes]
     return "\n".join(lines) + "\n"
 
@@ -573,7 +735,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--confidence",
         default=None,
-        help="confidence level; 1 - it is the false-alarm budget (default 0.95)",
+        help="confidence level; 1 - it is the false-alarm budget (default 0.95): drops are "
+        "tested one-sided at 1 - LEVEL, Holm over the paired tasks; 0.90 lets two equivalent "
+        "runs be called regressed at most 10%% of the time",
     )
     p.add_argument(
         "--min-effect",

@@ -59,6 +59,11 @@ VERDICT_FIELDS = (
     "p_adjusted",
     "not_paired",
     "baseline_within_ci",
+    "p_improvement",
+    "p_improvement_adjusted",
+    "swaps",
+    "mde",
+    "cannot_fail",
 )
 
 
@@ -71,6 +76,7 @@ def conclude(
     complete: bool,
     interrupted: str | None = None,
     shard: str | None = None,
+    examples: Mapping[str, Any] | None = None,
 ) -> tuple[list[GateResult], bool]:
     """The gate results and whether they fail the run, at the end of a run.
 
@@ -87,7 +93,7 @@ def conclude(
     if shard is not None:
         reason = f"shard {shard} holds part of the run: gate the merged record (koembed gate)"
         return unchecked_gates(policy.gates, reason), False
-    holm_failed = bool(finish_paired(policy, scores))
+    holm_failed = bool(finish_paired(policy, scores, examples))
     results = evaluate_gates(policy.gates, full_record(), suite)
     return results, holm_failed or any(g.failed for g in results)
 
@@ -265,7 +271,12 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
     """Judge a saved run record as the pytest run would have: the exit status, the summary's
     lines and the rows text (``--koembed-row -``). Bad input: a one-line KoembedError."""
     from pytest_koembed import options as check
-    from pytest_koembed.compare import GateSettings, check_confidence, check_min_effect
+    from pytest_koembed.compare import (
+        GateSettings,
+        check_confidence,
+        check_min_effect,
+        old_paired_method,
+    )
     from pytest_koembed.intervals import task_ci_and_note
     from pytest_koembed.per_example import load_examples, write_run_files
     from pytest_koembed.publish import ReportOptions
@@ -346,8 +357,15 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
             out = with_intervals(out, suite, frames, level)
         return out
 
+    rejudged = [Line(f"{where}: {old}")] if (old := old_paired_method(record)) else []
     results, gates_failed = conclude(
-        policy, scores, suite, lambda: build([]), complete=True, interrupted=None
+        policy,
+        scores,
+        suite,
+        lambda: build([]),
+        complete=True,
+        interrupted=None,
+        examples=frames,
     )
     final = build(results)
 
@@ -366,6 +384,7 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
             outputs.append(Line(f"run record written to {json_path}"))
     published = publish(final, suite, reports, policy, write_files)
     lines, rows_text = summary(final, published, outputs)
+    lines = rejudged + lines
     if failed_items or gates_failed or published.failed or json_failed:
         status = EXIT_FAILED
     elif not scores:
@@ -431,7 +450,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--koembed-tolerance", action="append", default=[], metavar="[NAME=]POINTS")
     p.add_argument("--koembed-fail-under", action="append", default=[], metavar="NAME=POINTS")
     p.add_argument("--koembed-strict", action="store_true")
-    p.add_argument("--koembed-confidence", default=None, metavar="LEVEL")
+    p.add_argument(
+        "--koembed-confidence",
+        default=None,
+        metavar="LEVEL",
+        help="as the plugin's: drops tested one-sided at 1 - LEVEL, Holm over the run; 0.90: an "
+        "unchanged model fails at most 10%% of runs",
+    )
     p.add_argument("--koembed-min-effect", default=None, metavar="POINTS")
     p.add_argument("--koembed-save-baseline", metavar="PATH")
     p.add_argument("--koembed-update-baseline", action="store_true")

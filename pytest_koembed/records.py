@@ -74,12 +74,23 @@ class TaskScore:
     verdict: str | None = None  # pass | improved | regressed | warned | no baseline
     verdict_note: str | None = None  # the regression message, or why there is no baseline
     # The paired comparison with a saved baseline's per-example results (``compare``): the
-    # paired bootstrap interval of ``delta`` ({level, low, high}), the two-sided p-value, and
-    # (at the end of the run) its Holm adjustment over the run's paired tasks.
+    # paired bootstrap interval of ``delta`` ({level, low, high}; unadjusted), the one-sided
+    # p-value for a drop, and (at the end of the run) its Holm adjustment over the run's paired
+    # tasks.
     delta_ci: dict[str, float] | None = None
     p_value: float | None = None
     p_adjusted: float | None = None
     not_paired: str | None = None  # why a baseline with per-example results could not pair
+    # One-sided (issue 17): ``p_value`` is the p for a drop; ``p_improvement`` the p for a gain
+    # and its Holm adjustment in the improvement family (which never fails a run); ``swaps``
+    # how the p-values were drawn (``stats.PairedTest.to_dict``); ``mde`` the drop caught with
+    # 80% power at the task's Holm step (points; None: cannot fail at this level);
+    # ``cannot_fail`` why the task's test cannot reach the run's level at all.
+    p_improvement: float | None = None
+    p_improvement_adjusted: float | None = None
+    swaps: dict[str, Any] | None = None
+    mde: float | None = None
+    cannot_fail: str | None = None
     # Against a baseline without per-example results: whether the baseline value lies within
     # this run's own interval (the gap cannot be told from the test set's sampling noise).
     baseline_within_ci: bool | None = None

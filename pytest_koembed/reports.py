@@ -17,7 +17,7 @@ import pandas as pd
 
 from pytest_koembed import __version__
 from pytest_koembed.averages import TaskCounts, average_fields, category_text, count_tasks
-from pytest_koembed.compare import delta_text, p_text
+from pytest_koembed.compare import DELTA_HEADER, P_HEADER, delta_text, mde_text, p_text
 from pytest_koembed.intervals import describe as describe_intervals
 from pytest_koembed.intervals import interval_text, rank_text
 from pytest_koembed.records import TaskScore, atomic_write
@@ -167,6 +167,9 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
                 "baseline": "-" if baseline is None else _fmt(baseline),
                 "delta": _delta_cell(task),
                 "p": p_text(task.get("p_adjusted", task.get("p_value"))),
+                "MDE": mde_text(task.get("mde"), task.get("cannot_fail"))
+                if task.get("p_value") is not None
+                else "",
                 "verdict": verdict_cell(task),
                 "n": task["n_examples"] if ok else "",
                 "dup": task["duplicates_dropped"] if ok else "",
@@ -181,13 +184,18 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
     _align_value_cells(rows)
     compared = any(t.get("verdict") or t.get("baseline") is not None for t in record["tasks"])
     verdict_columns = ["baseline", "delta", "verdict"] if compared else []
-    if any(t.get("p_value") is not None for t in record["tasks"]):  # paired comparison
+    paired = any(t.get("p_value") is not None for t in record["tasks"])
+    if paired:  # paired comparison: say which number is adjusted and which is not
         verdict_columns.insert(2, "p")
+        verdict_columns.insert(3, "MDE")
     # Under pytest-xdist: which worker ran each task (live progress is shown in serial runs only).
     worker_columns = ["worker"] if any(t.get("worker") for t in record["tasks"]) else []
     columns = ["task", "category", "value", *verdict_columns, "n", "dup", "seconds"]
     columns += worker_columns
-    return pd.DataFrame(rows, columns=columns).fillna("")
+    table = pd.DataFrame(rows, columns=columns).fillna("")
+    if paired:
+        table = table.rename(columns={"delta": DELTA_HEADER, "p": P_HEADER})
+    return table
 
 
 def _delta_cell(task: Mapping[str, Any]) -> str:

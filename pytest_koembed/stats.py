@@ -24,16 +24,19 @@ between the systems with probability 1/2 and the delta recomputed. For a mean me
 sign flip of the per-example differences; for correlation and AP metrics the per-example
 *scores* are swapped, after standardising each system's score columns (z-scores for Pearson and
 AP, within-run ranks for Spearman: the observed values are unchanged by it, and it keeps a swap
-from mixing two score scales). The two-sided p-value is ``(1 + #{|delta*| >= |delta|}) / (1 + R)``
-(Phipson & Smyth 2010: never 0, valid at any R). It is preferred to the paired bootstrap of
-Koehn (2004) for the p-value because its false-alarm rate holds at any size under
-exchangeability, while the bootstrap's is only asymptotic (77-query tasks exist); the paired
-bootstrap still gives ``delta_ci``. The swap distribution is symmetric around 0, so the
-two-sided p is twice the one-sided p in the direction of the change: "regressed" (a negative
-delta with two-sided p < alpha) is a one-sided test at alpha/2.
+from mixing two score scales). The p-values are one-sided: ``p_value`` for a drop,
+``P(delta* <= delta)``, and ``p_improvement`` for a gain, from as many swaps as the run needs
+(:func:`swap_resolution`: Besag-Clifford sequential Monte Carlo up to a floor of alpha / (10 m),
+exact enumeration of all 2^n patterns for at most 16 units; never 0, valid at any R). It is
+preferred to the paired bootstrap of Koehn (2004) for the p-value because its false-alarm rate
+holds at any size under exchangeability, while the bootstrap's is only asymptotic (77-query
+tasks exist); the paired bootstrap still gives ``delta_ci`` (unadjusted for the number of
+tasks). See docs/statistics.md.
 
-**Run-level gate.** Holm's step-down adjustment over the tasks of a run (valid under any
-dependence between tasks, uniformly more powerful than Bonferroni), then :func:`paired_verdict`.
+**Run-level gate.** Holm's step-down adjustment over the drops of a run's tasks (valid under
+any dependence between tasks, uniformly more powerful than Bonferroni), improvements in a family
+of their own that never fails, then :func:`paired_verdict`; :func:`minimum_detectable_effect`
+says what each task could have caught.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -60,9 +63,9 @@ DEFAULT_LEVEL = 0.95
 DEFAULT_RESAMPLES = 1000
 """Bootstrap resamples per interval (task values, averages, ``delta_ci``)."""
 
-DEFAULT_PERMUTATIONS = 1000
-"""Random swaps per paired test: the smallest p-value is 1/1001, below Holm's first threshold
-0.05/15 = 0.0033 for the 15 tasks of ko-leaderboard-v1."""
+DEFAULT_PERMUTATIONS = 999
+"""The fewest random swaps a paired test may draw up to (R_max): the resolution otherwise follows
+from the run's number of tested tasks and level (:func:`swap_resolution`)."""
 
 DEFAULT_MIN_EFFECT = 0.5
 """Points: the smallest change the paired gate calls a regression or an improvement."""
@@ -113,11 +116,37 @@ def bootstrap_weights(
 
 
 def swap_masks(
-    n: int, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = DEFAULT_SEED, stream: str = ""
+    n: int,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = DEFAULT_SEED,
+    stream: str = "",
+    start: int = 0,
 ) -> np.ndarray:
-    """Random swaps for the paired test: shape (n, R), True where example ``i`` is swapped."""
-    coins = _rng(seed, stream, "swap").integers(0, 2, size=(n, n_permutations), dtype=np.uint8)
-    return coins.astype(bool)
+    """Random swaps for the paired test: shape (n, R), True where example ``i`` is swapped.
+
+    Columns ``start .. start + R - 1`` of one endless seeded sequence: drawn in blocks of
+    :data:`SWAP_BLOCK` columns, block ``b`` from its own stream, so that swap ``r`` of a task
+    is the same whichever batches ask for it (the sequential test and the weighted average's
+    test use the same swap ``r`` of every task).
+    """
+    if n_permutations <= 0:
+        return np.zeros((n, 0), dtype=bool)
+    first, last = start // SWAP_BLOCK, (start + n_permutations - 1) // SWAP_BLOCK
+    blocks = [
+        _rng(seed, stream, f"swap/{b}").integers(0, 2, size=(n, SWAP_BLOCK), dtype=np.uint8)
+        for b in range(first, last + 1)
+    ]
+    coins = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    offset = start - first * SWAP_BLOCK
+    return coins[:, offset : offset + n_permutations].astype(bool)
+
+
+def exact_masks(n: int) -> np.ndarray:
+    """All 2^n swap patterns of ``n`` units: shape (n, 2^n); column 0 swaps nothing."""
+    if n > EXACT_MAX_UNITS:
+        raise KoembedError(f"exact enumeration is for at most {EXACT_MAX_UNITS} units, not {n}")
+    patterns = np.arange(2**n, dtype=np.int64)
+    return ((patterns[None, :] >> np.arange(n, dtype=np.int64)[:, None]) & 1).astype(bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,15 +830,112 @@ def rank_interval(
 # ---------------------------------------------------------------------------------------------
 
 
+PAIRED_METHOD_VERSION = 2
+"""Version of the paired test written into run records (``baseline.paired.method``): 2 is the
+one-sided sign-flip test with a resolution that follows from the run (issue 17). Records without
+it were judged by the two-sided test with a fixed 1,000 swaps (version 1)."""
+
+PAIRED_METHOD = (
+    "one-sided approximate randomisation (sign flips of per-example outputs), sequential "
+    "Monte Carlo (Besag-Clifford) or exact enumeration; Holm over the run's drops"
+)
+
+EXACT_MAX_UNITS = 16
+"""At most this many units, every one of the 2^n swap patterns is enumerated (an exact p)."""
+
+SEQUENTIAL_EXCEEDANCES = 20
+"""Besag-Clifford's h: a side stops drawing swaps once h swapped deltas are at least as extreme
+as the observed one (its p is then h / swaps drawn, at least about 20 / swaps: clearly large)."""
+
+FLOOR_FACTOR = 10
+"""The swaps a test may draw give a floor 1 / (R + 1) of at most alpha / (FLOOR_FACTOR x m)."""
+
+SWAP_BLOCK = 256
+"""Swap masks are drawn in blocks of this many columns, each from its own seeded stream, so
+that swap ``r`` of a task is the same whatever batches it is computed in."""
+
+MDE_POWER = 0.8
+"""The power at which :func:`minimum_detectable_effect` is stated."""
+
+
+def swap_resolution(family_size: int, alpha: float) -> int:
+    """R_max: the most random swaps a paired test draws in a run of ``family_size`` tested
+    tasks at level ``alpha``: the smallest R with ``1 / (R + 1) <= alpha / (10 m)``, at least
+    :data:`DEFAULT_PERMUTATIONS`."""
+    if not 0.0 < alpha < 1.0:
+        raise KoembedError(f"significance level must be between 0 and 1, got {alpha!r}")
+    need = Decimal(FLOOR_FACTOR * max(int(family_size), 1)) / Decimal(repr(float(alpha)))
+    return max(DEFAULT_PERMUTATIONS, int(need.to_integral_value(rounding="ROUND_CEILING")) - 1)
+
+
+def smallest_p(n: int, max_swaps: int) -> float:
+    """The smallest one-sided p-value the paired test can give on ``n`` units: 2^-n by exact
+    enumeration (n <= :data:`EXACT_MAX_UNITS`), else 1 / (R_max + 1)."""
+    if n <= EXACT_MAX_UNITS:
+        return 2.0 ** -max(int(n), 0)
+    return 1.0 / (max_swaps + 1)
+
+
+def cannot_fail_note(
+    n: int, family_size: int, alpha: float, max_swaps: int | None = None
+) -> str | None:
+    """Why a task's test can never reach the run's level, or None when it can: its smallest
+    attainable p times its first Holm factor (m) is at least alpha. Known before any verdict,
+    from the number of units alone."""
+    m = max(int(family_size), 1)
+    swaps = swap_resolution(m, alpha) if max_swaps is None else max_swaps
+    floor = smallest_p(n, swaps)
+    if floor * m < alpha:
+        return None
+    unit = "unit" if n == 1 else "units"
+    how = f"1/2^{n}" if n <= EXACT_MAX_UNITS else f"1/{swaps + 1}"
+    return (
+        f"cannot fail at this level: {n} {unit} give p >= {how} = {floor:.3g}, x {m} "
+        f"task{'s' if m != 1 else ''} = {floor * m:.3g} >= {alpha:g}"
+    )
+
+
+def minimum_detectable_effect(
+    swap_sd: float,
+    delta_sd: float,
+    step_alpha: float,
+    floor: float,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    power: float = MDE_POWER,
+) -> float | None:
+    """Points: the drop caught with probability ``power`` by a one-sided test at
+    ``step_alpha`` (the task's Holm step), None when the test cannot reach that level.
+
+    Normal approximation: the test rejects when the delta falls below ``-z(1-a) * swap_sd``
+    (``swap_sd``: the spread of the swapped deltas, the null distribution); under a true drop
+    ``D`` the delta spreads as the paired bootstrap says (``delta_sd``), so the power is
+    ``P(N(-D, delta_sd) < -z(1-a) swap_sd)``, ``D = z(1-a) swap_sd + z(power) delta_sd``.
+    Never below ``min_effect`` (a smaller drop is never called a regression).
+    """
+    from statistics import NormalDist
+
+    if floor >= step_alpha or not math.isfinite(swap_sd):
+        return None
+    spread = delta_sd if math.isfinite(delta_sd) and delta_sd > 0 else swap_sd
+    z = NormalDist()
+    drop = z.inv_cdf(1.0 - step_alpha) * swap_sd + z.inv_cdf(power) * spread
+    return max(float(min_effect), float(drop))
+
+
 @dataclass(frozen=True)
 class PairedTest:
     """A paired comparison of one task between two runs on the same examples.
 
     ``delta = new - base`` (x100, unrounded), ``delta_ci`` its paired bootstrap interval (the
-    same resampled examples for both runs), ``p_value`` the two-sided approximate-randomisation
-    p-value for "no difference" (before any adjustment for the number of tasks). ``base_ci`` and
-    ``new_ci`` are each run's own interval from the same resamples: ``new_ci`` equals
-    ``task_interval(new_frame, rule, level, n_resamples, seed, stream)``.
+    same resampled examples for both runs; unadjusted for the number of tasks), ``p_value`` the
+    one-sided approximate-randomisation p-value for "no drop" (small when new is worse),
+    ``p_improvement`` the one-sided p for "no gain", both before any adjustment for the number
+    of tasks. ``base_ci`` and ``new_ci`` are each run's own interval from the same resamples:
+    ``new_ci`` equals ``task_interval(new_frame, rule, level, n_resamples, seed, stream)``.
+    ``n_permutations``: the swaps drawn (the most either side needed), or 2^n when ``exact``;
+    ``smallest_p``: the smallest p this test could have given (2^-n or 1 / (R_max + 1));
+    ``swap_sd`` / ``delta_sd``: the spread of the swapped deltas and of the paired bootstrap's
+    deltas (what :func:`minimum_detectable_effect` uses).
     """
 
     base: float
@@ -822,10 +948,34 @@ class PairedTest:
     n: int
     n_resamples: int
     n_permutations: int
+    p_improvement: float = 1.0
+    exact: bool = False
+    smallest_p: float = 1.0 / (DEFAULT_PERMUTATIONS + 1)
+    swap_sd: float = math.nan
+    delta_sd: float = math.nan
+    max_swaps: int = DEFAULT_PERMUTATIONS
 
     def to_dict(self) -> dict[str, Any]:
-        """The run record's fields: ``delta``, ``delta_ci`` (level, low, high) and ``p_value``."""
-        return {"delta": self.delta, "delta_ci": self.delta_ci.to_dict(), "p_value": self.p_value}
+        """The run record's fields: ``delta``, ``delta_ci`` (level, low, high), the one-sided
+        ``p_value`` (drop) and ``p_improvement``, and how they were drawn (``swaps``)."""
+        return {
+            "delta": self.delta,
+            "delta_ci": self.delta_ci.to_dict(),
+            "p_value": self.p_value,
+            "p_improvement": self.p_improvement,
+            "swaps": {
+                "drawn": self.n_permutations,
+                "max": self.max_swaps,
+                "exact": self.exact,
+                "smallest_p": self.smallest_p,
+                "swap_sd": _finite_or_none(self.swap_sd),
+                "delta_sd": _finite_or_none(self.delta_sd),
+            },
+        }
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 def _zscores(scores: np.ndarray) -> np.ndarray:
@@ -959,26 +1109,112 @@ def _aligned(base_frame: Any, new_frame: Any) -> None:
             )
 
 
+class SwapResult(NamedTuple):
+    """The two one-sided randomisation p-values of an observed delta, and how they were got."""
+
+    observed: float
+    p_drop: float
+    p_gain: float
+    drawn: int  # swaps drawn (2^n when exact)
+    exact: bool
+    swap_sd: float  # spread of the swapped deltas (the null distribution)
+
+
+def _slack(observed: float) -> float:
+    # a swap that changes nothing (identical outputs) must count as "at least as extreme"
+    return 1e-9 * max(1.0, abs(observed))
+
+
+def _stop_index(extreme: np.ndarray, h: int) -> int | None:
+    """1-based index of the h-th True, or None."""
+    hits = np.flatnonzero(extreme)
+    return int(hits[h - 1]) + 1 if len(hits) >= h else None
+
+
+def sequential_swaps(
+    deltas_at: Callable[[int, int], np.ndarray],
+    observed: float,
+    max_swaps: int,
+    exact: Callable[[], np.ndarray] | None = None,
+    exceedances: int = SEQUENTIAL_EXCEEDANCES,
+    first_batch: int = SWAP_BLOCK,
+    max_batch: int = 8 * SWAP_BLOCK,
+) -> SwapResult:
+    """Both one-sided p-values of ``observed`` from swapped deltas: ``deltas_at(start, size)``
+    gives swaps ``start .. start + size - 1`` of the seeded sequence.
+
+    With ``exact`` (all 2^n patterns' deltas, the identity included):
+    ``p = #{d* <= d} / 2^n``. Otherwise Besag & Clifford's (1991) sequential Monte Carlo, in
+    batches of the seeded swap sequence: each side draws swaps until ``h`` swapped deltas are at
+    least as extreme as the observed one (p = h / swaps drawn, stopped at the h-th) or ``max_swaps``
+    are drawn (p = (1 + #extreme) / (1 + max_swaps)); both are valid p-values. An unchanged
+    model's tasks stop after tens of swaps; only a small p needs them all.
+    """
+    slack = _slack(observed)
+    if exact is not None:
+        d = np.asarray(exact(), dtype=np.float64)
+        total = len(d)
+        return SwapResult(
+            observed,
+            float(np.sum(d <= observed + slack)) / total,
+            float(np.sum(d >= observed - slack)) / total,
+            total,
+            True,
+            float(d.std()),
+        )
+    parts: list[np.ndarray] = []
+    drawn, batch = 0, first_batch
+    stops: dict[str, int | None] = {"drop": None, "gain": None}
+    while drawn < max_swaps:
+        size = min(batch, max_swaps - drawn)
+        parts.append(np.asarray(deltas_at(drawn, size), dtype=np.float64))
+        drawn += size
+        d = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        stops["drop"] = _stop_index(d <= observed + slack, exceedances)
+        stops["gain"] = _stop_index(d >= observed - slack, exceedances)
+        if stops["drop"] is not None and stops["gain"] is not None:
+            break
+        batch = min(2 * batch, max_batch)
+    d = np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def p(extreme: np.ndarray, stop: int | None) -> float:
+        if stop is not None:
+            return exceedances / stop
+        return (1 + int(np.sum(extreme))) / (1 + max_swaps)
+
+    p_drop = p(d <= observed + slack, stops["drop"])
+    p_gain = p(d >= observed - slack, stops["gain"])
+    used = max(stops["drop"] or drawn, stops["gain"] or drawn)
+    return SwapResult(observed, p_drop, p_gain, used, False, float(d[:used].std()))
+
+
 def paired_test(
     base_frame: Any,
     new_frame: Any,
     rule: str,
     level: float = DEFAULT_LEVEL,
     n_resamples: int = DEFAULT_RESAMPLES,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
+    n_permutations: int | None = None,
     seed: int = DEFAULT_SEED,
     stream: str = "",
+    family_size: int = 1,
+    alpha: float | None = None,
 ) -> PairedTest:
     """Compare two runs of one task on the same (aligned) examples.
 
     ``delta_ci`` is the percentile interval of ``new* - base*`` over bootstrap resamples that
-    draw the same examples for both runs. ``p_value`` is two-sided, from ``n_permutations``
-    random swaps of each example's outputs between the runs: a sign flip of per-example
-    differences for mean metrics (retrieval, clustering); for STS, swapped per-run z-scores
-    (Pearson keys) and per-run ranks (Spearman keys); for AP, swapped per-run z-scores, the AP
-    recomputed on the mixture. Each standardisation leaves the observed values unchanged and
-    keeps a swap from mixing two runs' score scales. Identical runs give ``delta == 0`` and
-    ``p_value == 1``.
+    draw the same examples for both runs (unadjusted for the number of tasks). ``p_value`` is
+    one-sided for a drop and ``p_improvement`` for a gain, from random swaps of each example's
+    outputs between the runs (:func:`sequential_swaps`): a sign flip of per-example differences
+    for mean metrics (retrieval, clustering); for STS, swapped per-run z-scores (Pearson keys)
+    and per-run ranks (Spearman keys); for AP, swapped per-run z-scores, the AP recomputed on
+    the mixture. Each standardisation leaves the observed values unchanged and keeps a swap
+    from mixing two runs' score scales. Identical runs give ``delta == 0`` and both p-values 1.
+
+    The resolution follows from the run: at most ``n_permutations`` swaps, by default
+    :func:`swap_resolution` of ``family_size`` (the tasks tested in the run's family, m) and
+    ``alpha`` (default ``1 - level``), so that the floor 1 / (R + 1) is at most alpha / (10 m);
+    at most :data:`EXACT_MAX_UNITS` units are enumerated exactly.
     """
     _check_level(level)
     _aligned(base_frame, new_frame)
@@ -988,6 +1224,10 @@ def paired_test(
             "paired test: the gold scores/labels differ between base and new; the frames are "
             "not the same examples"
         )
+    level_alpha = significance_level(level) if alpha is None else alpha
+    max_swaps = (
+        swap_resolution(family_size, level_alpha) if n_permutations is None else n_permutations
+    )
     ones = np.ones((new.n, 1))
     base_value = float(base.value_for(ones)[0])
     new_value = float(new.value_for(ones)[0])
@@ -995,24 +1235,123 @@ def paired_test(
     shared: dict[str, Any] = {}  # the gold ranks: the same examples, the same resamples
     new_replicates = new.value_for(weights, shared)
     base_replicates = base.value_for(weights, shared)
-    swaps = swap_masks(new.n, n_permutations + 1, seed, stream)
-    swaps[:, 0] = False  # column 0: the observed statistic, computed as the swapped ones are
-    deltas = _swap_deltas(new, base, swaps)
-    observed, permuted = abs(deltas[0]), np.abs(deltas[1:])
-    # a swap that changes nothing (identical outputs) must count as "at least as extreme"
-    slack = 1e-9 * max(1.0, observed)
-    extreme = int(np.sum(permuted >= observed - slack))
+    observed = float(_swap_deltas(new, base, np.zeros((new.n, 1), dtype=bool))[0])
+    swapped = sequential_swaps(
+        lambda start, size: _swap_deltas(new, base, swap_masks(new.n, size, seed, stream, start)),
+        observed,
+        max_swaps,
+        exact=(lambda: _swap_deltas(new, base, exact_masks(new.n)))
+        if new.n <= EXACT_MAX_UNITS
+        else None,
+    )
+    paired = new_replicates - base_replicates
+    finite = paired[np.isfinite(paired)]
     return PairedTest(
         base=base_value,
         new=new_value,
         delta=new_value - base_value,
-        delta_ci=_percentile_interval(new_replicates - base_replicates, level),
-        p_value=(1 + extreme) / (1 + n_permutations),
+        delta_ci=_percentile_interval(paired, level),
+        p_value=swapped.p_drop,
         base_ci=_percentile_interval(base_replicates, level),
         new_ci=_percentile_interval(new_replicates, level),
         n=new.n,
         n_resamples=n_resamples,
-        n_permutations=n_permutations,
+        n_permutations=swapped.drawn,
+        p_improvement=swapped.p_gain,
+        exact=swapped.exact,
+        smallest_p=smallest_p(new.n, max_swaps),
+        swap_sd=swapped.swap_sd,
+        delta_sd=float(finite.std(ddof=1)) if finite.size > 2 else math.nan,
+        max_swaps=max_swaps,
+    )
+
+
+def task_weights(tasks: Sequence[tuple[str, str]], scheme: str) -> dict[str, float]:
+    """Each task's weight in the scheme's weighted average, unrounded: (column, category) ->
+    d(weighted) / d(task value). Found by the scheme's own formula with one task at a large
+    value and the others at 0 (relative error of the 2-decimal rounding below 1e-7)."""
+    big = 1e6
+    out = {}
+    for column, _ in tasks:
+        rows = [(c, cat, big if c == column else 0.0) for c, cat in tasks]
+        weighted = summarize(rows, get_scheme(scheme)).weighted
+        if weighted is None:
+            raise KoembedError(f"scheme {scheme!r} gives no weighted average for these tasks")
+        out[column] = weighted / big
+    return out
+
+
+@dataclass(frozen=True)
+class WeightedTest:
+    """The paired test of the weighted average: ``delta`` is the unrounded weighted sum of the
+    task deltas; p-values one-sided (drop, gain), from the same swap ``r`` applied to every
+    task at once (valid: tasks have independent units)."""
+
+    delta: float
+    p_value: float
+    p_improvement: float
+    n_permutations: int
+    max_swaps: int
+    smallest_p: float
+    swap_sd: float
+    weights: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delta": self.delta,
+            "p_value": self.p_value,
+            "p_improvement": self.p_improvement,
+            "swaps": {"drawn": self.n_permutations, "max": self.max_swaps},
+            "smallest_p": self.smallest_p,
+            "swap_sd": _finite_or_none(self.swap_sd),
+        }
+
+
+def weighted_paired_test(
+    pairs: Sequence[tuple[str, str, str, Any, Any]],
+    scheme: str,
+    level: float = DEFAULT_LEVEL,
+    family_size: int = 1,
+    seed: int = DEFAULT_SEED,
+    n_permutations: int | None = None,
+    alpha: float | None = None,
+) -> WeightedTest:
+    """The weighted average's paired test over ``pairs`` (column, category, rule, base frame,
+    new frame; aligned): each swap ``r`` swaps every task with its own swap ``r`` (its column's
+    stream, as :func:`paired_test` draws it), and the swapped weighted delta is the scheme's
+    weights applied to the tasks' swapped deltas. Sequential as :func:`sequential_swaps`."""
+    _check_level(level)
+    level_alpha = significance_level(level) if alpha is None else alpha
+    max_swaps = (
+        swap_resolution(family_size, level_alpha) if n_permutations is None else n_permutations
+    )
+    weights = task_weights([(p[0], p[1]) for p in pairs], scheme)
+    metrics = []
+    for column, _, rule, base_frame, new_frame in pairs:
+        _aligned(base_frame, new_frame)
+        metrics.append((column, _metric(base_frame, rule), _metric(new_frame, rule)))
+    observed = 0.0
+    for column, base, new in metrics:
+        zero = np.zeros((new.n, 1), dtype=bool)
+        observed += weights[column] * float(_swap_deltas(new, base, zero)[0])
+
+    def deltas_at(start: int, size: int) -> np.ndarray:
+        total = np.zeros(size)
+        for column, base, new in metrics:
+            masks = swap_masks(new.n, size, seed, column, start)
+            total += weights[column] * _swap_deltas(new, base, masks)
+        return total
+
+    swapped = sequential_swaps(deltas_at, observed, max_swaps)
+    return WeightedTest(
+        delta=observed,
+        p_value=swapped.p_drop,
+        p_improvement=swapped.p_gain,
+        n_permutations=swapped.drawn,
+        max_swaps=max_swaps,
+        smallest_p=1.0 / (max_swaps + 1),
+        swap_sd=swapped.swap_sd,
+        weights=weights,
     )
 
 
@@ -1054,32 +1393,64 @@ def paired_verdict(
     adjusted_p: float,
     confidence: float = DEFAULT_LEVEL,
     min_effect: float = DEFAULT_MIN_EFFECT,
+    improvement_p: float | None = None,
 ) -> str:
     """``regressed``, ``improved`` or ``within noise`` for one task of a paired comparison.
 
-    ``regressed`` when the Holm-adjusted p-value is below ``1 - confidence`` and the drop, as
-    the table shows it (``delta`` rounded half-up to 2 decimals), is at least ``min_effect``
-    points: ``delta <= -min_effect``. ``improved`` symmetrically; otherwise ``within noise``.
+    ``regressed`` when the Holm-adjusted one-sided p-value for a drop (``adjusted_p``) is below
+    ``1 - confidence`` and the drop, as the table shows it (``delta`` rounded half-up to 2
+    decimals), is at least ``min_effect`` points: ``delta <= -min_effect``. ``improved`` when
+    the Holm-adjusted one-sided p for a gain (``improvement_p``, its own family, which never
+    fails a run) is below ``1 - confidence`` and the gain is at least ``min_effect``; otherwise
+    ``within noise``.
     """
     if min_effect < 0:
         raise KoembedError(f"minimum effect must be 0 points or more, got {min_effect!r}")
     shown = round_half_up(delta, 2)
-    significant = adjusted_p < significance_level(confidence)
-    if significant and shown <= -min_effect and shown < 0:
+    alpha = significance_level(confidence)
+    if adjusted_p < alpha and shown <= -min_effect and shown < 0:
         return "regressed"
-    if significant and shown >= min_effect and shown > 0:
+    if improvement_p is not None and improvement_p < alpha and shown >= min_effect and shown > 0:
         return "improved"
     return "within noise"
 
 
+def holm_steps(p_values: Sequence[float], alpha: float) -> list[float]:
+    """The level each p-value faces at its Holm step, in the input order.
+
+    Sorted ascending, the k-th (k = 0..m-1) is tested at alpha / (m - k) when every smaller
+    one was rejected; the first that is not rejected stops the procedure, so it and every later
+    one face alpha / (m - R) with R the number rejected. (What a task's minimum detectable
+    effect is computed at.)
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return []
+    adjusted = np.asarray(holm(p_values))
+    rejected = int(np.sum(adjusted < alpha))
+    order = np.argsort(p, kind="stable")
+    steps = np.empty(m)
+    for k, i in enumerate(order):
+        steps[i] = alpha / (m - min(k, rejected))
+    return [float(x) for x in steps]
+
+
 @dataclass(frozen=True)
 class TaskVerdict:
-    """One task's outcome in :func:`gate_run`."""
+    """One task's outcome in :func:`gate_run`: the drop family's p (``p_value``, Holm-adjusted
+    ``adjusted_p``), the improvement family's (``p_improvement``, ``improvement_adjusted``),
+    the verdict, the minimum detectable effect (points, None: cannot fail at this level) and,
+    where the task cannot reach the run's level at all, why (``cannot_fail``)."""
 
     delta: float
     p_value: float
     adjusted_p: float
     verdict: str
+    p_improvement: float = 1.0
+    improvement_adjusted: float = 1.0
+    mde: float | None = None
+    cannot_fail: str | None = None
 
 
 def gate_run(
@@ -1087,23 +1458,34 @@ def gate_run(
     confidence: float = DEFAULT_LEVEL,
     min_effect: float = DEFAULT_MIN_EFFECT,
 ) -> dict[str, TaskVerdict]:
-    """Holm-adjust the p-values of all paired tasks of a run and give each its verdict.
+    """Holm-adjust the paired tasks of a run, drops and gains as two families, and give each
+    task its verdict.
 
-    The run fails when any verdict is ``regressed``. Under "no difference" on every task, that
-    happens with probability at most ``1 - confidence`` (in fact about half of it: a false
-    alarm must also go the wrong way and pass the minimum effect).
+    The run fails when any verdict is ``regressed``: under "no difference" on every task, that
+    happens with probability at most ``1 - confidence`` (each drop tested one-sided at the full
+    level, Holm over the run's drops). Improvements are a family of their own and never fail.
     """
     columns = list(tests)
-    adjusted = holm([tests[c].p_value for c in columns])
-    return {
-        c: TaskVerdict(
-            delta=tests[c].delta,
-            p_value=tests[c].p_value,
+    alpha = significance_level(confidence)
+    m = len(columns)
+    drops = [tests[c].p_value for c in columns]
+    adjusted = holm(drops)
+    gains = holm([tests[c].p_improvement for c in columns])
+    steps = holm_steps(drops, alpha)
+    out = {}
+    for c, adj, gain, step in zip(columns, adjusted, gains, steps, strict=True):
+        t = tests[c]
+        out[c] = TaskVerdict(
+            delta=t.delta,
+            p_value=t.p_value,
             adjusted_p=adj,
-            verdict=paired_verdict(tests[c].delta, adj, confidence, min_effect),
+            verdict=paired_verdict(t.delta, adj, confidence, min_effect, gain),
+            p_improvement=t.p_improvement,
+            improvement_adjusted=gain,
+            mde=minimum_detectable_effect(t.swap_sd, t.delta_sd, step, t.smallest_p, min_effect),
+            cannot_fail=cannot_fail_note(t.n, m, alpha, t.max_swaps),
         )
-        for c, adj in zip(columns, adjusted, strict=True)
-    }
+    return out
 
 
 def within_interval(baseline: float, low: float, high: float) -> bool:

@@ -38,8 +38,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pytest_koembed import stats
 from pytest_koembed.averages import average_fields, count_tasks
-from pytest_koembed.compare import GateSettings, holm_verdicts
+from pytest_koembed.compare import LABELS, GateSettings, delta_text, holm_verdicts, legend
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.leaderboards import (
     find_row,
@@ -339,6 +340,7 @@ class BaselinePolicy:
     gate: GateSettings = field(default_factory=GateSettings)  # the paired gate's settings
     selected: tuple[str, ...] | None = None  # columns selected in this run (set at collection)
     holm_only: list[str] = field(default_factory=list)  # controller: regressions no item failed
+    weighted_paired: dict[str, Any] | None = None  # controller: the weighted average's paired delta
     _cache: dict[str, Resolution] = field(default_factory=dict, repr=False)
     _frames: dict[str, Any] | None = field(default=None, repr=False)  # the baseline's frames
     _frames_error: str | None = field(default=None, repr=False)
@@ -459,6 +461,7 @@ class BaselinePolicy:
             )
             score.not_paired = f"{score.column}: not paired: {why}; tolerance rule used"
             return None
+        m = max(self.paired_count, 1)
         try:
             test = pair_task(
                 base_frame,
@@ -466,6 +469,7 @@ class BaselinePolicy:
                 score.value_rule,
                 score.column,
                 self.gate.confidence,
+                family_size=m,
                 main_score=score.main_score,
             )
         except KoembedError as exc:
@@ -473,14 +477,27 @@ class BaselinePolicy:
             return None
         assert resolution.baseline is not None
         cell = resolution.baseline.cells[score.column]
-        m = max(self.paired_count, 1)
-        verdict = bonferroni_verdict(test.delta, test.p_value, m, self.gate)
+        verdict = bonferroni_verdict(test.delta, test.p_value, m, self.gate, test.p_improvement)
         # undefined resamples: stats._percentile_interval's rule; past it, no delta_ci
         score.delta_ci = test.delta_ci.to_dict() if test.delta_ci.defined else None
         if test.delta_ci.undefined:
             why = f"delta_ci: {test.delta_ci.why_undefined('the delta')}"
             score.ci_note = f"{score.ci_note}; {why}" if score.ci_note else why
         score.p_value = test.p_value
+        score.p_improvement = test.p_improvement
+        score.swaps = test.to_dict()["swaps"]
+        score.cannot_fail = stats.cannot_fail_note(test.n, m, self.gate.alpha, test.max_swaps)
+        score.mde = (
+            None
+            if score.cannot_fail
+            else stats.minimum_detectable_effect(
+                test.swap_sd,
+                test.delta_sd,
+                self.gate.alpha / m,
+                test.smallest_p,
+                self.gate.min_effect,
+            )
+        )
         judgement = Judgement(
             verdict=verdict,
             baseline=cell.value,
@@ -511,8 +528,6 @@ class BaselinePolicy:
         """Tolerance rule: does the baseline value lie within the run's own interval?"""
         if judgement.baseline is None or score.status != "ok":
             return
-        from pytest_koembed import stats
-
         ci = getattr(score, "ci", None)  # the run's own interval, when the worker computed it
         if isinstance(ci, Mapping) and ci.get("low") is not None:
             low, high = float(ci["low"]), float(ci["high"])
@@ -667,34 +682,51 @@ def paired_message(
     *,
     holm: bool = False,
 ) -> str:
-    """``Kor-STS regressed: 80.10 vs baseline 81.00, delta -0.90 [-1.40, -0.41], p 0.001 x 3
-    tasks < 0.05 (min effect 0.50)``."""
+    """``Kor-STS regressed: 80.10 vs baseline 81.00, delta -0.90 [-1.40, -0.41] (unadjusted 95%
+    interval), one-sided p 0.001 x 3 tasks < 0.05 (min effect 0.50)``."""
     from pytest_koembed.compare import delta_text
 
     interval = (delta_ci["low"], delta_ci["high"]) if delta_ci else None
-    scaled = f"Holm-adjusted p {p_value:.3g}" if holm else f"p {p_value:.3g} x {m} tasks"
+    scaled = (
+        f"Holm-adjusted one-sided p {p_value:.3g}"
+        if holm
+        else f"one-sided p {p_value:.3g} x {m} tasks"
+    )
     now = f"{shown:.2f}" if shown is not None else "n/a"
     return (
         f"{column} regressed: {now} vs baseline {baseline:.2f}, delta "
-        f"{delta_text(delta, interval)}, {scaled} < {gate.alpha:g} "
-        f"(min effect {gate.min_effect:.2f})"
+        f"{delta_text(delta, interval)} (unadjusted {gate.confidence * 100:g}% interval), "
+        f"{scaled} < {gate.alpha:g} (min effect {gate.min_effect:.2f})"
     )
 
 
-def finish_paired(policy: BaselinePolicy, scores: Mapping[str, TaskScore]) -> list[str]:
+def finish_paired(
+    policy: BaselinePolicy,
+    scores: Mapping[str, TaskScore],
+    examples: Mapping[str, Any] | None = None,
+) -> list[str]:
     """At the end of a complete run (controller): Holm over every paired task's p-value.
 
     Writes ``p_adjusted`` and the final verdict into each paired score. Returns the columns that
     Holm finds regressed although their item passed (the worker's Bonferroni test missed them):
     they fail the run. With ``--koembed-update-baseline`` nothing fails.
     """
+    from pytest_koembed.compare import task_mde
+
     paired = {c: s for c, s in scores.items() if s.p_value is not None and s.delta is not None}
-    verdicts = holm_verdicts({c: (s.delta, s.p_value) for c, s in paired.items()}, policy.gate)  # type: ignore[misc]
+    verdicts = holm_verdicts(
+        {c: (s.delta, s.p_value, s.p_improvement) for c, s in paired.items()},  # type: ignore[misc]
+        policy.gate,
+    )
     holm_only = []
-    for column, (adjusted, verdict) in verdicts.items():
+    for column, holm in verdicts.items():
+        adjusted, verdict = holm.adjusted, holm.verdict
         score = paired[column]
         item_failed = score.verdict == REGRESSED
         score.p_adjusted = adjusted
+        score.p_improvement_adjusted = holm.improvement_adjusted
+        if not score.cannot_fail:
+            score.mde = task_mde(score.swaps, holm.step_alpha, policy.gate)
         if verdict == REGRESSED and score.baseline_stale and not policy.strict:
             verdict = WARNED
         if verdict == REGRESSED and not item_failed:
@@ -717,7 +749,45 @@ def finish_paired(policy: BaselinePolicy, scores: Mapping[str, TaskScore]) -> li
                 holm_only.append(column)
         score.verdict = verdict
     policy.holm_only = holm_only
+    policy.weighted_paired = weighted_paired_delta(policy, paired, examples or {})
     return holm_only
+
+
+def weighted_paired_delta(
+    policy: BaselinePolicy, paired: Mapping[str, TaskScore], examples: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The weighted average's paired delta with its (unadjusted) paired bootstrap interval, when
+    every task of the suite was paired (``compare.average_deltas``, as ``koembed compare``);
+    None otherwise."""
+    from pytest_koembed.compare import average_deltas
+    from pytest_koembed.per_example import pair_examples
+
+    columns = [t.column for t in policy.suite.tasks]
+    if not columns or any(c not in paired for c in columns):
+        return None
+    base_frames = policy.baseline_frames() if policy.fixed is not None else {}
+    tasks = []
+    for column in columns:
+        score = paired[column]
+        new = examples.get(column, score.examples)
+        base = base_frames.get(column)
+        if new is None or base is None:
+            return None
+        try:
+            b, n = pair_examples(base, new, name=column)
+        except KoembedError:
+            return None
+        tasks.append((column, score.category, b, n, score.value_rule))
+    try:
+        averages = average_deltas(tasks, policy.suite.scheme, policy.gate.confidence)
+    except (KoembedError, ValueError, ArithmeticError):
+        return None
+    weighted = averages.get("weighted_average")
+    return (
+        dict(weighted)
+        if isinstance(weighted, Mapping) and weighted.get("delta") is not None
+        else None
+    )
 
 
 def annotate(score: TaskScore, judgement: Judgement, note: str | None = None) -> None:
@@ -911,6 +981,10 @@ def baseline_block(
             "same_rows": not not_paired,
             "not_paired": not_paired,
             "holm_only": list(policy.holm_only),
+            "method": {"version": stats.PAIRED_METHOD_VERSION, "test": stats.PAIRED_METHOD},
+            "labels": dict(LABELS),
+            "cannot_fail": {s.column: s.cannot_fail for s in paired if s.cannot_fail},
+            "weighted_average": policy.weighted_paired,
         }
     return block
 
@@ -936,6 +1010,23 @@ def baseline_lines(record: Mapping[str, Any]) -> list[str]:
             )
         lines.append(f"paired gate: {how}; baseline {paired.get('file')} (same rows: {same})")
         lines += [f"  {note}" for note in paired.get("not_paired", [])]
+        lines.append(
+            "  one-sided: drops are tested at the full level and fail the run, improvements are "
+            "a family of their own that never fails; "
+            + legend(gate.confidence).split("; ", 1)[0]
+            + "; p: Holm-adjusted"
+        )
+        for column, why in (paired.get("cannot_fail") or {}).items():
+            lines.append(f"  {column}: {why}")
+        weighted = paired.get("weighted_average")
+        if isinstance(weighted, Mapping) and weighted.get("delta") is not None:
+            ci = weighted.get("delta_ci")
+            interval = (ci["low"], ci["high"]) if isinstance(ci, Mapping) else None
+            lines.append(
+                f"weighted average, paired: {weighted['base']:.2f} -> {weighted['new']:.2f}, "
+                f"delta {delta_text(weighted['delta'], interval)} (unadjusted "
+                f"{gate.confidence * 100:g}% paired bootstrap interval; not tested)"
+            )
     if block.get("no_cell"):
         lines.append("no baseline cell (passed unchecked): " + ", ".join(block["no_cell"]))
     counts: dict[str, int] = {}
@@ -975,6 +1066,8 @@ def verdict_cell(task: Mapping[str, Any]) -> str:
     if not verdict:
         return ""
     text = verdict.upper() if verdict == REGRESSED else verdict
+    if task.get("cannot_fail") and task.get("p_value") is not None:
+        text += " (cannot fail)"
     return text + (" (stale)" if task.get("baseline_stale") else "")
 
 

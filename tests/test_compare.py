@@ -25,7 +25,7 @@ def test_holm_catches_what_bonferroni_misses() -> None:
     items = {c: bonferroni_verdict(d, p, len(PAIRED), gate) for c, (d, p) in PAIRED.items()}
     assert items == {"a": "regressed", "b": "within noise", "c": "within noise"}
     holm = holm_verdicts(PAIRED, gate)
-    assert {c: v for c, (_, v) in holm.items()} == {
+    assert {c: r.verdict for c, r in holm.items()} == {
         "a": "regressed",
         "b": "regressed",
         "c": "within noise",
@@ -53,7 +53,9 @@ def test_min_effect_keeps_a_small_significant_drop_within_noise() -> None:
     gate = GateSettings(min_effect=0.5)
     assert holm_verdicts({"a": (-0.3, 0.001)}, gate)["a"][1] == "within noise"
     assert holm_verdicts({"a": (-0.5, 0.001)}, gate)["a"][1] == "regressed"
-    assert holm_verdicts({"a": (0.6, 0.001)}, gate)["a"][1] == "improved"
+    # one-sided: a gain needs its own family's p; a small p for a drop never makes one
+    assert holm_verdicts({"a": (0.6, 1.0, 0.001)}, gate)["a"][1] == "improved"
+    assert holm_verdicts({"a": (0.6, 0.001)}, gate)["a"][1] == "within noise"
 
 
 ENCODER = (Path(__file__).parent / "test_paired_gate.py").read_text(encoding="utf-8")
@@ -95,7 +97,7 @@ def test_compare_two_saved_runs(
     assert main(["compare", "base.json", "worse.json", "--markdown"]) == 1
     md = capsys.readouterr().out
     assert md.startswith("### koembed compare: ❌ REGRESSED")
-    assert "| task | base | new | delta [interval] | p | verdict |" in md
+    assert "| task | base | new | delta [unadjusted CI] | p (Holm, drop) | MDE | verdict |" in md
     assert "**REGRESSED**" in md
 
     (pytester.path / "same.examples.parquet").write_bytes(b"changed")

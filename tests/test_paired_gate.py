@@ -112,8 +112,8 @@ def test_a_degraded_model_regresses_and_fails(
         assert task["p_value"] * 3 < 0.05 and task["p_adjusted"] < 0.05
     result.stdout.fnmatch_lines(
         [
-            f"*{regressed[0]} regressed: * vs baseline *, delta -* [[]-*, -*[]], "
-            "p * x 3 tasks < 0.05 (min effect 1.00)"
+            f"*{regressed[0]} regressed: * vs baseline *, delta -* [[]-*, -*[]] "
+            "(unadjusted 95% interval), one-sided p * x 3 tasks < 0.05 (min effect 1.00)"
         ]
     )
     result.assert_outcomes(failed=len(regressed), passed=3 - len(regressed), deselected=3)
@@ -181,4 +181,56 @@ def test_under_xdist_each_worker_knows_the_number_of_paired_tasks(
     assert {t["worker"] for t in tasks.values()} <= {"gw0", "gw1"}
     regressed = [c for c, t in tasks.items() if t["verdict"] == "regressed"]
     assert regressed and all(tasks[c]["p_adjusted"] is not None for c in tasks)
-    result.stdout.fnmatch_lines([f"*{regressed[0]} regressed: *, p * x 3 tasks < 0.05 *"])
+    result.stdout.fnmatch_lines([f"*{regressed[0]} regressed: *, one-sided p * x 3 tasks < 0.05 *"])
+
+
+def test_the_summary_labels_the_numbers_and_says_what_the_run_can_detect(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole sample suite against itself: the weighted average's paired delta, the method
+    version, each task's MDE (or that it cannot fail at this level) and the labels."""
+    pytester.makeconftest(ENCODER)
+    args = ["--koembed-model=hashy", "--koembed-suite=sample"]
+    assert pytester.runpytest(*args, "--koembed-save-baseline=base.json").ret == 0
+    result = pytester.runpytest(
+        *args,
+        "--koembed-baseline=base.json",
+        "--koembed-json=run.json",
+        "--koembed-confidence=0.99",
+    )
+    assert result.ret == 0, result.stdout.str()
+    out = result.stdout.str()
+    record = _record(pytester.path / "run.json")
+    paired = record["baseline"]["paired"]
+    assert paired["method"]["version"] == 2
+    assert "unadjusted" in paired["labels"]["delta_ci"]
+    assert paired["weighted_average"]["delta"] == 0.0
+    assert "weighted average, paired: " in out and "delta +0.00 [+0.00, +0.00] (unadjusted" in out
+    assert "delta [unadjusted CI]" in out and "p (Holm, drop)" in out and "MDE" in out
+    tasks = _tasks(record)
+    for column, task in tasks.items():
+        if task["p_value"] is None:
+            continue
+        if task["cannot_fail"]:  # said before any verdict, in the summary too
+            assert task["mde"] is None and f"{column}: cannot fail at this level" in out
+            assert column in paired["cannot_fail"]
+        else:
+            assert task["mde"] >= 0.5
+    # a record judged by the old two-sided test (no swaps, no method version): koembed gate
+    # re-judges it with a line saying so
+    from pytest_koembed.cli import main
+
+    old = _record(pytester.path / "run.json")
+    for task in old["tasks"]:
+        task.pop("swaps", None)
+    old["baseline"]["paired"].pop("method")
+    (pytester.path / "run.json").write_text(json.dumps(old), encoding="utf-8")
+    monkeypatch_chdir = pytest.MonkeyPatch()
+    monkeypatch_chdir.chdir(pytester.path)
+    capsys.readouterr()
+    status = main(["gate", "run.json", "--koembed-baseline=base.json"])
+    gated = capsys.readouterr().out
+    assert status == 0, gated
+    assert "run.json: its paired verdicts come from an older paired test (two-sided p" in gated
+    assert "weighted average, paired: " in gated  # re-judged: the new method's lines
+    monkeypatch_chdir.undo()

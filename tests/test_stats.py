@@ -275,7 +275,9 @@ def test_paired_test_finds_a_real_drop_and_its_interval():
     )
     assert result.delta < -2
     assert result.delta_ci.low < result.delta < result.delta_ci.high < 0
-    assert result.p_value == pytest.approx(1 / 1001)
+    # one-sided: the drop's p is at the floor of the resolution, the gain's is 1
+    assert result.p_value == pytest.approx(1 / (stats.swap_resolution(1, 0.05) + 1))
+    assert result.p_value == result.smallest_p and result.p_improvement == 1.0
     assert result.new_ci == stats.Interval(
         0.95, *stats.task_interval(new, "ndcg-5-10", seed=1, stream="t")
     )
@@ -377,7 +379,13 @@ def test_holm_by_hand():
     ],
 )
 def test_verdict_boundaries(delta, p, min_effect, verdict):
-    assert stats.paired_verdict(delta, p, confidence=0.95, min_effect=min_effect) == verdict
+    # one-sided: p is the drop's p for a negative delta, the gain's for a positive one
+    assert (
+        stats.paired_verdict(delta, p, confidence=0.95, min_effect=min_effect, improvement_p=p)
+        == verdict
+    )
+    if delta > 0:  # a gain is never judged by the drop's p
+        assert stats.paired_verdict(delta, p, 0.95, min_effect) == "within noise"
 
 
 def test_gate_run_adjusts_over_the_tasks_of_a_run():
