@@ -777,7 +777,9 @@ def weighted_paired_delta(
             b, n = pair_examples(base, new, name=column)
         except KoembedError:
             return None
-        tasks.append((column, score.category, b, n, score.value_rule))
+        from pytest_koembed.stats import task_rule
+
+        tasks.append((column, score.category, b, n, task_rule(score.value_rule, score.main_score)))
     try:
         averages = average_deltas(tasks, policy.suite.scheme, policy.gate.confidence)
     except (KoembedError, ValueError, ArithmeticError):
