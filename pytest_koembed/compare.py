@@ -260,6 +260,9 @@ def compare_records(
         row.delta = test.delta
         row.delta_ci = (test.delta_ci.low, test.delta_ci.high)
         row.p_value = test.p_value
+        if test.statistic is not None:
+            row.note = f"{column}: gated on {test.statistic}; v_measure reported (base, new)"
+            out.notes.append(row.note)
         aligned[column] = (
             *pair_examples(base_frames[column], new_frames[column]),
             str(n["value_rule"]),
