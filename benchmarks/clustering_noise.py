@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import clustering_sim as cs  # noqa: E402
+import clustering_sim as cs
 
-from pytest_koembed import stats  # noqa: E402
+from pytest_koembed import stats
 
 NOISE = 0.2
 
@@ -50,7 +50,9 @@ def v_measure(name: str, x: np.ndarray, y: list[str], seed: int = cs.SEED) -> li
     return [cs.legacy_v_measure(x, y, seed)]
 
 
-def test(texts: list[str], y: list[str], a: np.ndarray, b: np.ndarray, va: list[float], vb: list[float]) -> stats.PairedTest:
+def test(
+    texts: list[str], y: list[str], a: np.ndarray, b: np.ndarray, va: list[float], vb: list[float]
+) -> stats.PairedTest:
     base = cs.clustering_frame(texts, y, a, va)
     new = cs.clustering_frame(texts, y, b, vb)
     from pytest_koembed.per_example import pair_examples
@@ -70,14 +72,17 @@ def main() -> None:
     vectors = {name: cs.embed(t) for name, (t, _) in sets.items()}
     print(f"equivalent models: the model's vectors + independent noise of norm {NOISE}")
     print("\n(1) mteb's v-measure (x100): k-means seed noise and model noise")
-    for name, (texts, y) in sets.items():
+    for name, (_, y) in sets.items():
         x = cs.equivalent(vectors[name], NOISE, 0)
         seeds = range(10) if name.startswith("sib") else range(30)
         by_seed = [100 * np.mean(v_measure(name, x, y, s)) for s in seeds]
         pairs = vm_pairs // 2 if name.startswith("sib") else vm_pairs
         deltas = [
-            100 * (np.mean(v_measure(name, cs.equivalent(vectors[name], NOISE, 2 * i + 1), y))
-                   - np.mean(v_measure(name, cs.equivalent(vectors[name], NOISE, 2 * i + 2), y)))
+            100
+            * (
+                np.mean(v_measure(name, cs.equivalent(vectors[name], NOISE, 2 * i + 1), y))
+                - np.mean(v_measure(name, cs.equivalent(vectors[name], NOISE, 2 * i + 2), y))
+            )
             for i in range(pairs)
         ]
         print(
@@ -105,13 +110,18 @@ def main() -> None:
         )
         total_k, total_n, one_k = total_k + k, total_n + args.pairs, one_k + one
     low, high = clopper_pearson(total_k, total_n)
-    print(f"  all: {total_k}/{total_n} = {total_k / total_n:.1%} (95% CP upper {high:.1%}); drops {one_k}")
+    rate = total_k / total_n
+    print(f"  all: {total_k}/{total_n} = {rate:.1%} (95% CP upper {high:.1%}); drops {one_k}")
     print(f"\n(3) degraded models ({power_pairs} pairs each; v-measure at mteb's seed)")
     for name, (texts, y) in sets.items():
         rows = []
         for label, extra, dims in (
-            ("noise +0.3", 0.3, None), ("noise +0.6", 0.6, None), ("noise +1.0", 1.0, None),
-            ("192 dims", 0.0, 192), ("96 dims", 0.0, 96), ("48 dims", 0.0, 48),
+            ("noise +0.3", 0.3, None),
+            ("noise +0.6", 0.6, None),
+            ("noise +1.0", 1.0, None),
+            ("192 dims", 0.0, 192),
+            ("96 dims", 0.0, 96),
+            ("48 dims", 0.0, 48),
         ):
             pairs = max(4, power_pairs // 2) if name.startswith("sib") else power_pairs
             dv, dg, rej = [], [], 0
@@ -125,7 +135,8 @@ def main() -> None:
                 rej += t.p_value < 0.05 and t.delta < 0
             rows.append((label, np.mean(dv), np.std(dv, ddof=1), np.mean(dg), rej / pairs, dv, dg))
             print(
-                f"  {name} {label}: v-measure delta {np.mean(dv):+.2f} (sd {np.std(dv, ddof=1):.2f}), "
+                f"  {name} {label}: v-measure delta {np.mean(dv):+.2f} "
+                f"(sd {np.std(dv, ddof=1):.2f}), "
                 f"gated delta {np.mean(dg):+.2f}, drop found at 5% in {rej}/{pairs}"
             )
         all_v = np.concatenate([r[5] for r in rows])
@@ -148,7 +159,10 @@ def main() -> None:
         se = np.std(d, ddof=1) / np.sqrt(len(d))
         for alpha in (0.05, 0.05 / 15):
             mde = (norm.ppf(1 - alpha) + norm.ppf(0.8)) * se
-            print(f"  {name}: gated MDE at one-sided alpha {alpha:.4f}: {mde:.2f} accuracy points (se {se:.2f})")
+            print(
+                f"  {name}: gated MDE at one-sided alpha {alpha:.4f}: {mde:.2f} accuracy "
+                f"points (se {se:.2f})"
+            )
     print(f"\n{time.time() - start:.0f} s")
 
 

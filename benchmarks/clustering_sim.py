@@ -11,7 +11,8 @@ Reusable pieces for ``benchmarks/clustering_noise.py`` and (later) ``gate_simula
 - :func:`legacy_v_measure`: mteb's ``ClusteringEvaluator`` (one ``MiniBatchKMeans`` fit, as the
   KLUE tasks run) on given vectors, and mteb's ``_compute_metrics`` v-measure.
 - :func:`fast_v_measures`: mteb's ``_evaluate_clustering_bootstrapped`` with SIB200's settings
-  (10 runs of 16,384 draws with replacement, ``random.Random(seed)``, k-means ``random_state=seed``).
+  (10 runs of 16,384 draws with replacement, ``random.Random(seed)``, k-means
+  ``random_state=seed``).
 - :func:`clustering_frame`: the product's per-example frame for such a run
   (``pytest_koembed.per_example.clustering_frame``: mteb's rows plus one row per document).
 
@@ -49,7 +50,8 @@ def korsts_sets() -> dict[str, tuple[list[str], list[str]]]:
     legacy KLUE tasks) and ``sib-like-204`` (a fast-clustering split)."""
     rng = np.random.default_rng(17)
     out: dict[str, tuple[list[str], list[str]]] = {}
-    for name, file, n in (("klue-like-850", "sts-test.tsv", 850), ("klue-like-900", "sts-dev.tsv", 900)):
+    klue = (("klue-like-850", "sts-test.tsv", 850), ("klue-like-900", "sts-dev.tsv", 900))
+    for name, file, n in klue:
         d = _read(file).drop_duplicates("sentence1")
         d = d.iloc[rng.permutation(len(d))[:n]]
         out[name] = (d["sentence1"].astype(str).tolist(), d["filename"].astype(str).tolist())
@@ -87,7 +89,9 @@ def equivalent(x: np.ndarray, noise: float, seed: int) -> np.ndarray:
     return (x + np.random.default_rng([seed, 1]).normal(0.0, scale, x.shape)).astype(np.float32)
 
 
-def degraded(x: np.ndarray, noise: float, seed: int, extra: float = 0.0, dims: int | None = None) -> np.ndarray:
+def degraded(
+    x: np.ndarray, noise: float, seed: int, extra: float = 0.0, dims: int | None = None
+) -> np.ndarray:
     """An equivalent model with ``extra`` more noise (drawn apart) and/or its first ``dims``
     dimensions only."""
     out = equivalent(x, noise, seed)
@@ -117,10 +121,9 @@ def legacy_v_measure(vectors: np.ndarray, labels: Sequence[str], seed: int = SEE
     from mteb.abstasks.clustering_legacy import AbsTaskClusteringLegacy
     from mteb.timing import TimingStack
 
-    import mteb
-
-    meta = mteb.get_task("KLUE-TC").metadata if False else _metadata()
-    data = Dataset.from_dict({"sentences": list(map(str, range(len(labels)))), "labels": list(labels)})
+    meta = _metadata()
+    ids = list(map(str, range(len(labels))))
+    data = Dataset.from_dict({"sentences": ids, "labels": list(labels)})
     evaluator = ClusteringEvaluator(
         data,
         input_column_name="sentences",
@@ -132,7 +135,12 @@ def legacy_v_measure(vectors: np.ndarray, labels: Sequence[str], seed: int = SEE
         seed=seed,
     )
     found = evaluator(_Fixed(vectors), encode_kwargs={"batch_size": 32})  # type: ignore[arg-type]
-    metrics = AbsTaskClusteringLegacy._compute_metrics(None, list(labels), found, v_measure_only=True)  # type: ignore[arg-type]
+    metrics = AbsTaskClusteringLegacy._compute_metrics(
+        None,  # type: ignore[arg-type]
+        list(labels),
+        found,
+        v_measure_only=True,
+    )
     return float(metrics["v_measure"])
 
 

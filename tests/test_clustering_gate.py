@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from pytest_koembed.per_example import (
 KORSTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "korsts" / "sts-test.tsv"
 
 
-def _set(n_per_class: int = 40, k: int = 4, dim: int = 16) -> tuple[list[str], list[str], np.ndarray]:
+def _set(n_per_class: int = 40, k: int = 4, dim: int = 16) -> tuple[list[str], list[str], Any]:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(k, dim))
     labels = [f"c{i % k}" for i in range(n_per_class * k)]
@@ -45,7 +46,7 @@ def _one_set(texts: list[str], labels: list[str], x: np.ndarray, v: float) -> pd
 
 
 def test_centroid_correct_is_the_leave_one_out_nearest_centroid() -> None:
-    texts, labels, truth = _set(6, 3, 5)
+    _, labels, truth = _set(6, 3, 5)
     x = _model(truth, 1.5, 1)
     y = np.array(labels)
     expected = []
@@ -89,7 +90,7 @@ def test_the_reported_value_is_still_mtebs_v_measure() -> None:
 def test_a_one_set_task_says_it_has_no_interval() -> None:
     texts, labels, truth = _set()
     frame = _one_set(texts, labels, _model(truth, 1.0, 1), 30.0)
-    with pytest.raises(KoembedError, match="one clustering set: .* no interval"):
+    with pytest.raises(KoembedError, match=r"one clustering set: .* no interval"):
         stats.task_interval(frame, "v_measure")
 
 
