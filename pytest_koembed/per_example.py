@@ -32,16 +32,19 @@ order (:func:`pair_examples`):
   hierarchy level; legacy clustering (one clustering set per dataset row, KLUE-like, and local data
   with a ``set`` column) one row per set (``run`` 0). ``n_texts``: the texts of the set (fast
   clustering samples each run from them). Key: the set's (text, label) items, sorted, with the
-  level and run index.
+  level and run index. These rows have ``centroid_correct`` NaN. Then one row per document mteb
+  embedded (``run`` -1, ``v_measure`` NaN): ``centroid_correct``, its leave-one-out
+  nearest-gold-centroid correctness on the model's embeddings (:func:`centroid_correct`), the
+  statistic the paired gate tests for clustering (``stats``); key: the text, label and level.
 
 Values (:func:`recompute_value`): STS, the mean of pearson and spearman of ``gold`` against each
 score column; pair classification, sklearn's average precision (or mteb's threshold search for
 accuracy / f1 / precision / recall) of a column, ``max_*`` the best of the five; retrieval, the
 mean over queries of the per-query values, rounded to 5 decimals as mteb rounds them (MRR is not
-rounded); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each experiment
-(sklearn's ``accuracy_score`` of its predictions) averaged over the experiments. Other
-classification scores (macro F1, ...) are not means over texts: a task valued by one keeps no
-per-example results. All x100, as ``TaskScore.value``.
+rounded); clustering, the mean of ``v_measure`` over mteb's rows; classification, mteb's
+accuracy of each experiment (sklearn's ``accuracy_score`` of its predictions) averaged over the
+experiments. Other classification scores (macro F1, ...) are not means over texts: a task valued
+by one keeps no per-example results. All x100, as ``TaskScore.value``.
 
 The sidecar file (:func:`write_run_files`): ``<record stem>.examples.parquet`` next to the run
 record, one file for all tasks with the columns ``column`` (the suite column) and ``kind`` followed
