@@ -412,6 +412,8 @@ def compare_records(
             out.notes.append(f"{column}: delta_ci: {test.delta_ci.why_undefined('the delta')}")
         row.p_improvement = test.p_improvement
         row.swaps = test.to_dict()["swaps"]
+        if test.statistic is not None:
+            out.notes.append(f"{column}: gated on {test.statistic}; v_measure reported (base, new)")
         row.cannot_fail = stats.cannot_fail_note(
             test.n, len(aligned), settings.alpha, test.max_swaps
         )

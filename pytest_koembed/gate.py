@@ -58,6 +58,7 @@ VERDICT_FIELDS = (
     "p_value",
     "p_adjusted",
     "not_paired",
+    "gated_on",
     "baseline_within_ci",
     "p_improvement",
     "p_improvement_adjusted",

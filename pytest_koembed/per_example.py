@@ -32,7 +32,10 @@ order (:func:`pair_examples`):
   hierarchy level; legacy clustering (one clustering set per dataset row, KLUE-like, and local data
   with a ``set`` column) one row per set (``run`` 0). ``n_texts``: the texts of the set (fast
   clustering samples each run from them). Key: the set's (text, label) items, sorted, with the
-  level and run index.
+  level and run index. These rows have ``centroid_correct`` NaN. Then one row per document mteb
+  embedded (``run`` -1, ``v_measure`` NaN): ``centroid_correct``, its leave-one-out
+  nearest-gold-centroid correctness on the model's embeddings (:func:`centroid_correct`), the
+  statistic the paired gate tests for clustering (``stats``); key: the text, label and level.
 
 Values (:func:`recompute_value`): STS, the mean of pearson and spearman of ``gold`` against each
 score column; pair classification, sklearn's average precision (or mteb's threshold search for
@@ -41,7 +44,8 @@ mean over queries of the per-query values, rounded to 5 decimals as mteb rounds 
 rounded; ``stats`` applies the same rounding to the observed and every resampled value; a
 ``main_score`` task's statistics resample the column of its own main score, ``map_at_1000``,
 ``mrr_at_5``, ..., named by the run record's ``main_score``; mteb's retrieval ``accuracy`` is
-``recall_at_1``); clustering, the mean of ``v_measure``; classification, mteb's accuracy of each
+``recall_at_1``); clustering, the mean of ``v_measure`` over mteb's
+rows; classification, mteb's accuracy of each
 experiment (sklearn's ``accuracy_score`` of its predictions) averaged over the experiments. Other
 classification scores (macro F1, ...) are not means over texts: a task valued by one keeps no
 per-example results. All x100, as ``TaskScore.value``.
@@ -345,9 +349,65 @@ def retrieval_frame(
 
 ClusteringUnit = tuple[Sequence[Any], Sequence[Any], int, int, float]
 
+CENTROID_COLUMN = "centroid_correct"
+"""The clustering frame's per-document column: the gated statistic of a clustering task."""
 
-def clustering_frame(units: Sequence[ClusteringUnit]) -> pd.DataFrame:
-    """The clustering frame from ``(texts, labels, level, run, v_measure)`` per evaluation unit."""
+CENTROID_STATISTIC = "leave-one-out centroid accuracy"
+"""What a clustering task's paired test is gated on (mteb's v-measure stays the reported value)."""
+
+
+def centroid_correct(embeddings: Any, labels: Sequence[Any]) -> np.ndarray:
+    """Each document's leave-one-out nearest-gold-centroid correctness (1.0 or 0.0).
+
+    Document ``i`` is correct when its own class's centroid *without it* is nearer (squared
+    Euclidean distance on the embeddings as given, the geometry mteb's k-means sees) than every
+    other class's centroid. A document alone in its class has no centroid to join: 0.0. Labels
+    ``-1`` (mteb's "no label at this level") are not documents of the level: NaN. Pure numpy,
+    vectorised, no k-means and no randomness: the same embeddings always give the same values,
+    so two runs differ only by their models.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray([str(_plain(v)) for v in labels])
+    out = np.full(len(y), np.nan)
+    valid = y != "-1"
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"{len(x)} embeddings for {len(y)} labels")
+    xv, yv = x[valid], y[valid]
+    if len(yv) == 0:
+        return out
+    classes, index = np.unique(yv, return_inverse=True)
+    counts = np.bincount(index, minlength=len(classes)).astype(np.float64)
+    sums = np.zeros((len(classes), x.shape[1]))
+    np.add.at(sums, index, xv)
+    norms = np.einsum("ij,ij->i", xv, xv)
+    dots = xv @ sums.T  # (n, k): x_i . S_c
+    square = np.einsum("ij,ij->i", sums, sums)  # |S_c|^2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # other classes: |x - S/n|^2 = |x|^2 - 2 x.S/n + |S|^2/n^2
+        dist = norms[:, None] - 2.0 * dots / counts + square / counts**2
+        rows = np.arange(len(yv))
+        own_n = counts[index] - 1.0
+        own_dot = dots[rows, index] - norms  # x . (S - x)
+        own_sq = square[index] - 2.0 * dots[rows, index] + norms  # |S - x|^2
+        own = norms - 2.0 * own_dot / own_n + own_sq / own_n**2
+    dist[rows, index] = np.inf
+    correct = (own < dist.min(axis=1)) & (own_n > 0)
+    out[valid] = correct.astype(np.float64)
+    return out
+
+
+def clustering_frame(
+    units: Sequence[ClusteringUnit],
+    documents: Sequence[tuple[Sequence[Any], Sequence[Any], int, Any]] = (),
+) -> pd.DataFrame:
+    """The clustering frame: one row per mteb evaluation unit ``(texts, labels, level, run,
+    v_measure)``, then one row per document of ``documents`` ``(texts, labels, level,
+    embeddings)`` (the texts mteb embedded, their labels at that level, their embeddings).
+
+    Unit rows carry ``v_measure`` (``centroid_correct`` NaN); document rows carry
+    ``centroid_correct`` (:func:`centroid_correct`; ``v_measure`` NaN, ``run`` -1), keyed by the
+    document's text, label and level, so that two runs pair document by document.
+    """
     digests: dict[tuple[int, int], str] = {}  # fast clustering: 10 runs share one set
     rows = []
     for texts, labels, level, run, v in units:
@@ -361,11 +421,34 @@ def clustering_frame(units: Sequence[ClusteringUnit]) -> pd.DataFrame:
                 "level": int(level),
                 "run": int(run),
                 "n_texts": len(texts),
+                CENTROID_COLUMN: np.nan,
             }
         )
-    frame = pd.DataFrame(rows, columns=["key", "v_measure", "level", "run", "n_texts"])
+    for texts, labels, level, embeddings in documents:
+        values = centroid_correct(embeddings, labels)
+        for text, label, value in zip(texts, labels, values, strict=True):
+            if np.isnan(value):
+                continue  # no label at this level
+            rows.append(
+                {
+                    "key": example_key("clustering-document", str(text), str(_plain(label)), level),
+                    "v_measure": np.nan,
+                    "level": int(level),
+                    "run": -1,
+                    "n_texts": len(texts),
+                    CENTROID_COLUMN: float(value),
+                }
+            )
+    columns = ["key", "v_measure", "level", "run", "n_texts", CENTROID_COLUMN]
+    frame = pd.DataFrame(rows, columns=columns)
     return frame.astype(
-        {"v_measure": np.float64, "level": np.int64, "run": np.int64, "n_texts": np.int64}
+        {
+            "v_measure": np.float64,
+            "level": np.int64,
+            "run": np.int64,
+            "n_texts": np.int64,
+            CENTROID_COLUMN: np.float64,
+        }
     )
 
 
@@ -465,7 +548,10 @@ class ExampleCapture:
             if mine:
                 self._data = data_split
             self._predictions = []
-            scores = evaluate_subset(model, data_split, **kwargs)
+            if mine and self.kind.startswith("clustering"):
+                scores = self._recording(evaluate_subset, model, data_split, **kwargs)
+            else:
+                scores = evaluate_subset(model, data_split, **kwargs)
             if mine and self.kind.startswith("clustering"):
                 self._guard(self._clustering, data_split, scores)
             if mine and self.kind == "classification":
@@ -513,6 +599,38 @@ class ExampleCapture:
 
             task.task_specific_scores = task_specific_scores
         return self
+
+    def _recording(self, evaluate: Callable[..., Any], model: Any, data: Any, **kw: Any) -> Any:
+        """Clustering: run mteb's step with the model's ``encode`` recorded (the embeddings the
+        per-document statistic needs) and the task's random state copied first (fast clustering
+        draws which documents to embed from it)."""
+        import copy
+
+        self._embeddings: list[np.ndarray] = []
+        self._rng_before = copy.deepcopy(getattr(self.task, "rng_state", None))
+        had = "encode" in vars(model) if hasattr(model, "__dict__") else False
+        original = model.encode
+
+        def encode(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            try:
+                self._embeddings.append(np.asarray(out, dtype=np.float64))
+            except (TypeError, ValueError):  # not a dense array: no per-document rows
+                self._embeddings.append(np.empty((0, 0)))
+            return out
+
+        try:
+            model.encode = encode
+        except (AttributeError, TypeError):
+            self._embeddings = []
+            return evaluate(model, data, **kw)
+        try:
+            return evaluate(model, data, **kw)
+        finally:
+            if had:
+                model.encode = original
+            else:
+                del model.encode
 
     def _guard(self, build: Callable[..., pd.DataFrame], *args: Any) -> None:
         """Build the frame; a failure is recorded (``error``), never raised into mteb's run."""
@@ -571,12 +689,22 @@ class ExampleCapture:
         task = self.task
         text_col, label_col = task.input_column_name, task.label_column_name
         v_measures = scores["v_measures"]
+        embedded = getattr(self, "_embeddings", [])
         if self.kind == "clustering-legacy":
             texts, labels = _column(data_split, text_col), _column(data_split, label_col)
             if len(v_measures) != len(texts):
                 raise ValueError(f"{len(v_measures)} v-measures for {len(texts)} clustering sets")
             units = [(t, y, 0, 0, v) for t, y, v in zip(texts, labels, v_measures, strict=True)]
-            return clustering_frame(units)
+            # mteb embeds each set of more than one label, in order (one encode call per set)
+            encoded = [(t, y) for t, y in zip(texts, labels, strict=True) if len(set(y)) > 1]
+            documents = []
+            if len(encoded) == len(embedded):
+                documents = [
+                    (t, y, 0, e)
+                    for (t, y), e in zip(encoded, embedded, strict=True)
+                    if e.shape[:1] == (len(t),)
+                ]
+            return clustering_frame(units, documents)
         # fast clustering: the whole split is one set; mteb samples from it per run
         texts, labels = _column(data_split, text_col), _column(data_split, label_col)
         labels = [y[0] if isinstance(y, list) and len(y) == 1 else y for y in labels]
@@ -584,7 +712,31 @@ class ExampleCapture:
         for level_name, runs in v_measures.items():
             level = int(str(level_name).split()[-1])
             units.extend((texts, labels, level, run, v) for run, v in enumerate(runs))
-        return clustering_frame(units)
+        return clustering_frame(units, self._fast_documents(data_split, embedded))
+
+    def _fast_documents(self, data_split: Any, embedded: list[np.ndarray]) -> list[Any]:
+        """The documents fast clustering embedded, per hierarchy level, with their embeddings."""
+        task = self.task
+        if len(embedded) != 1:
+            return []
+        vectors = embedded[0]
+        n = len(data_split)
+        chosen = list(range(n))
+        if len(vectors) != n:  # mteb embedded a sample: replay its draw on the copied state
+            rng = self._rng_before
+            if rng is None:
+                return []
+            chosen = rng.sample(range(n), k=len(vectors))
+        texts = [data_split[i][task.input_column_name] for i in chosen]
+        raw = [data_split[i][task.label_column_name] for i in chosen]
+        labels = [y if isinstance(y, list) else [y] for y in raw]
+        depth = max(map(len, labels)) if labels else 0
+        if task.max_depth is not None:
+            depth = min(depth, int(task.max_depth))
+        return [
+            (texts, [y[level] if len(y) > level else -1 for y in labels], level, vectors)
+            for level in range(depth)
+        ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,7 +843,11 @@ def recompute_value(frame: pd.DataFrame, rule: str, main_score: str | None = Non
             )
         scores = {"accuracy": _classification_accuracy(frame)}
     else:
-        mean = float(np.mean(frame["v_measure"].to_numpy(dtype=np.float64)))  # as mteb does
+        runs = frame["v_measure"].to_numpy(dtype=np.float64)
+        runs = runs[~np.isnan(runs)]  # mteb's units; document rows carry the gated statistic
+        if runs.size == 0:
+            raise KoembedError("clustering per-example results hold no v-measure row")
+        mean = float(np.mean(runs))  # as mteb does
         scores = {key: mean for key in keys}
     return task_value(keys[0] if len(keys) == 1 else rule, scores)
 
@@ -803,7 +959,7 @@ _LEADING_COLUMNS = {
     "sts": ("key", "gold", *STS_SCORE_COLUMNS),
     "pairs": ("key", "label", *PAIR_SCORE_COLUMNS),
     "retrieval": ("key", "query_id"),
-    "clustering": ("key", "v_measure", "level", "run", "n_texts"),
+    "clustering": ("key", "v_measure", "level", "run", "n_texts", CENTROID_COLUMN),
     "classification": ("key", "true_label", "predicted", "accuracy"),
 }
 

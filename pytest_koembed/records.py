@@ -91,6 +91,10 @@ class TaskScore:
     swaps: dict[str, Any] | None = None
     mde: float | None = None
     cannot_fail: str | None = None
+    # The statistic the paired test ran on when it is not the task value (clustering: "leave-one-out
+    # centroid accuracy"); ``delta``, ``delta_ci`` and ``p_value`` are then that statistic's
+    # (x100) while ``value`` stays mteb's v-measure.
+    gated_on: str | None = None
     # Against a baseline without per-example results: whether the baseline value lies within
     # this run's own interval (the gap cannot be told from the test set's sampling noise).
     baseline_within_ci: bool | None = None

@@ -248,6 +248,7 @@ class _Metric:
     # per-example values and whether mteb rounds its mean to 5 decimals (pytrec_eval's measures;
     # not MRR, clustering or classification). Empty: one unrounded part, ``values``.
     parts: tuple[tuple[np.ndarray, bool], ...] = ()
+    statistic: str | None = None  # a gated statistic that is not the task value (clustering)
     _sorted: dict[str, _SortedGroups] = field(default_factory=dict, repr=False)
 
     def groups(self, column: str) -> _SortedGroups:
@@ -360,12 +361,61 @@ def _require(frame: Any, names: Sequence[str], rule: str, what: str) -> None:
         )
 
 
+CLUSTERING_STATISTIC = "leave-one-out centroid accuracy"
+"""What a clustering task's paired test and interval are computed on (its gated statistic)."""
+
+CENTROID_COLUMN = "centroid_correct"
+
+
+def _is_clustering(have: Sequence[str], rule: str) -> bool:
+    return "v_measure" in have and rule in ("v_measure", "main_score")
+
+
+def _clustering_metric(frame: Any, rule: str) -> _Metric:
+    """A clustering frame's gated statistic: the mean over documents of ``centroid_correct``.
+
+    mteb's v-measure comes from one k-means fit of one set (KLUE) or from 10 fits on draws
+    from the same texts (SIB200): no resampling of those rows is a valid test (see
+    docs/statistics.md). Each document's leave-one-out nearest-centroid correctness is a
+    k-means-free per-document value, so the generic "mean of per-example values" path (a sign
+    flip of per-document differences, a bootstrap over documents) applies to it exactly.
+    """
+    if CENTROID_COLUMN not in _frame_columns(frame):
+        raise KoembedError(
+            "clustering results predate the per-document rows the clustering gate needs "
+            f"({CENTROID_COLUMN}); re-save the baseline with this version"
+        )
+    values = np.asarray(frame[CENTROID_COLUMN], dtype=np.float64)
+    values = values[np.isfinite(values)]  # the v-measure rows carry none
+    if values.size == 0:
+        raise KoembedError(
+            f"clustering results hold no per-document rows ({CENTROID_COLUMN}): the embeddings "
+            "were not recorded; no paired test"
+        )
+    return _Metric("mean", int(values.size), values=values, statistic=CLUSTERING_STATISTIC)
+
+
+def _value_metric(frame: Any, rule: str) -> _Metric:
+    """The task's reported value: for clustering mteb's v-measure rows, otherwise ``_metric``."""
+    have = _frame_columns(frame)
+    if _is_clustering(have, rule):
+        runs = np.asarray(frame["v_measure"], dtype=np.float64)
+        runs = runs[np.isfinite(runs)]
+        if runs.size == 0:
+            raise KoembedError("clustering results hold no v-measure row")
+        return _Metric("mean", int(runs.size), values=runs)
+    return _metric(frame, rule)
+
+
 def _metric(frame: Any, rule: str) -> _Metric:
-    """Read ``frame`` for ``rule``: which columns, and how they make the task value."""
+    """Read ``frame`` for ``rule``: which columns, and how they make the task value (for a
+    clustering frame: its gated statistic, :func:`_clustering_metric`)."""
     have = _frame_columns(frame)
     n = len(frame)
     if n == 0:
         raise KoembedError(f"per-example results for value rule {rule!r} have no rows")
+    if _is_clustering(have, rule):
+        return _clustering_metric(frame, rule)
     if (
         rule == "sts-mean8"
         or rule.endswith(("_pearson", "_spearman"))
@@ -554,7 +604,7 @@ def _percentile_interval(replicates: np.ndarray, level: float) -> Interval:
 def frame_value(frame: Any, rule: str) -> float:
     """The task value (x100, unrounded) recomputed from its per-example frame under ``rule``
     (for ``main_score`` give :func:`task_rule`): mteb's value, its rounding included."""
-    metric = _metric(frame, rule)
+    metric = _value_metric(frame, rule)
     return float(metric.value_for(np.ones((metric.n, 1)))[0])
 
 
@@ -564,7 +614,7 @@ def resampled_values(frame: Any, rule: str, weights: np.ndarray) -> np.ndarray:
     With a row of ones it is the exact value; with a bootstrap row it equals the value computed
     on the rows drawn (each repeated as often as drawn).
     """
-    metric = _metric(frame, rule)
+    metric = _value_metric(frame, rule)
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2 or weights.shape[1] != metric.n:
         raise KoembedError(
@@ -581,8 +631,12 @@ def task_replicates(
     seed: int = DEFAULT_SEED,
     stream: str = "",
 ) -> np.ndarray:
-    """The task value in each of ``n_resamples`` bootstrap resamples of its examples: (B,)."""
-    metric = _metric(frame, rule)
+    """The task value in each of ``n_resamples`` bootstrap resamples of its examples: (B,).
+
+    For clustering the value's units are mteb's rows (its 10 runs for fast clustering, one row
+    for a one-set task, whose replicates are all the value: the averages take such a task as
+    fixed)."""
+    metric = _value_metric(frame, rule)
     return metric.value_for(_counts(metric.n, n_resamples, seed, stream))
 
 
@@ -601,8 +655,10 @@ def task_interval(
     (sib200) the rows are its 10 seeded runs, each a k-means fit on a subsample: the interval
     then covers the run-to-run spread of mteb's own protocol (subsample and k-means seed), not
     the spread over other test sets, and 10 rows make it somewhat narrow. For the legacy KLUE
-    clustering tasks the rows are clustering sets; a task with a single set has a zero-width
-    interval (nothing to resample), and its paired test can never be significant.
+    clustering tasks the rows are clustering sets; a task with a single set has *no* interval:
+    a one-line KoembedError says so (one k-means fit of one set; nothing to resample), rather
+    than a zero-width interval. Its paired test is gated on the per-document statistic
+    (:data:`CLUSTERING_STATISTIC`), see :func:`paired_test`.
     Percentile, not BCa: BCa's acceleration needs a jackknife (n recomputations of a rank
     correlation or AP per task), and at these sizes the two agree to well within the
     interval's own Monte-Carlo error. Resamples in which the value is undefined follow the one
@@ -624,6 +680,11 @@ def task_confidence_interval(
     """:func:`task_interval` as an :class:`Interval`, with the count of undefined resamples
     (NaN ends when more than one tail's share are undefined: :func:`_percentile_interval`)."""
     _check_level(level)
+    if _is_clustering(_frame_columns(frame), rule) and _value_metric(frame, rule).n == 1:
+        raise KoembedError(
+            "one clustering set: mteb's v-measure is one k-means fit, with no interval over "
+            f"examples (the paired gate uses the per-document {CLUSTERING_STATISTIC})"
+        )
     replicates = task_replicates(frame, rule, n_resamples, seed, stream)
     return _percentile_interval(replicates, level)
 
@@ -954,11 +1015,15 @@ class PairedTest:
     swap_sd: float = math.nan
     delta_sd: float = math.nan
     max_swaps: int = DEFAULT_PERMUTATIONS
+    # The statistic tested when it is not the task value (clustering: CLUSTERING_STATISTIC;
+    # ``base``, ``new``, ``delta`` and the intervals are then that statistic's, x100).
+    statistic: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The run record's fields: ``delta``, ``delta_ci`` (level, low, high), the one-sided
-        ``p_value`` (drop) and ``p_improvement``, and how they were drawn (``swaps``)."""
-        return {
+        ``p_value`` (drop) and ``p_improvement``, how they were drawn (``swaps``), and
+        ``gated_on`` when the test is on another statistic than the task value."""
+        out: dict[str, Any] = {
             "delta": self.delta,
             "delta_ci": self.delta_ci.to_dict(),
             "p_value": self.p_value,
@@ -972,6 +1037,9 @@ class PairedTest:
                 "delta_sd": _finite_or_none(self.delta_sd),
             },
         }
+        if self.statistic is not None:
+            out["gated_on"] = self.statistic
+        return out
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -1215,6 +1283,9 @@ def paired_test(
     :func:`swap_resolution` of ``family_size`` (the tasks tested in the run's family, m) and
     ``alpha`` (default ``1 - level``), so that the floor 1 / (R + 1) is at most alpha / (10 m);
     at most :data:`EXACT_MAX_UNITS` units are enumerated exactly.
+    Clustering frames are tested on their gated statistic (``statistic``: each document's
+    leave-one-out nearest-centroid correctness, a mean metric), not on mteb's v-measure rows:
+    ``base``, ``new`` and ``delta`` are then that accuracy's, x100.
     """
     _check_level(level)
     _aligned(base_frame, new_frame)
@@ -1263,6 +1334,7 @@ def paired_test(
         swap_sd=swapped.swap_sd,
         delta_sd=float(finite.std(ddof=1)) if finite.size > 2 else math.nan,
         max_swaps=max_swaps,
+        statistic=new.statistic,
     )
 
 

@@ -498,6 +498,7 @@ class BaselinePolicy:
                 self.gate.min_effect,
             )
         )
+        score.gated_on = test.statistic
         judgement = Judgement(
             verdict=verdict,
             baseline=cell.value,
@@ -516,6 +517,7 @@ class BaselinePolicy:
             test.p_value,
             m,
             self.gate,
+            gated_on=test.statistic,
         )
         if cell.stale is not None:
             message += f" (stale baseline cell: {cell.stale})"
@@ -681,6 +683,7 @@ def paired_message(
     gate: GateSettings,
     *,
     holm: bool = False,
+    gated_on: str | None = None,
 ) -> str:
     """``Kor-STS regressed: 80.10 vs baseline 81.00, delta -0.90 [-1.40, -0.41] (unadjusted 95%
     interval), one-sided p 0.001 x 3 tasks < 0.05 (min effect 0.50)``."""
@@ -693,6 +696,12 @@ def paired_message(
         else f"one-sided p {p_value:.3g} x {m} tasks"
     )
     now = f"{shown:.2f}" if shown is not None else "n/a"
+    if gated_on:  # clustering: the delta is the gated statistic's, the values mteb's v-measure
+        return (
+            f"{column} regressed: v_measure {now} vs baseline {baseline:.2f} (reported); gated "
+            f"on {gated_on}, delta {delta_text(delta, interval)}, {scaled} < {gate.alpha:g} "
+            f"(min effect {gate.min_effect:.2f})"
+        )
     return (
         f"{column} regressed: {now} vs baseline {baseline:.2f}, delta "
         f"{delta_text(delta, interval)} (unadjusted {gate.confidence * 100:g}% interval), "
@@ -742,6 +751,7 @@ def finish_paired(
                     len(paired),
                     policy.gate,
                     holm=True,
+                    gated_on=score.gated_on,
                 )
                 + "; found by Holm over the run, its item passed"
             )
@@ -982,6 +992,7 @@ def baseline_block(
             "file": str(policy.fixed.path) if policy.fixed and policy.fixed.path else None,
             "same_rows": not not_paired,
             "not_paired": not_paired,
+            "gated": [gated_line(s) for s in paired if s.gated_on],
             "holm_only": list(policy.holm_only),
             "method": {"version": stats.PAIRED_METHOD_VERSION, "test": stats.PAIRED_METHOD},
             "labels": dict(LABELS),
@@ -989,6 +1000,19 @@ def baseline_block(
             "weighted_average": policy.weighted_paired,
         }
     return block
+
+
+def gated_line(score: TaskScore) -> str:
+    """One summary line for a task gated on another statistic than its value (clustering)."""
+    from pytest_koembed.compare import delta_text
+
+    ci = score.delta_ci
+    interval = (ci["low"], ci["high"]) if ci else None
+    return (
+        f"{score.column}: gated on {score.gated_on} per document (delta "
+        f"{delta_text(score.delta, interval)} points); v_measure reported, its own change is not "
+        "tested (k-means noise; docs/statistics.md)"
+    )
 
 
 def baseline_lines(record: Mapping[str, Any]) -> list[str]:
@@ -1029,6 +1053,7 @@ def baseline_lines(record: Mapping[str, Any]) -> list[str]:
                 f"delta {delta_text(weighted['delta'], interval)} (unadjusted "
                 f"{gate.confidence * 100:g}% paired bootstrap interval; not tested)"
             )
+        lines += [f"  {note}" for note in paired.get("gated", [])]
     if block.get("no_cell"):
         lines.append("no baseline cell (passed unchecked): " + ", ".join(block["no_cell"]))
     counts: dict[str, int] = {}

@@ -119,11 +119,19 @@ def test_retrieval_examples_are_per_query_rankings(sample: dict[str, TaskScore])
 def test_fast_clustering_examples_are_mtebs_bootstrap_runs(sample: dict[str, TaskScore]) -> None:
     score = sample["sample-clustering"]
     frame = _checked(score)
-    assert list(frame.columns) == ["key", "v_measure", "level", "run", "n_texts"]
+    columns = ["key", "v_measure", "level", "run", "n_texts", "centroid_correct"]
+    assert list(frame.columns) == columns
+    units = frame[frame["v_measure"].notna()]
     runs = score.mteb_result["scores"]["test"][0]["v_measures"]["Level 0"]  # type: ignore[index]
-    assert frame["v_measure"].tolist() == runs and len(runs) == 10
-    assert frame["run"].tolist() == list(range(10))
-    assert frame["key"].nunique() == 10
+    assert units["v_measure"].tolist() == runs and len(runs) == 10
+    assert units["run"].tolist() == list(range(10))
+    assert units["key"].nunique() == 10
+    assert units["centroid_correct"].isna().all()
+    # one row per document mteb embedded, keyed by content: the gated statistic's units
+    documents = frame[frame["v_measure"].isna()]
+    assert len(documents) == score.n_examples and documents["key"].nunique() == len(documents)
+    assert set(documents["centroid_correct"]) <= {0.0, 1.0}
+    assert (documents["run"] == -1).all()
 
 
 def test_classification_examples_are_the_predictions_of_mtebs_10_experiments(
@@ -170,9 +178,14 @@ def test_legacy_clustering_gives_one_row_per_set(encoder: Any, tmp_path: Path) -
                     "v_measure", custom_type="Clustering", data_dir=tmp_path)  # fmt: skip
     score = evaluate_task(spec, encoder)
     frame = _checked(score)
-    assert len(frame) == 3 == score.sizes["sets"]
-    assert frame["n_texts"].sum() == len(rows)
-    assert frame["run"].tolist() == [0, 0, 0]
+    units = frame[frame["v_measure"].notna()]
+    assert len(units) == 3 == score.sizes["sets"]
+    assert units["n_texts"].sum() == len(rows)
+    assert units["run"].tolist() == [0, 0, 0]
+    # every document of a set of more than one label has its row (its set's centroids)
+    documents = frame[frame["v_measure"].isna()]
+    assert 0 < len(documents) <= len(rows)
+    assert set(documents["centroid_correct"]) <= {0.0, 1.0}
 
 
 def test_keys_ignore_row_order_and_pair_order(

@@ -419,7 +419,7 @@ def simulation():
 
 
 def test_equivalent_models_fail_the_gate_at_most_5_percent(simulation):
-    """Pairs of equivalent models over a 6-task suite: the Holm gate's failures stay within the
+    """Pairs of equivalent models over a 5-task suite: the Holm gate's failures stay within the
     99.9% binomial bound of a 5% rate; the fixed 1-point tolerance fails far more often."""
     rng = np.random.default_rng(0)
     suite = [
@@ -428,7 +428,9 @@ def test_equivalent_models_fail_the_gate_at_most_5_percent(simulation):
         simulation.retrieval_task("ret-300", 300, 2000, rng),
         simulation.retrieval_task("ret-114", 114, 720, rng),
         simulation.retrieval_task("ret-77", 77, 77, rng),
-        simulation.clustering_task("clu-10", 150, 5, rng),
+        # no clustering task: the simulation's v-measure-only frames have no document rows, which
+        # the clustering gate now refuses; its level is checked in tests/test_clustering_gate.py
+        # and benchmarks/clustering_noise.py (mteb's own k-means)
     ]
     trials = 60
     outcomes = [simulation.run_trial(suite, 100 + i) for i in range(trials)]
