@@ -246,6 +246,7 @@ class GateOptions:
     strict: bool = False
     confidence: Any = None
     min_effect: Any = None
+    rule: str | None = None
     save_baseline: str | None = None
     update_baseline: bool = False
     row: str | None = None
@@ -296,7 +297,12 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
         save_path=_abs(options.save_baseline),
         update=options.update_baseline,
         gate=GateSettings(level, check_min_effect(options.min_effect)),
+        rule=options.rule,
     )
+    if options.tolerance:
+        policy.given["tolerance"] = ",".join(options.tolerance)
+    if options.min_effect is not None:
+        policy.given["min_effect"] = str(options.min_effect)
     reports = ReportOptions(
         row=options.row if options.row in (None, "-") else str(_abs(options.row)),
         model_index=_abs(options.model_index),
@@ -385,6 +391,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         strict=args.koembed_strict,
         confidence=args.koembed_confidence,
         min_effect=args.koembed_min_effect,
+        rule=args.koembed_rule,
         save_baseline=args.koembed_save_baseline,
         update_baseline=args.koembed_update_baseline,
         row=args.koembed_row,
@@ -431,6 +438,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--koembed-strict", action="store_true")
     p.add_argument("--koembed-confidence", default=None, metavar="LEVEL")
     p.add_argument("--koembed-min-effect", default=None, metavar="POINTS")
+    p.add_argument("--koembed-rule", default=None, metavar="auto|paired|tolerance")
     p.add_argument("--koembed-save-baseline", metavar="PATH")
     p.add_argument("--koembed-update-baseline", action="store_true")
     p.add_argument("--koembed-row", metavar="PATH|-")

@@ -233,6 +233,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "or COLUMN=POINTS, comma-separated or repeated; the most specific wins",
     )
     group.addoption(
+        "--koembed-rule",
+        metavar="auto|paired|tolerance",
+        help="how a task is compared with a baseline file: auto [default] = the paired test "
+        "where the file's per-example results (its .examples.parquet sidecar) hold the task, "
+        "else the tolerance rule, and a sidecar that is missing or changed is a usage error; "
+        "paired = every task paired (one that cannot be fails); tolerance = the tolerance rule "
+        "only (the sidecar is not read)",
+    )
+    group.addoption(
         "--koembed-fail-under",
         action="append",
         default=[],
@@ -275,6 +284,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="paired gate: the smallest significant drop that counts as a regression "
         "(default 0.5 points)",
     )
+    _VALUE_OPTIONS.update(_value_option_names(group))
     parser.addini("koembed_suite", "default suite for --koembed-suite", default=None)
     parser.addini("koembed_data_dir", "default for --koembed-data-dir", default=None)
     parser.addini("koembed_baseline", "default for --koembed-baseline", default=None)
@@ -288,8 +298,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "koembed_fail_under", "gates, as for --koembed-fail-under", type="args", default=[]
     )
     parser.addini("koembed_strict", "default for --koembed-strict", type="bool", default=False)
+    parser.addini("koembed_rule", "default for --koembed-rule", default=None)
     parser.addini("koembed_confidence", "default for --koembed-confidence", default=None)
     parser.addini("koembed_min_effect", "default for --koembed-min-effect", default=None)
+
+
+_VALUE_OPTIONS: set[str] = set()  # the --koembed-* options that take a value
+
+
+def _value_option_names(group: Any) -> set[str]:
+    """The long names of the group's options that take a value (not store_true flags)."""
+    names = set()
+    for option in getattr(group, "options", []):
+        if option.attrs().get("action") not in ("store_true", "store_false", "count"):
+            names.update(n for n in option.names() if n.startswith("--"))
+    return names
+
+
+def _check_invocation(config: pytest.Config) -> None:
+    """How the options were written (``invocation``): a usage error for a space-separated
+    ``--koembed-*`` value, an empty ``--koembed-model``, or ``--koembed-*`` options on the
+    command line / in PYTEST_ADDOPTS without a model. An ini ``addopts`` is left alone."""
+    from pytest_koembed import invocation
+
+    if getattr(config.option, "help", False) or getattr(config.option, "version", False):
+        return
+    args = [str(a) for a in config.invocation_params.args]
+    env_args = invocation.addopts_args(os.environ.get("PYTEST_ADDOPTS"))
+    problem = invocation.space_separated(args, env_args, _VALUE_OPTIONS)
+    if problem is None:
+        problem = invocation.model_problem(config.getoption("koembed_model"), args, env_args)
+    if problem is not None:
+        raise pytest.UsageError(problem)
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -349,7 +389,7 @@ def _baseline_policy(config: pytest.Config, suite: Suite, confidence: float) -> 
                 else config.getini("koembed_min_effect") or None
             ),
         )
-        return make_policy(
+        policy = make_policy(
             suite,
             baseline=baseline,
             tolerance=[*config.getini("koembed_tolerance"), *config.getoption("koembed_tolerance")],
@@ -362,15 +402,35 @@ def _baseline_policy(config: pytest.Config, suite: Suite, confidence: float) -> 
             update=bool(config.getoption("koembed_update_baseline")),
             base_dir=base_dir,
             gate=gate,
+            rule=config.getoption("koembed_rule") or config.getini("koembed_rule") or None,
         )
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
+    policy.given = _given_gate_options(config)
+    return policy
+
+
+def _given_gate_options(config: pytest.Config) -> dict[str, str]:
+    """The options that only change verdicts, as the user set them (command line or ini), so
+    that one without effect on this run can say so (``BaselinePolicy.no_effect``)."""
+    given: dict[str, str] = {}
+    tolerance = [*config.getini("koembed_tolerance"), *config.getoption("koembed_tolerance")]
+    if tolerance:
+        given["tolerance"] = ",".join(tolerance)
+    min_effect = config.getoption("koembed_min_effect")
+    if min_effect is None:
+        min_effect = config.getini("koembed_min_effect") or None
+    if min_effect is not None:
+        given["min_effect"] = str(min_effect)
+    return given
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "koembed: a Korean embedding benchmark task")
     for marker, category in CATEGORY_MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: a koembed task of category {category}")
+    if not _is_worker(config):
+        _check_invocation(config)
     model = config.getoption("koembed_model")
     if not model:
         return
