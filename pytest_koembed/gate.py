@@ -258,6 +258,28 @@ class GateOptions:
     suite: str | None = None
 
 
+def with_record_gates(options: GateOptions, record: Mapping[str, Any]) -> tuple[GateOptions, str]:
+    """``options`` completed with the gate options a shard's record carries
+    (``"gate_settings"``, ``shards.GATE_SETTINGS``): the command line over the record, setting
+    by setting. Returns the options and the text of those taken from the record ("" if none)."""
+    from dataclasses import replace
+
+    from pytest_koembed.shards import GATE_SETTINGS, option_text
+
+    settings = record.get("gate_settings")
+    if not isinstance(settings, Mapping):
+        return options, ""
+    taken: dict[str, Any] = {}
+    for name in GATE_SETTINGS:
+        value = settings.get(name)
+        mine = getattr(options, name)
+        if value in (None, [], False) or mine not in (None, [], (), False):
+            continue  # not carried, or given on the command line (which wins)
+        taken[name] = list(value) if isinstance(value, list) else value
+    text = " ".join(option_text(name, value) for name, value in taken.items())
+    return replace(options, **taken), text
+
+
 def _abs(value: str | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
@@ -281,6 +303,7 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
             f"{where} is not complete ({why}); koembed gate judges only a finished run"
         )
     suite = record_suite(record, where, options.suite)
+    options, carried = with_record_gates(options, record)
     frames = load_examples(path) if isinstance(record.get("examples"), Mapping) else {}
     saved_level = record_level(record)
     level = (
@@ -359,6 +382,8 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
         write_run_files(data, target, frames, write_json)
 
     outputs: list[Line] = []
+    if carried:
+        outputs.append(Line(f"gate options from the run record (its shards'): {carried}"))
     json_failed = False
     if json_path is not None:
         try:

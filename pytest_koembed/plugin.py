@@ -160,8 +160,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--koembed-pooling",
-        metavar="cls|mean|last",
-        help="override the pooling of transformers (non sentence-transformers) models",
+        metavar="mean|cls|max|last-token",
+        help="override the model's pooling: a sentence-transformers model's Pooling module "
+        "gets this mode, a plain transformers model pools its hidden states so (last = "
+        "last-token); not for sparse (SPLADE) models",
     )
     group.addoption(
         "--koembed-model-type",
@@ -408,6 +410,40 @@ def _baseline_policy(config: pytest.Config, suite: Suite, confidence: float) -> 
         raise pytest.UsageError(str(exc)) from None
     policy.given = _given_gate_options(config)
     return policy
+
+
+def _gate_settings(config: pytest.Config) -> dict[str, Any]:
+    """A shard's gate options (command line over ini), carried in its run record: a shard
+    checks no gate, and ``koembed gate`` (which reads no ini) applies them to the merged record
+    (``shards.GATE_SETTINGS``)."""
+    from pytest_koembed.shards import gate_settings
+
+    strict = config.getoption("koembed_strict")
+    min_effect = config.getoption("koembed_min_effect")
+    return gate_settings(
+        fail_under=[*config.getini("koembed_fail_under"), *config.getoption("koembed_fail_under")],
+        tolerance=[*config.getini("koembed_tolerance"), *config.getoption("koembed_tolerance")],
+        strict=bool(config.getini("koembed_strict") if strict is None else strict),
+        min_effect=min_effect if min_effect is not None else config.getini("koembed_min_effect"),
+        rule=config.getoption("koembed_rule") or config.getini("koembed_rule"),
+    )
+
+
+def _prompt_settings(config: pytest.Config) -> dict[str, Any]:
+    """Which prompts a shard used: the instruction profiles (shipped, or a file and its
+    sha256) or none; ``koembed merge`` refuses shards that differ."""
+    import hashlib
+
+    if config.getoption("koembed_no_instructions"):
+        return {"disabled": True, "instructions": None}
+    profile = config.getoption("koembed_instructions")
+    if not profile:
+        return {"disabled": False, "instructions": None}
+    try:
+        digest = hashlib.sha256(Path(profile).read_bytes()).hexdigest()[:12]
+    except OSError:
+        digest = "unreadable"
+    return {"disabled": False, "instructions": f"{Path(profile).name} (sha256 {digest}...)"}
 
 
 def _given_gate_options(config: pytest.Config) -> dict[str, str]:
@@ -1130,6 +1166,8 @@ class KoembedController:
         )
         if state.shard_block is not None:
             record["shard"] = state.shard_block
+            record["gate_settings"] = _gate_settings(self.config)  # for koembed gate
+            record["prompt_settings"] = _prompt_settings(self.config)  # for koembed merge
             paired = (record.get("baseline") or {}).get("paired")
             if paired is not None and policy is not None:  # Holm is left to koembed gate
                 label = f"{state.shard_block['index']}/{state.shard_block['count']}"
