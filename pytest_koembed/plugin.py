@@ -312,7 +312,7 @@ def _value_option_names(group: Any) -> set[str]:
     """The long names of the group's options that take a value (not store_true flags)."""
     names = set()
     for option in getattr(group, "options", []):
-        if option.attrs().get("action") not in ("store_true", "store_false", "count"):
+        if option.attrs().get("nargs") != 0:  # a store_true flag takes no argument
             names.update(n for n in option.names() if n.startswith("--"))
     return names
 
