@@ -98,3 +98,24 @@ def model_problem(model: str | None, args: Sequence[str], env_args: Sequence[str
         f"{shown} given without {MODEL_OPTION}: nothing would be benchmarked; give "
         f"{MODEL_OPTION}=MODEL (a model directory or Hub id)"
     )
+
+
+def no_effect_notes(
+    model: str, *, revision: str | None, devices: str | None, devices_min_texts: int | None
+) -> list[str]:
+    """One line per loading option that has no effect on this run (the baseline options have
+    theirs in ``verdicts.BaselinePolicy.no_effect``)."""
+    from pathlib import Path
+
+    notes = []
+    if devices_min_texts is not None and not devices:
+        notes.append(
+            f"note: --koembed-devices-min-texts={devices_min_texts} has no effect on this run: "
+            "it applies with --koembed-devices only"
+        )
+    if revision and Path(model).expanduser().is_dir():
+        notes.append(
+            f"note: --koembed-revision={revision} has no effect on this run: {model} is a local "
+            "directory (a revision names a Hub model's commit)"
+        )
+    return notes

@@ -1305,6 +1305,7 @@ class KoembedController:
         journal_error = state.write_errors.get("journal")
         if journal_error is not None:
             outputs.append(Line(f"note: pytest cache copy of the run record {journal_error}"))
+        outputs += [Line(note) for note in _loading_notes(self.config, state.model)]
         lines, rows_text = summary(self.record(complete=state.complete), state.published, outputs)
         terminalreporter.ensure_newline()  # else the first line after the header is blank
         terminalreporter.section("koembed summary")
@@ -1313,6 +1314,18 @@ class KoembedController:
         if rows_text:
             terminalreporter.section("koembed leaderboard rows")
             terminalreporter.write(rows_text)
+
+
+def _loading_notes(config: pytest.Config, model: str) -> list[str]:
+    """The loading options without effect on this run (``invocation.no_effect_notes``)."""
+    from pytest_koembed.invocation import no_effect_notes
+
+    return no_effect_notes(
+        model,
+        revision=config.getoption("koembed_revision"),
+        devices=config.getoption("koembed_devices"),
+        devices_min_texts=config.getoption("koembed_devices_min_texts"),
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -209,6 +209,12 @@ def test_an_option_without_effect_says_so_once(saved: dict[str, Any]) -> None:
         "note: --koembed-min-effect=1.0 has no effect on this run: --koembed-rule=tolerance runs "
         "no paired test"
     ]
+    ret, out = _pytest(repo, *SAMPLE, "-k", "sample-sts", "--koembed-devices-min-texts=5")
+    assert ret == 0, out
+    assert [line for line in out.splitlines() if "has no effect" in line] == [
+        "note: --koembed-devices-min-texts=5 has no effect on this run: it applies with "
+        "--koembed-devices only"
+    ]
 
 
 # --- 5. shards carry their gates ----------------------------------------------------------------
