@@ -253,6 +253,7 @@ class GateOptions:
     strict: bool = False
     confidence: Any = None
     min_effect: Any = None
+    rule: str | None = None
     save_baseline: str | None = None
     update_baseline: bool = False
     row: str | None = None
@@ -262,6 +263,28 @@ class GateOptions:
     plot: str | None = None
     json: str | None = None
     suite: str | None = None
+
+
+def with_record_gates(options: GateOptions, record: Mapping[str, Any]) -> tuple[GateOptions, str]:
+    """``options`` completed with the gate options a shard's record carries
+    (``"gate_settings"``, ``shards.GATE_SETTINGS``): the command line over the record, setting
+    by setting. Returns the options and the text of those taken from the record ("" if none)."""
+    from dataclasses import replace
+
+    from pytest_koembed.shards import GATE_SETTINGS, option_text
+
+    settings = record.get("gate_settings")
+    if not isinstance(settings, Mapping):
+        return options, ""
+    taken: dict[str, Any] = {}
+    for name in GATE_SETTINGS:
+        value = settings.get(name)
+        mine = getattr(options, name)
+        if value in (None, [], False) or mine not in (None, [], (), False):
+            continue  # not carried, or given on the command line (which wins)
+        taken[name] = list(value) if isinstance(value, list) else value
+    text = " ".join(option_text(name, value) for name, value in taken.items())
+    return replace(options, **taken), text
 
 
 def _abs(value: str | None) -> Path | None:
@@ -292,6 +315,7 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
             f"{where} is not complete ({why}); koembed gate judges only a finished run"
         )
     suite = record_suite(record, where, options.suite)
+    options, carried = with_record_gates(options, record)
     frames = load_examples(path) if isinstance(record.get("examples"), Mapping) else {}
     saved_level = record_level(record)
     level = (
@@ -308,7 +332,12 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
         save_path=_abs(options.save_baseline),
         update=options.update_baseline,
         gate=GateSettings(level, check_min_effect(options.min_effect)),
+        rule=options.rule,
     )
+    if options.tolerance:
+        policy.given["tolerance"] = ",".join(options.tolerance)
+    if options.min_effect is not None:
+        policy.given["min_effect"] = str(options.min_effect)
     reports = ReportOptions(
         row=options.row if options.row in (None, "-") else str(_abs(options.row)),
         model_index=_abs(options.model_index),
@@ -374,6 +403,8 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
         write_run_files(data, target, frames, write_json)
 
     outputs: list[Line] = []
+    if carried:
+        outputs.append(Line(f"gate options from the run record (its shards'): {carried}"))
     json_failed = False
     if json_path is not None:
         try:
@@ -407,6 +438,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         strict=args.koembed_strict,
         confidence=args.koembed_confidence,
         min_effect=args.koembed_min_effect,
+        rule=args.koembed_rule,
         save_baseline=args.koembed_save_baseline,
         update_baseline=args.koembed_update_baseline,
         row=args.koembed_row,
@@ -459,6 +491,7 @@ def register(subparsers: Any) -> None:
         "unchanged model fails at most 10%% of runs",
     )
     p.add_argument("--koembed-min-effect", default=None, metavar="POINTS")
+    p.add_argument("--koembed-rule", default=None, metavar="auto|paired|tolerance")
     p.add_argument("--koembed-save-baseline", metavar="PATH")
     p.add_argument("--koembed-update-baseline", action="store_true")
     p.add_argument("--koembed-row", metavar="PATH|-")

@@ -72,6 +72,51 @@ def _level(record: Mapping[str, Any]) -> Any:
     return info.get("level") if isinstance(info, Mapping) else None
 
 
+# The model block's fields that change the vectors (the embedding cache keys on them too,
+# ``embedding_cache``): shards that differ in one are not parts of one run.
+ENCODING_FIELDS = (
+    ("max_length", "max lengths", "--koembed-max-length"),
+    ("dtype", "dtypes", "--koembed-dtype"),
+    ("pooling", "poolings", "--koembed-pooling"),
+    ("normalize", "normalisations", "model and pooling"),
+    ("append_eos", "EOS handling", "model and tokenizer"),
+    ("padding_side", "padding sides", "model and tokenizer"),
+)
+
+
+def _model_field(record: Mapping[str, Any], name: str) -> Any:
+    return (record.get("model") or {}).get(name)
+
+
+def _prompts_text(record: Mapping[str, Any]) -> str:
+    settings = record.get("prompt_settings")
+    if not isinstance(settings, Mapping):
+        return "not recorded"
+    if settings.get("disabled"):
+        return "--koembed-no-instructions"
+    return str(settings.get("instructions") or "the shipped profiles")
+
+
+def _device_types(record: Mapping[str, Any]) -> list[str]:
+    device = _model_field(record, "device")
+    devices = device if isinstance(device, list) else [device]
+    return sorted({str(d).split(":")[0] for d in devices if d})
+
+
+def device_warnings(records: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """A warning line when the shards ran on different device types (cpu, cuda, mps round
+    differently: the values may move by float noise; the merge goes on)."""
+    kinds = {name: _device_types(r) for name, r in records}
+    seen = {tuple(k) for k in kinds.values() if k}
+    if len(seen) <= 1:
+        return []
+    said = ", ".join(f"{name} {'/'.join(k) or '?'}" for name, k in kinds.items())
+    return [
+        f"warning: the shards ran on different device types ({said}); they round differently, "
+        "so values may differ from a one-device run by float noise"
+    ]
+
+
 def _shard_label(record: Mapping[str, Any]) -> str | None:
     block = record.get("shard")
     if not isinstance(block, Mapping):
@@ -111,6 +156,29 @@ def check_same_run(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         for name, record in records[1:]:
             if key(record) != key(first):
                 raise _differ(what, first_name, key(first), name, key(record), fix)
+    for field_name, what, option in ENCODING_FIELDS:
+        for name, record in records[1:]:
+            mine, theirs = _model_field(first, field_name), _model_field(record, field_name)
+            if mine != theirs:
+                raise _differ(
+                    what,
+                    first_name,
+                    mine,
+                    name,
+                    theirs,
+                    f"the embeddings differ, so the merged averages would be of no run: run "
+                    f"every shard with the same {option}",
+                )
+    for name, record in records[1:]:
+        if record.get("prompt_settings") != first.get("prompt_settings"):
+            raise _differ(
+                "prompts",
+                first_name,
+                _prompts_text(first),
+                name,
+                _prompts_text(record),
+                "run every shard with the same --koembed-instructions / --koembed-no-instructions",
+            )
     sources = [(name, data_source(r)) for name, r in records]
     known = [(name, s) for name, s in sources if s is not None]
     for name, source in known[1:]:
@@ -122,6 +190,17 @@ def check_same_run(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
                 name,
                 source,
                 "read every shard's data from one place",
+            )
+    for name, record in records[1:]:
+        if (record.get("gate_settings") or {}) != (first.get("gate_settings") or {}):
+            raise _differ(
+                "gate options",
+                first_name,
+                _gates_text(first),
+                name,
+                _gates_text(record),
+                "run every shard with the same --koembed-fail-under, --koembed-tolerance, "
+                "--koembed-strict, --koembed-min-effect and --koembed-rule (command line and ini)",
             )
     counts = {b.get("count") for _, r in records if isinstance(b := r.get("shard"), Mapping)}
     if len(counts) > 1:
@@ -146,6 +225,13 @@ def check_same_run(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
             raise KoembedError(f"shard {label} is given twice, as {labels[label]} and {name}")
         if label is not None:
             labels[label] = name
+
+
+def _gates_text(record: Mapping[str, Any]) -> str:
+    from pytest_koembed.shards import option_text
+
+    settings = record.get("gate_settings") or {}
+    return " ".join(option_text(k, v) for k, v in settings.items()) or "none"
 
 
 def _selection(record: Mapping[str, Any]) -> list[str]:
@@ -259,10 +345,15 @@ def merge_records(
     record = RunIntervals(float(level) if level is not None else DEFAULT_CONFIDENCE).add_to(
         record, suite, frames
     )
+    if first.get("prompt_settings") is not None:
+        record["prompt_settings"] = first["prompt_settings"]
+    if first.get("gate_settings"):
+        record["gate_settings"] = dict(first["gate_settings"])  # the same in every shard
     record["merged"] = {
         "records": [name for name, _ in records],
         "shards": shards,
         "missing": missing,
+        "warnings": device_warnings(records),
     }
     return record, frames, suite, missing
 
@@ -281,6 +372,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         write_run_files(record, out, frames, write_json)
     except OSError as exc:
         raise KoembedError(f"-o {out}: not written: {' '.join(str(exc).split())}") from None
+    for warning in record["merged"].get("warnings") or []:
+        sys.stderr.write(f"koembed merge: {warning}\n")
     for line in summary_lines(record):
         sys.stdout.write(line + "\n")
     if missing:

@@ -76,6 +76,9 @@ class ChartRow:
     incomplete_note: str | None = None  # an incomplete average: "77.32 over 2 of 3 tasks"
     ci_low: float | None = None  # the run's confidence interval (x100), when it has one
     ci_high: float | None = None
+    # an average: the worst verdict of its tasks (regressed > warned > improved > pass), None
+    # when none was judged; a negative delta is red only when a task regressed
+    scope_verdict: str | None = None
 
 
 @dataclass
@@ -236,6 +239,13 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
                 ci_high=high,
             )
         )
+    for row in averages:
+        scope = [
+            verdicts[t.column]
+            for t in suite.tasks
+            if row.category == "" or t.category == row.category
+        ]
+        row.scope_verdict = _worst_verdict(scope)
     task_rows = [
         ChartRow(
             spec.column,
@@ -300,6 +310,27 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
     )
 
 
+def _worst_verdict(verdicts: Sequence[str | None]) -> str | None:
+    """Of the tasks' verdicts, the one an average's colour follows."""
+    judged = [v for v in verdicts if v]
+    for verdict in ("regressed", "not paired", "warned", "improved"):
+        if verdict in judged:
+            return "regressed" if verdict == "not paired" else verdict
+    return "pass" if judged else None
+
+
+def clip_note(row: ChartRow, low: float, high: float) -> str | None:
+    """``interval clipped at 0 (low -13.57)`` when the row's interval runs past the axis."""
+    if row.value is None or row.ci_low is None or row.ci_high is None:
+        return None
+    parts = []
+    if row.ci_low < low:
+        parts.append(f"at {low:g} (low {row.ci_low:.2f})")
+    if row.ci_high > high:
+        parts.append(f"at {high:g} (high {row.ci_high:.2f})")
+    return "interval clipped " + " and ".join(parts) if parts else None
+
+
 def _fixed(value: float) -> str:
     return f"{round_half_up(value, 2):.2f}"
 
@@ -334,6 +365,11 @@ def _delta_text(row: ChartRow) -> tuple[str, str]:
         return text, VERDICT_COLORS.get(row.verdict, "#222222")
     if abs(delta) < 0.005:
         return text, "#222222"
+    if row.is_average and row.scope_verdict is not None:
+        # an average's delta is not a verdict: red only when one of its tasks regressed
+        if row.scope_verdict in ("regressed", "warned"):
+            return text, VERDICT_COLORS[row.scope_verdict]
+        return text, "#1a7f37" if delta > 0 else "#222222"
     return text, "#1a7f37" if delta > 0 else "#b00020"
 
 
@@ -414,10 +450,17 @@ def _draw_rows(ax: Any, rows: Sequence[ChartRow], *, show_best_names: bool, stem
             )
         if row.value is not None and row.ci_low is not None and row.ci_high is not None:
             # dark and thin: it must stand out from the category-coloured stem beneath it
-            bar = ax.hlines(y, row.ci_low, row.ci_high, colors=CI_COLOR, linewidth=1.6, zorder=4)
+            ci_low, ci_high = max(row.ci_low, low), min(row.ci_high, high)  # drawn on the axis
+            bar = ax.hlines(y, ci_low, ci_high, colors=CI_COLOR, linewidth=1.6, zorder=4)
             bar.set_gid(CI_GID)
+            for end, past, marker in (
+                (low, row.ci_low < low, "<"),
+                (high, row.ci_high > high, ">"),
+            ):
+                if past:  # an arrow at the axis: the interval goes on beyond it
+                    ax.plot([end], [y], marker=marker, markersize=8, color=CI_COLOR, zorder=4)
             caps = ax.plot(
-                [row.ci_low, row.ci_high],
+                [ci_low, ci_high],
                 [y, y],
                 marker="|",
                 markersize=9,
@@ -453,6 +496,9 @@ def _draw_rows(ax: Any, rows: Sequence[ChartRow], *, show_best_names: bool, stem
     )
     for y, row in zip(ys, rows, strict=True):
         text, color = _delta_text(row)
+        clipped = clip_note(row, low, high)
+        if clipped is not None:
+            text += f"  [{clipped}]"
         bold = "bold" if row.category == "" else "normal"
         ax.text(
             1.015,

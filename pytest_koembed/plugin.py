@@ -160,8 +160,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--koembed-pooling",
-        metavar="cls|mean|last",
-        help="override the pooling of transformers (non sentence-transformers) models",
+        metavar="mean|cls|max|last-token",
+        help="override the model's pooling: a sentence-transformers model's Pooling module "
+        "gets this mode, a plain transformers model pools its hidden states so (last = "
+        "last-token); not for sparse (SPLADE) models",
     )
     group.addoption(
         "--koembed-model-type",
@@ -233,6 +235,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "or COLUMN=POINTS, comma-separated or repeated; the most specific wins",
     )
     group.addoption(
+        "--koembed-rule",
+        metavar="auto|paired|tolerance",
+        help="how a task is compared with a baseline file: auto [default] = the paired test "
+        "where the file's per-example results (its .examples.parquet sidecar) hold the task, "
+        "else the tolerance rule, and a sidecar that is missing or changed is a usage error; "
+        "paired = every task paired (one that cannot be fails); tolerance = the tolerance rule "
+        "only (the sidecar is not read)",
+    )
+    group.addoption(
         "--koembed-fail-under",
         action="append",
         default=[],
@@ -277,6 +288,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="paired gate: the smallest significant drop that counts as a regression "
         "(default 0.5 points)",
     )
+    _VALUE_OPTIONS.update(_value_option_names(group))
     parser.addini("koembed_suite", "default suite for --koembed-suite", default=None)
     parser.addini("koembed_data_dir", "default for --koembed-data-dir", default=None)
     parser.addini("koembed_baseline", "default for --koembed-baseline", default=None)
@@ -290,8 +302,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "koembed_fail_under", "gates, as for --koembed-fail-under", type="args", default=[]
     )
     parser.addini("koembed_strict", "default for --koembed-strict", type="bool", default=False)
+    parser.addini("koembed_rule", "default for --koembed-rule", default=None)
     parser.addini("koembed_confidence", "default for --koembed-confidence", default=None)
     parser.addini("koembed_min_effect", "default for --koembed-min-effect", default=None)
+
+
+_VALUE_OPTIONS: set[str] = set()  # the --koembed-* options that take a value
+
+
+def _value_option_names(group: Any) -> set[str]:
+    """The long names of the group's options that take a value (not store_true flags)."""
+    names = set()
+    for option in getattr(group, "options", []):
+        if option.attrs().get("nargs") != 0:  # a store_true flag takes no argument
+            names.update(n for n in option.names() if n.startswith("--"))
+    return names
+
+
+def _check_invocation(config: pytest.Config) -> None:
+    """How the options were written (``invocation``): a usage error for a space-separated
+    ``--koembed-*`` value, an empty ``--koembed-model``, or ``--koembed-*`` options on the
+    command line / in PYTEST_ADDOPTS without a model. An ini ``addopts`` is left alone."""
+    from pytest_koembed import invocation
+
+    if getattr(config.option, "help", False) or getattr(config.option, "version", False):
+        return
+    args = [str(a) for a in config.invocation_params.args]
+    env_args = invocation.addopts_args(os.environ.get("PYTEST_ADDOPTS"))
+    problem = invocation.space_separated(args, env_args, _VALUE_OPTIONS)
+    if problem is None:
+        problem = invocation.model_problem(config.getoption("koembed_model"), args, env_args)
+    if problem is not None:
+        raise pytest.UsageError(problem)
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -351,7 +393,7 @@ def _baseline_policy(config: pytest.Config, suite: Suite, confidence: float) -> 
                 else config.getini("koembed_min_effect") or None
             ),
         )
-        return make_policy(
+        policy = make_policy(
             suite,
             baseline=baseline,
             tolerance=[*config.getini("koembed_tolerance"), *config.getoption("koembed_tolerance")],
@@ -364,15 +406,69 @@ def _baseline_policy(config: pytest.Config, suite: Suite, confidence: float) -> 
             update=bool(config.getoption("koembed_update_baseline")),
             base_dir=base_dir,
             gate=gate,
+            rule=config.getoption("koembed_rule") or config.getini("koembed_rule") or None,
         )
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
+    policy.given = _given_gate_options(config)
+    return policy
+
+
+def _gate_settings(config: pytest.Config) -> dict[str, Any]:
+    """A shard's gate options (command line over ini), carried in its run record: a shard
+    checks no gate, and ``koembed gate`` (which reads no ini) applies them to the merged record
+    (``shards.GATE_SETTINGS``)."""
+    from pytest_koembed.shards import gate_settings
+
+    strict = config.getoption("koembed_strict")
+    min_effect = config.getoption("koembed_min_effect")
+    return gate_settings(
+        fail_under=[*config.getini("koembed_fail_under"), *config.getoption("koembed_fail_under")],
+        tolerance=[*config.getini("koembed_tolerance"), *config.getoption("koembed_tolerance")],
+        strict=bool(config.getini("koembed_strict") if strict is None else strict),
+        min_effect=min_effect if min_effect is not None else config.getini("koembed_min_effect"),
+        rule=config.getoption("koembed_rule") or config.getini("koembed_rule"),
+    )
+
+
+def _prompt_settings(config: pytest.Config) -> dict[str, Any]:
+    """Which prompts a shard used: the instruction profiles (shipped, or a file and its
+    sha256) or none; ``koembed merge`` refuses shards that differ."""
+    import hashlib
+
+    if config.getoption("koembed_no_instructions"):
+        return {"disabled": True, "instructions": None}
+    profile = config.getoption("koembed_instructions")
+    if not profile:
+        return {"disabled": False, "instructions": None}
+    try:
+        digest = hashlib.sha256(Path(profile).read_bytes()).hexdigest()[:12]
+    except OSError:
+        digest = "unreadable"
+    return {"disabled": False, "instructions": f"{Path(profile).name} (sha256 {digest}...)"}
+
+
+def _given_gate_options(config: pytest.Config) -> dict[str, str]:
+    """The options that only change verdicts, as the user set them (command line or ini), so
+    that one without effect on this run can say so (``BaselinePolicy.no_effect``)."""
+    given: dict[str, str] = {}
+    tolerance = [*config.getini("koembed_tolerance"), *config.getoption("koembed_tolerance")]
+    if tolerance:
+        given["tolerance"] = ",".join(tolerance)
+    min_effect = config.getoption("koembed_min_effect")
+    if min_effect is None:
+        min_effect = config.getini("koembed_min_effect") or None
+    if min_effect is not None:
+        given["min_effect"] = str(min_effect)
+    return given
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "koembed: a Korean embedding benchmark task")
     for marker, category in CATEGORY_MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: a koembed task of category {category}")
+    if not _is_worker(config):
+        _check_invocation(config)
     model = config.getoption("koembed_model")
     if not model:
         return
@@ -1074,6 +1170,8 @@ class KoembedController:
         )
         if state.shard_block is not None:
             record["shard"] = state.shard_block
+            record["gate_settings"] = _gate_settings(self.config)  # for koembed gate
+            record["prompt_settings"] = _prompt_settings(self.config)  # for koembed merge
             paired = (record.get("baseline") or {}).get("paired")
             if paired is not None and policy is not None:  # Holm is left to koembed gate
                 label = f"{state.shard_block['index']}/{state.shard_block['count']}"
@@ -1212,6 +1310,7 @@ class KoembedController:
         journal_error = state.write_errors.get("journal")
         if journal_error is not None:
             outputs.append(Line(f"note: pytest cache copy of the run record {journal_error}"))
+        outputs += [Line(note) for note in _loading_notes(self.config, state.model)]
         lines, rows_text = summary(self.record(complete=state.complete), state.published, outputs)
         terminalreporter.ensure_newline()  # else the first line after the header is blank
         terminalreporter.section("koembed summary")
@@ -1220,6 +1319,18 @@ class KoembedController:
         if rows_text:
             terminalreporter.section("koembed leaderboard rows")
             terminalreporter.write(rows_text)
+
+
+def _loading_notes(config: pytest.Config, model: str) -> list[str]:
+    """The loading options without effect on this run (``invocation.no_effect_notes``)."""
+    from pytest_koembed.invocation import no_effect_notes
+
+    return no_effect_notes(
+        model,
+        revision=config.getoption("koembed_revision"),
+        devices=config.getoption("koembed_devices"),
+        devices_min_texts=config.getoption("koembed_devices_min_texts"),
+    )
 
 
 def _reason(exc: BaseException) -> str:

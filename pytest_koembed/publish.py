@@ -263,12 +263,15 @@ def model_index_result(task: Mapping[str, Any]) -> dict[str, Any]:
 def model_index(record: Mapping[str, Any]) -> dict[str, Any]:
     """``{"model-index": [{"name": ..., "results": [...]}]}`` for the run's scored tasks.
 
-    The entry's name is the model's repository name (``KURE-v1`` for ``nlpai-lab/KURE-v1``), as
-    on published cards. Errored tasks are left out (they have no value).
+    The entry's name is the repository part of the name the summary, the rows and the chart
+    show (the model's row name: ``KURE-v1`` for ``nlpai-lab/KURE-v1``, as on published cards;
+    ``all-MiniLM-L6-v2`` for a local directory ``.../model`` whose card names it). Errored tasks
+    are left out (they have no value).
     """
     model = _model_block(record)
     results = [model_index_result(t) for t in _ok_tasks(record)]
-    name = mteb_model_name(model).rsplit("/", 1)[-1]
+    shown = str(_first(model.get("row_name")) or "").strip().rstrip("/")
+    name = (shown or mteb_model_name(model)).rsplit("/", 1)[-1]
     return {"model-index": [{"name": name, "results": results}]}
 
 

@@ -164,3 +164,46 @@ def shard_columns(
         "estimated_cost": {c: costs[c].estimate for c in mine},
     }
     return mine, block
+
+
+# ---------------------------------------------------------------------------------------------
+# The gates a shard carries to ``koembed gate`` (issue 18)
+# ---------------------------------------------------------------------------------------------
+
+GATE_SETTINGS = ("fail_under", "tolerance", "strict", "min_effect", "rule")
+"""The gate options a shard's run record carries (``"gate_settings"``): a shard checks no gate,
+so they are applied by ``koembed gate`` to the merged record, the command line over the record
+(``koembed merge`` refuses shards whose settings differ)."""
+
+
+def gate_settings(
+    *,
+    fail_under: Sequence[str] = (),
+    tolerance: Sequence[str] = (),
+    strict: bool = False,
+    min_effect: Any = None,
+    rule: str | None = None,
+) -> dict[str, Any]:
+    """The record's ``"gate_settings"``: only what was set (command line or ini)."""
+    out: dict[str, Any] = {}
+    if fail_under:
+        out["fail_under"] = [str(x) for x in fail_under]
+    if tolerance:
+        out["tolerance"] = [str(x) for x in tolerance]
+    if strict:
+        out["strict"] = True
+    if min_effect not in (None, ""):
+        out["min_effect"] = str(min_effect)
+    if rule:
+        out["rule"] = str(rule)
+    return out
+
+
+def option_text(name: str, value: Any) -> str:
+    """A gate setting as the option a user writes: ``--koembed-fail-under=weighted=60``."""
+    option = f"--koembed-{name.replace('_', '-')}"
+    if value is True:
+        return option
+    if isinstance(value, list):
+        return " ".join(f"{option}={v}" for v in value)
+    return f"{option}={value}"

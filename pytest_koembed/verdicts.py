@@ -65,6 +65,13 @@ IMPROVED = "improved"
 REGRESSED = "regressed"
 WARNED = "warned"  # below a stale baseline cell, not enforced (no --koembed-strict)
 NO_BASELINE = "no baseline"
+NOT_PAIRED = "not paired"  # --koembed-rule=paired and the task could not be paired: it fails
+
+# --koembed-rule: how a task is compared with a baseline file
+AUTO_RULE = "auto"  # paired where the baseline's per-example results hold the task, else tolerance
+PAIRED_RULE = "paired"  # every task paired: a task that cannot be paired fails
+TOLERANCE_RULE = "tolerance"  # the tolerance rule only: the per-example results are not read
+RULES = (AUTO_RULE, PAIRED_RULE, TOLERANCE_RULE)
 
 
 class StaleBaselineWarning(UserWarning):
@@ -338,12 +345,24 @@ class BaselinePolicy:
     update: bool = False
     fixed: Baseline | None = None  # leaderboard:ROW / PATH, loaded once
     gate: GateSettings = field(default_factory=GateSettings)  # the paired gate's settings
+    rule: str = AUTO_RULE  # --koembed-rule: auto | paired | tolerance (see RULES)
+    # options the user set, name -> text (tolerance, min_effect): said when without effect
+    given: dict[str, str] = field(default_factory=dict)
     selected: tuple[str, ...] | None = None  # columns selected in this run (set at collection)
     holm_only: list[str] = field(default_factory=list)  # controller: regressions no item failed
     weighted_paired: dict[str, Any] | None = None  # controller: the weighted average's paired delta
     _cache: dict[str, Resolution] = field(default_factory=dict, repr=False)
     _frames: dict[str, Any] | None = field(default=None, repr=False)  # the baseline's frames
     _frames_error: str | None = field(default=None, repr=False)
+    _identity: dict[str, Any] | None = field(default=None, repr=False)
+
+    def identity(self) -> dict[str, Any] | None:
+        """The baseline file judged against (:func:`baseline_identity`), computed once."""
+        if self.fixed is None or self.fixed.path is None:
+            return None
+        if self._identity is None:
+            self._identity = baseline_identity(self.fixed.path)
+        return self._identity
 
     def resolve(self, row_name: str, encoder_type: str = "dense") -> Resolution:
         """The baseline of the model ``row_name``; ``auto`` looks in the suite's leaderboards
@@ -386,7 +405,37 @@ class BaselinePolicy:
         return self._cache[key]
 
     def describe(self) -> str:
-        return f"tolerance {self.tolerances.describe()}" + (", strict" if self.strict else "")
+        if self.rule == PAIRED_RULE:
+            return "paired rule" + (", strict" if self.strict else "")
+        rule = ", tolerance rule only" if self.rule == TOLERANCE_RULE else ""
+        return f"tolerance {self.tolerances.describe()}{rule}" + (", strict" if self.strict else "")
+
+    def no_effect(self, scores: Iterable[TaskScore]) -> list[str]:
+        """One line per option the user set (``given``) that had no effect on this run's
+        verdicts: a tolerance where every judged task was paired, a minimum effect where none
+        was, any of them with ``--koembed-baseline=none``."""
+        lines: list[str] = []
+        judged = [s for s in scores if s.status == "ok" and s.baseline is not None]
+        paired = [s for s in judged if s.p_value is not None]
+        for name, text in self.given.items():
+            option = f"--koembed-{name.replace('_', '-')}={text}"
+            if self.choice.mode == "none":
+                why = "--koembed-baseline=none compares with nothing"
+            elif name == "tolerance" and self.rule == PAIRED_RULE:
+                why = "--koembed-rule=paired judges every task by the paired test"
+            elif name == "tolerance" and judged and len(paired) == len(judged):
+                why = (
+                    "every judged task was paired with the baseline's per-example results (the "
+                    "tolerance rule judges only tasks without them; --koembed-rule=tolerance, all)"
+                )
+            elif name == "min_effect" and self.rule == TOLERANCE_RULE:
+                why = "--koembed-rule=tolerance runs no paired test"
+            elif name == "min_effect" and judged and not paired:
+                why = "no task was paired (the baseline has no per-example results for them)"
+            else:
+                continue
+            lines.append(f"note: {option} has no effect on this run: {why}")
+        return lines
 
     @property
     def paired_count(self) -> int:
@@ -424,6 +473,10 @@ class BaselinePolicy:
         if paired is not None:
             annotate(score, paired)
             return paired
+        refused = self._paired_refusal(score, resolution)
+        if refused is not None:
+            annotate(score, refused)
+            return refused
         judgement = judge(
             score.column,
             score.category,
@@ -440,10 +493,33 @@ class BaselinePolicy:
     def _paired_baseline(self, score: TaskScore, resolution: Resolution) -> bool:
         baseline = resolution.baseline
         return (
-            baseline is not None
+            self.rule != TOLERANCE_RULE
+            and baseline is not None
             and baseline.path is not None
             and score.column in baseline.paired_columns
             and score.status == "ok"
+        )
+
+    def _paired_refusal(self, score: TaskScore, resolution: Resolution) -> Judgement | None:
+        """``--koembed-rule=paired``: a scored task with a baseline cell that could not be paired
+        fails its item (no silent fall-back to the tolerance rule)."""
+        baseline = resolution.baseline
+        if self.rule != PAIRED_RULE or baseline is None or score.status != "ok":
+            return None
+        cell = baseline.cells.get(score.column)
+        if cell is None:
+            return None
+        why = score.not_paired or (
+            f"{score.column}: not paired: the baseline's per-example results have no frame for it"
+        )
+        why = why.removesuffix("; tolerance rule used")
+        return Judgement(
+            verdict=NOT_PAIRED,
+            baseline=cell.value,
+            stale=cell.stale,
+            source=baseline.source,
+            message=f"{why} (--koembed-rule=paired: no tolerance fall-back)",
+            fails=not self.update,
         )
 
     def _judge_paired(self, score: TaskScore, resolution: Resolution) -> Judgement | None:
@@ -569,19 +645,34 @@ def make_policy(
     update: bool = False,
     base_dir: Path | None = None,
     gate: GateSettings | None = None,
+    rule: str | None = None,
 ) -> BaselinePolicy:
-    """Parse and check the options; a one-line :class:`KoembedError` for any bad input."""
+    """Parse and check the options; a one-line :class:`KoembedError` for any bad input.
+
+    ``rule`` (``--koembed-rule``, :data:`RULES`; None = auto): with auto, a baseline file that
+    names per-example results which are missing or fail their checksum is refused, since the
+    same run would otherwise be judged by another rule without saying so."""
+    rule = check_rule(rule)
     choice = parse_baseline_option(baseline, base_dir=base_dir)
     if update and choice.mode != "file":
         raise KoembedError(
-            "--koembed-update-baseline rewrites the file given to --koembed-baseline PATH; "
+            "--koembed-update-baseline rewrites the file given to --koembed-baseline=PATH; "
             f"--koembed-baseline is {choice.text!r}"
         )
     fixed: Baseline | None = None
     if choice.mode == "leaderboard":
         fixed = _leaderboard_choice(choice, suite)
     elif choice.path is not None and (choice.path.is_file() or not update):
-        fixed = load_baseline_file(choice.path, suite)
+        record = read_baseline_record(choice.path)
+        fixed = baseline_from_record(record, suite, choice.path)
+        if rule != TOLERANCE_RULE and not update:
+            check_sidecar(record, choice.path, rule)
+    if rule == PAIRED_RULE and not update and (fixed is None or fixed.path is None):
+        raise KoembedError(
+            f"--koembed-rule=paired needs a baseline file with per-example results "
+            f"(--koembed-baseline=PATH, saved with --koembed-save-baseline); --koembed-baseline "
+            f"is {choice.text!r}"
+        )
     return BaselinePolicy(
         choice=choice,
         suite=suite,
@@ -592,7 +683,105 @@ def make_policy(
         update=update,
         fixed=fixed,
         gate=gate or GateSettings(),
+        rule=rule,
     )
+
+
+def check_rule(rule: str | None) -> str:
+    """``--koembed-rule`` (or ini ``koembed_rule``): one of :data:`RULES`; None is auto."""
+    text = (rule or AUTO_RULE).strip().lower()
+    if text not in RULES:
+        raise KoembedError(f"--koembed-rule={rule}: choose one of {', '.join(RULES)}")
+    return text
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sidecar(record: Mapping[str, Any], path: Path, rule: str) -> None:
+    """A baseline file's per-example results (its sidecar) are there and match its checksum.
+
+    Without them the paired rule cannot run and the tolerance rule would judge instead: the
+    exit status would depend on a file that is easy to lose (not committed, not uploaded). So
+    a sidecar that the record names but that is missing or changed is a usage error, unless
+    the rule was chosen (``--koembed-rule=tolerance``). A record that names none (an old or a
+    hand-made baseline) is judged by the tolerance rule under auto, as documented."""
+    block = record.get("examples")
+    name = block.get("file") if isinstance(block, Mapping) else None
+    if not name:
+        if rule == PAIRED_RULE:
+            raise KoembedError(
+                f"--koembed-rule=paired: baseline file {path} holds no per-example results "
+                "(written by hand or by an older version); save the baseline again with "
+                "--koembed-save-baseline, or use --koembed-rule=tolerance"
+            )
+        return
+    sidecar = path.parent / str(name)
+    choose = "restore it (commit the baseline and its sidecar together)" + (
+        "" if rule == PAIRED_RULE else ", or choose the rule: --koembed-rule=tolerance"
+    )
+    if not sidecar.is_file():
+        raise KoembedError(
+            f"baseline file {path} names its per-example results {sidecar}, which is missing: "
+            f"without it the paired rule cannot run; {choose}"
+        )
+    actual = _file_sha256(sidecar)
+    if actual != block.get("sha256"):
+        raise KoembedError(
+            f"per-example results {sidecar} do not match baseline file {path} (sha256 "
+            f"{actual[:12]}..., the baseline says {str(block.get('sha256'))[:12]}...): without "
+            f"them the paired rule cannot run; {choose}"
+        )
+
+
+def baseline_identity(path: Path) -> dict[str, Any]:
+    """What a run was judged against, for its record: the baseline file's path and sha256, its
+    sidecar's sha256, and the git commit it is committed at when it is tracked and unchanged
+    in a git work tree (None elsewhere, e.g. a file taken with ``git show`` into a temp dir)."""
+    info: dict[str, Any] = {"path": str(path), "sha256": None, "sidecar": None, "git_commit": None}
+    try:
+        info["sha256"] = _file_sha256(path)
+        record = read_baseline_record(path)
+    except (OSError, KoembedError):
+        return info
+    block = record.get("examples")
+    if isinstance(block, Mapping) and block.get("file"):
+        info["sidecar"] = {"file": str(block["file"]), "sha256": block.get("sha256")}
+    info["git_commit"] = _git_commit(path)
+    return info
+
+
+def _git_commit(path: Path) -> str | None:
+    """HEAD of the git work tree holding ``path``, when the file is tracked and unchanged."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(path.parent), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    tracked = git("ls-files", "--error-unmatch", "--", path.name)
+    if tracked is None or tracked.returncode != 0:
+        return None
+    changed = git("diff", "--quiet", "HEAD", "--", path.name)
+    if changed is None or changed.returncode != 0:
+        return None
+    head = git("rev-parse", "HEAD")
+    return head.stdout.strip() or None if head is not None and head.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -984,6 +1173,10 @@ def baseline_block(
         "settings": policy_description,
         "paired": None,
     }
+    if policy is not None:
+        block["rule"] = policy.rule
+        block["judged_against"] = policy.identity()
+        block["no_effect"] = policy.no_effect(tasks)
     if policy is not None and (paired or not_paired):
         block["paired"] = {
             "tasks": len(paired),
@@ -1017,9 +1210,14 @@ def gated_line(score: TaskScore) -> str:
 
 def baseline_lines(record: Mapping[str, Any]) -> list[str]:
     block = record.get("baseline")
-    if not isinstance(block, Mapping) or block.get("option") == "none":
+    if not isinstance(block, Mapping):
         return []
+    if block.get("option") == "none":
+        return [str(note) for note in block.get("no_effect") or []]
     lines = [f"baseline: {s} ({block.get('settings', '')})" for s in block.get("sources", [])]
+    against = judged_against_line(block.get("judged_against"))
+    if against is not None:
+        lines.append(against)
     lines += [f"no baseline: {n}" for n in block.get("notes", [])]
     paired = block.get("paired")
     if isinstance(paired, Mapping):
@@ -1056,6 +1254,7 @@ def baseline_lines(record: Mapping[str, Any]) -> list[str]:
         lines += [f"  {note}" for note in paired.get("gated", [])]
     if block.get("no_cell"):
         lines.append("no baseline cell (passed unchecked): " + ", ".join(block["no_cell"]))
+    lines += [str(note) for note in block.get("no_effect") or []]
     counts: dict[str, int] = {}
     for task in record.get("tasks", []):
         verdict = task.get("verdict")
@@ -1073,6 +1272,20 @@ def baseline_lines(record: Mapping[str, Any]) -> list[str]:
             f"passed: {', '.join(holm_only)} (exit status 1)"
         )
     return lines
+
+
+def judged_against_line(info: Any) -> str | None:
+    """``judged against /ws/base.json (sha256 1a2b3c4d5e6f..., sidecar base.examples.parquet
+    sha256 ..., git commit 0123abcd...)``: which file, exactly, the verdicts come from."""
+    if not isinstance(info, Mapping) or not info.get("path"):
+        return None
+    parts = [f"sha256 {str(info.get('sha256'))[:12]}..."]
+    sidecar = info.get("sidecar")
+    if isinstance(sidecar, Mapping):
+        parts.append(f"sidecar {sidecar.get('file')} sha256 {str(sidecar.get('sha256'))[:12]}...")
+    commit = info.get("git_commit")
+    parts.append(f"git commit {commit[:12]}" if commit else "not a committed file")
+    return f"judged against {info['path']} ({', '.join(parts)})"
 
 
 def gate_lines(record: Mapping[str, Any]) -> list[str]:
@@ -1176,12 +1389,32 @@ def write_baseline_files(
     if policy.save_path is not None:
         write(record, policy.save_path)
         scored = sum(1 for t in record["tasks"] if _task_shown(t, t["column"]) is not None)
-        lines.append(f"baseline written to {policy.save_path} ({scored} task values)")
+        lines.append(
+            f"baseline written to {policy.save_path} ({scored} task values)"
+            + _sidecar_note(policy.save_path)
+        )
     path = policy.choice.path
     if policy.update and path is not None:
         old = read_baseline_record(path) if path.is_file() else None
         merged, changes = merge_baseline(old, record, policy.suite)
         write(merged, path)
-        lines.append(f"baseline {path} {'updated' if old else 'created'}: {changes[0]}")
+        lines.append(
+            f"baseline {path} {'updated' if old else 'created'}: {changes[0]}" + _sidecar_note(path)
+        )
         lines.extend(changes[1:])
     return lines
+
+
+def _sidecar_note(path: Path) -> str:
+    """What a written baseline consists of: ``, with its per-example results X beside it:
+    commit both files``. The paired rule needs the second file (see :func:`check_sidecar`)."""
+    try:
+        block = read_baseline_record(path).get("examples")
+    except KoembedError:
+        return ""
+    if isinstance(block, Mapping) and block.get("file"):
+        return (
+            f", with its per-example results {path.parent / str(block['file'])}: commit both "
+            "files (the paired rule needs the second)"
+        )
+    return "; no per-example results: the tolerance rule judges against it"

@@ -382,7 +382,9 @@ def test_update_baseline_rewrites_the_file_and_lists_changes(pytester: pytest.Py
     update.stdout.fnmatch_lines(
         [
             "sample-sts*99.00*REGRESSED*",
-            f"baseline {path} updated: 2 changed, 0 new, 0 unchanged, 1 kept",
+            f"baseline {path} updated: 2 changed, 0 new, 0 unchanged, 1 kept"  # and both files
+            f", with its per-example results {path.with_name('base.examples.parquet')}: "
+            "commit both files (the paired rule needs the second)",
             f"  sample-sts: 99.00 -> {shown['sample-sts']:.2f} (-{99 - shown['sample-sts']:.2f})",
             f"  sample-pairs: 1.00 -> {shown['sample-pairs']:.2f} "
             f"(+{shown['sample-pairs'] - 1:.2f}), stale mark dropped",
@@ -397,7 +399,9 @@ def test_update_baseline_rewrites_the_file_and_lists_changes(pytester: pytest.Py
     again.stdout.fnmatch_lines(
         [
             "sample-sts*+0.00 [[]+0.00, +0.00[]]*1.000*within noise*",
-            f"baseline {path} updated: 0 changed, 0 new, 2 unchanged, 1 kept",
+            f"baseline {path} updated: 0 changed, 0 new, 2 unchanged, 1 kept"
+            f", with its per-example results {path.with_name('base.examples.parquet')}: "
+            "commit both files (the paired rule needs the second)",
         ]
     )
 

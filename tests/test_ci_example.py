@@ -51,7 +51,7 @@ def test_its_pytest_command_parses_and_its_gate_is_valid(
     )
     assert policy.gates == (Gate("Retrieval", 75.0),)
     assert policy.tolerances.for_task("Ko-StrategyQA", "Retrieval") == 0.5
-    assert config.getoption("koembed_baseline").endswith("koembed-baseline.json")
+    assert config.getoption("koembed_baseline") == "/ws/baseline/koembed-baseline.json"
 
 
 def test_its_leaderboard_step_works_on_a_retrieval_only_run(
@@ -100,7 +100,7 @@ def test_the_compare_workflow_runs_the_documented_commands(pytester: pytest.Pyte
     args = build_parser().parse_args(argv[1:])
     assert (args.command, args.base, args.new, args.markdown) == (
         "compare",
-        "koembed-base.json",
+        "$RUNNER_TEMP/base/koembed-base.json",  # the target branch's, not the pull request's
         "koembed-new.json",
         True,
     )
@@ -110,3 +110,38 @@ def test_the_compare_workflow_runs_the_documented_commands(pytester: pytest.Pyte
     assert _step(compare, "Fail on a significant regression")["if"] == (
         "steps.compare.outputs.status != '0'"
     )
+
+
+# Issue 18: no pull request can lower its own baseline.
+EXAMPLES = {
+    "koembed-gate.yml": ("koembed-baseline", "Baseline from the target branch"),
+    "koembed-compare.yml": ("koembed-base", "Accepted run from the target branch"),
+    "koembed-sharded.yml": ("koembed-baseline", "Baseline from the target branch"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_every_example_judges_against_the_target_branchs_baseline(name: str) -> None:
+    import yaml
+
+    stem, step_name = EXAMPLES[name]
+    text = WORKFLOW.with_name(name).read_text(encoding="utf-8")
+    workflow = yaml.safe_load(text)
+    jobs = [job for job in workflow["jobs"].values() if any(
+        s.get("name") == step_name for s in job["steps"])]  # fmt: skip
+    (job,) = jobs
+    checkout = next(
+        s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout")
+    )
+    assert checkout["with"]["fetch-depth"] == 0  # the target branch is there to read from
+    step = next(s for s in job["steps"] if s.get("name") == step_name)
+    script = step["run"]
+    base = step.get("env", {}).get("BASE") or job.get("env", {}).get("BASE")
+    assert "github.base_ref" in base
+    for suffix in (".json", ".examples.parquet"):  # the baseline and its sidecar, both
+        assert f'git show "$BASE:{stem}{suffix}" > "$RUNNER_TEMP/' in script, script
+    assert "git diff --quiet" in script and "::warning" in script  # a changed baseline: loudly
+    # the judging command reads the copy, never the pull request's own file
+    later = " ".join(str(s.get("run", "")) for s in job["steps"][job["steps"].index(step) + 1 :])
+    uses = [later[max(0, m.start() - 40) : m.end()] for m in re.finditer(rf"{stem}\.json", later)]
+    assert uses and all("runner.temp" in u or "RUNNER_TEMP" in u for u in uses), uses

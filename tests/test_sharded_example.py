@@ -64,9 +64,10 @@ def test_the_gate_job_merges_gates_and_publishes_the_row(workflow: dict[str, Any
     merge = parser.parse_args(shlex.split(_step(job, "Merge the shards")["run"])[1:])
     assert merge.command == "merge" and merge.output == "koembed-run.json"
     assert merge.records == [f"{download['with']['path']}/koembed-shard-*.json"]
-    gate = parser.parse_args(shlex.split(_step(job, "Gate")["run"])[1:])
+    gate = parser.parse_args(shlex.split(_expand(_step(job, "Gate")["run"], 0))[1:])
     assert gate.command == "gate" and gate.record == merge.output
     assert gate.koembed_fail_under == ["weighted=60"]
+    assert gate.koembed_baseline == "/ws/baseline/koembed-baseline.json"  # the target branch's
     publish = _step(job, "Publish the leaderboard row")["run"]
     assert publish.split(">>")[0].split() == ["cat", gate.koembed_row]
     assert "$GITHUB_STEP_SUMMARY" in publish
