@@ -1,6 +1,6 @@
 """Clustering under mteb's own k-means: data, models and v-measures for simulations.
 
-Reusable pieces for ``benchmarks/clustering_noise.py`` and (later) ``gate_simulation.py``:
+Reusable pieces for ``benchmarks/clustering_noise.py`` and ``gate_simulation.py``:
 
 - :func:`korsts_sets`: KLUE-style one-set clustering data (about 850 / 900 texts, 6 classes:
   KorSTS sentences labelled by their source file) and a SIB200-style fast set (204 texts,
@@ -16,7 +16,7 @@ Reusable pieces for ``benchmarks/clustering_noise.py`` and (later) ``gate_simula
 - :func:`clustering_frame`: the product's per-example frame for such a run
   (``pytest_koembed.per_example.clustering_frame``: mteb's rows plus one row per document).
 
-To plug into ``gate_simulation.py``: a ``SimTask`` whose ``frame(model)`` returns
+In ``gate_simulation.py`` (``clustering_task``): a ``SimTask`` whose ``frame(model)`` returns
 ``clustering_frame(texts, labels, vectors_of(model), v_measures)``; its value rule stays
 ``v_measure`` and ``stats.paired_test`` gates it on the per-document rows.
 """
