@@ -923,7 +923,8 @@ def examples_path(record_path: str | Path) -> Path:
     return path.with_name(path.stem + EXAMPLES_SUFFIX)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """A file's sha256 (hex), read in 1 MiB chunks: the checksum records keep of their sidecar."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -948,7 +949,7 @@ def write_examples(frames: Mapping[str, pd.DataFrame], path: str | Path) -> dict
     atomic_write(target, lambda tmp: table.to_parquet(tmp, index=False, compression="zstd"))
     return {
         "file": target.name,
-        "sha256": _sha256(target),
+        "sha256": file_sha256(target),
         "tasks": {column: len(frame) for column, frame in frames.items()},
     }
 
@@ -1011,7 +1012,7 @@ def load_examples(
             f"{where} names per-example results {path}, which does not exist (keep the "
             f"{EXAMPLES_SUFFIX} file next to its record)"
         )
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != block.get("sha256"):
         raise KoembedError(
             f"per-example results {path} do not match {where} (sha256 {actual[:12]}..., the "

@@ -696,13 +696,9 @@ def check_rule(rule: str | None) -> str:
 
 
 def _file_sha256(path: Path) -> str:
-    import hashlib
+    from pytest_koembed.per_example import file_sha256
 
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def check_sidecar(record: Mapping[str, Any], path: Path, rule: str) -> None:
