@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import clustering_sim as cs
 
-from pytest_koembed import stats
+from pytest_koembed.stats import resampling as stats
 
 NOISE = 0.2
 
@@ -55,7 +55,7 @@ def test(
 ) -> stats.PairedTest:
     base = cs.clustering_frame(texts, y, a, va)
     new = cs.clustering_frame(texts, y, b, vb)
-    from pytest_koembed.per_example import pair_examples
+    from pytest_koembed.evaluation.per_example import pair_examples
 
     base, new = pair_examples(base, new)
     return stats.paired_test(base, new, "v_measure", stream="sim")
@@ -153,7 +153,7 @@ def main() -> None:
 
         a = cs.equivalent(vectors[name], NOISE, 9000)
         b = cs.equivalent(vectors[name], NOISE, 9001)
-        from pytest_koembed.per_example import centroid_correct
+        from pytest_koembed.evaluation.per_example import centroid_correct
 
         d = 100 * (centroid_correct(b, y) - centroid_correct(a, y))
         se = np.std(d, ddof=1) / np.sqrt(len(d))

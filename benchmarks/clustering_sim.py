@@ -14,7 +14,7 @@ Reusable pieces for ``benchmarks/clustering_noise.py`` and ``gate_simulation.py`
   (10 runs of 16,384 draws with replacement, ``random.Random(seed)``, k-means
   ``random_state=seed``).
 - :func:`clustering_frame`: the product's per-example frame for such a run
-  (``pytest_koembed.per_example.clustering_frame``: mteb's rows plus one row per document).
+  (``evaluation.per_example.clustering_frame``: mteb's rows plus one row per document).
 
 In ``gate_simulation.py`` (``clustering_task``): a ``SimTask`` whose ``frame(model)`` returns
 ``clustering_frame(texts, labels, vectors_of(model), v_measures)``; its value rule stays
@@ -190,7 +190,7 @@ def clustering_frame(
     texts: Sequence[str], labels: Sequence[str], vectors: np.ndarray, v_measures: Sequence[float]
 ) -> pd.DataFrame:
     """The product's clustering frame for one set: mteb's v-measure rows plus document rows."""
-    from pytest_koembed.per_example import clustering_frame as frame
+    from pytest_koembed.evaluation.per_example import clustering_frame as frame
 
     units = [(texts, labels, 0, run, v) for run, v in enumerate(v_measures)]
     return frame(units, [(texts, labels, 0, vectors)])

@@ -49,7 +49,7 @@ class CachedEncoder:
 
 
 def _write_pairs(root: Path, spec: Any, rows: list[dict[str, Any]]) -> None:
-    from pytest_koembed.data import layout_dir
+    from pytest_koembed.data.layout import layout_dir
 
     directory = layout_dir(root, spec.task, spec.subset, spec.split)
     directory.mkdir(parents=True, exist_ok=True)
@@ -72,11 +72,11 @@ def _with_repeats(rows: list[dict[str, Any]], k: int, rng: random.Random) -> lis
 
 
 def measure(model_dir: Path, seeds: int, fractions: list[float]) -> None:
-    import pytest_koembed.data as data
-    from pytest_koembed.encoders import EncoderOptions, load_encoder
-    from pytest_koembed.evaluation import evaluate_task
+    import pytest_koembed.data.layout as data
+    from pytest_koembed.evaluation.run import evaluate_task
+    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.protocol.suite import load_suite
     from pytest_koembed.resources import suites_dir
-    from pytest_koembed.suite import load_suite
 
     encoder = CachedEncoder(load_encoder(EncoderOptions(model=str(model_dir), device="cpu")))
     keep_all = data.dedupe_pairs

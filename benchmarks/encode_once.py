@@ -57,7 +57,7 @@ def _sentence(rng: random.Random) -> str:
 
 def build(root: Path, pairs: int, seed: int = 0) -> Any:
     """The suite's one task spec, with its data written under ``root``."""
-    from pytest_koembed.suite import load_suite
+    from pytest_koembed.protocol.suite import load_suite
 
     rng = random.Random(seed)
     premises = [_sentence(rng) for _ in range((pairs + 1) // 2)]
@@ -93,9 +93,9 @@ def main() -> None:
     import mteb
     from sentence_transformers import SentenceTransformer
 
-    from pytest_koembed.data import prepare_task
-    from pytest_koembed.encoders import EncoderOptions, load_encoder
-    from pytest_koembed.evaluation import evaluate_task
+    from pytest_koembed.data.layout import prepare_task
+    from pytest_koembed.evaluation.run import evaluate_task
+    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
 
     encoder = load_encoder(EncoderOptions(model=str(model_dir), device="cpu"))
     raw = SentenceTransformer(str(model_dir), device="cpu")

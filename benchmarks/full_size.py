@@ -135,8 +135,8 @@ def plain_mteb(model_dir: str, suite_path: str) -> None:
     import mteb
     from sentence_transformers import SentenceTransformer
 
-    from pytest_koembed.data import prepare_task
-    from pytest_koembed.suite import load_suite
+    from pytest_koembed.data.layout import prepare_task
+    from pytest_koembed.protocol.suite import load_suite
 
     model = SentenceTransformer(model_dir, device="cpu")
     values: dict[str, Any] = {}

@@ -8,7 +8,7 @@ with independent noise of the same size are *equivalent*: their expected scores 
 any difference between them is noise. A *degraded* model gets extra noise, sized so that it
 loses about 2 points on its task.
 
-Per-example frames are computed here from the vectors, in the schema pytest_koembed.stats
+Per-example frames are computed here from the vectors, in the schema pytest_koembed.stats.resampling
 reads (STS: gold + similarity/cosine/manhattan/euclidean; pairs: label + 5 scores; retrieval:
 per-query ndcg_at_5/ndcg_at_10 with one relevant document per query). The three clustering
 tasks are real data: KorSTS texts labelled by their source file, the real small model's vectors
@@ -51,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import clustering_sim as cs
 
-from pytest_koembed import stats
-from pytest_koembed.scoring import shown_value
+from pytest_koembed.protocol.scoring import shown_value
+from pytest_koembed.stats import resampling as stats
 
 DIM = 64
 NOISE = 0.3  # norm of a model's noise relative to unit-norm base embeddings

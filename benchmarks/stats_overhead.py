@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import pandas as pd
 
-from pytest_koembed import stats
+from pytest_koembed.stats import resampling as stats
 
 # hand-written; random sentences of these words are all the texts this script encodes
 WORDS = """

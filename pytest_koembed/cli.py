@@ -5,17 +5,17 @@ Subcommands (``koembed SUBCOMMAND --help``):
 - ``leaderboard``: print the leaderboard tables computed from the shipped baselines, optionally
   with runs (``--add RUN.json``) ranked among them.
 - ``rescore``: leaderboard rows from a folder of mteb result files (mteb 1.x or 2.x), scored by
-  the suite's rules (``pytest_koembed.rescore``).
+  the suite's rules (``pytest_koembed.reports.rescore``).
 - ``mirror``: write a suite's task data in the local layout, for air-gapped runs
-  (``pytest_koembed.mirror``).
+  (``pytest_koembed.data.mirror``).
 - ``compare``: two saved runs task by task, paired test and Holm gate, without a model
-  (``pytest_koembed.compare``).
+  (``pytest_koembed.gate.compare``).
 - ``merge``: the run records of a run's shards (``--koembed-shard K/N``) as one record
-  (``pytest_koembed.merge``).
+  (``pytest_koembed.run.merge``).
 - ``gate``: the gate and reports of a pytest run, applied to a saved run record, without a model
-  (``pytest_koembed.gate``).
+  (``pytest_koembed.run.finish``).
 - ``cache``: size per model key of an embedding cache (``--koembed-cache``), or clear it
-  (``pytest_koembed.embedding_cache``).
+  (``pytest_koembed.models.cache``).
 
 To add a subcommand, write a ``_register_NAME(subparsers)`` function that adds its parser and sets
 ``func`` (a callable taking the parsed namespace and returning the exit status), and append it to
@@ -33,17 +33,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from pytest_koembed import __version__
+from pytest_koembed._version import __version__
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.records import read_run_record, run_suite_name
-from pytest_koembed.scoring import SCHEMES
-from pytest_koembed.suite import load_suite, shipped_suites
-from pytest_koembed.tables import (
+from pytest_koembed.protocol.scoring import SCHEMES
+from pytest_koembed.protocol.suite import load_suite, shipped_suites
+from pytest_koembed.protocol.tables import (
     TABLE_CHOICES,
     entry_from_run,
     leaderboard_tables,
     render_tables,
 )
+from pytest_koembed.records import read_run_record, run_suite_name
 
 PROG = "koembed"
 USAGE_ERROR = 2
@@ -63,7 +63,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     records = [(path, read_run_record(path)) for path in args.add]
     suite_name = args.suite
     if suite_name is None and args.baseline:
-        from pytest_koembed.leaderboards import load_leaderboard
+        from pytest_koembed.protocol.leaderboards import load_leaderboard
 
         suite_name = load_leaderboard(args.baseline).suite
     if suite_name is None and records:
@@ -130,37 +130,37 @@ def _register_leaderboard(subparsers: Subparsers) -> None:
 
 
 def _register_rescore(subparsers: Subparsers) -> None:
-    from pytest_koembed.rescore import register
+    from pytest_koembed.reports.rescore import register
 
     register(subparsers)
 
 
 def _register_mirror(subparsers: Subparsers) -> None:
-    from pytest_koembed.mirror import register
+    from pytest_koembed.data.mirror import register
 
     register(subparsers)
 
 
 def _register_compare(subparsers: Subparsers) -> None:
-    from pytest_koembed.compare import register
+    from pytest_koembed.gate.compare import register
 
     register(subparsers)
 
 
 def _register_merge(subparsers: Subparsers) -> None:
-    from pytest_koembed.merge import register
+    from pytest_koembed.run.merge import register
 
     register(subparsers)
 
 
 def _register_gate(subparsers: Subparsers) -> None:
-    from pytest_koembed.gate import register
+    from pytest_koembed.run.finish import register
 
     register(subparsers)
 
 
 def _register_cache(subparsers: Subparsers) -> None:
-    from pytest_koembed.embedding_cache import register
+    from pytest_koembed.models.cache import register
 
     register(subparsers)
 

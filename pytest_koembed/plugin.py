@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.gate.verdicts import BaselinePolicy, GateResult, Judgement
 from pytest_koembed.options import positive_int
+from pytest_koembed.protocol.spec import CATEGORIES, Suite, TaskSpec
+from pytest_koembed.protocol.suite import load_suite
 from pytest_koembed.records import TaskScore
-from pytest_koembed.suite import CATEGORIES, Suite, TaskSpec, load_suite
-from pytest_koembed.verdicts import BaselinePolicy, GateResult, Judgement
 
 CATEGORY_MARKERS = {category.lower(): category for category in CATEGORIES}
 
@@ -348,7 +349,7 @@ def _option(config: pytest.Config, name: str) -> Any:
 
 def _report_options(config: pytest.Config) -> Any:
     """The report options (``publish.ReportOptions``), checked before the run starts."""
-    from pytest_koembed.publish import ReportOptions
+    from pytest_koembed.reports.outputs import ReportOptions
 
     def path(name: str) -> Path | None:
         value = config.getoption(f"koembed_{name}")
@@ -373,8 +374,8 @@ def _baseline_policy(config: pytest.Config, suite: Suite, confidence: float) -> 
     """The baseline and gate options (command line over ini); bad input is a usage error.
 
     ``confidence`` is the checked ``--koembed-confidence``: one level for intervals and gate."""
-    from pytest_koembed.compare import GateSettings, check_min_effect
-    from pytest_koembed.verdicts import make_policy
+    from pytest_koembed.gate.compare import GateSettings, check_min_effect
+    from pytest_koembed.gate.verdicts import make_policy
 
     baseline = config.getoption("koembed_baseline")
     base_dir = None
@@ -418,7 +419,7 @@ def _gate_settings(config: pytest.Config) -> dict[str, Any]:
     """A shard's gate options (command line over ini), carried in its run record: a shard
     checks no gate, and ``koembed gate`` (which reads no ini) applies them to the merged record
     (``shards.GATE_SETTINGS``)."""
-    from pytest_koembed.shards import gate_settings
+    from pytest_koembed.run.shards import gate_settings
 
     strict = config.getoption("koembed_strict")
     min_effect = config.getoption("koembed_min_effect")
@@ -472,7 +473,7 @@ def pytest_configure(config: pytest.Config) -> None:
     model = config.getoption("koembed_model")
     if not model:
         return
-    from pytest_koembed.scoring import SCHEMES
+    from pytest_koembed.protocol.scoring import SCHEMES
 
     try:
         suite = load_suite(_option(config, "suite") or "ko-leaderboard-v1")
@@ -496,7 +497,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "DIR/<mteb task>/<subset>/<split>/*.jsonl)"
         )
     json_option = config.getoption("koembed_json")
-    from pytest_koembed.compare import check_confidence
+    from pytest_koembed.gate.compare import check_confidence
 
     try:
         level = config.getoption("koembed_confidence")  # 0 is a value here, not "unset"
@@ -532,7 +533,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_options(config, session)
     config.stash[SESSION_KEY] = session
     if not _is_worker(config):
-        from pytest_koembed.intervals import RunIntervals
+        from pytest_koembed.stats.intervals import RunIntervals
 
         session.intervals = RunIntervals(confidence)
         config.pluginmanager.register(KoembedController(config, session), "koembed-controller")
@@ -541,7 +542,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _share_cpu_threads()
     if worker and config.getoption("koembed_device") in ("auto", "cuda"):
         # Must happen before anything initialises CUDA in this worker process.
-        from pytest_koembed.encoders import pin_worker_gpu
+        from pytest_koembed.models.encoders import pin_worker_gpu
 
         pin_worker_gpu(worker, os.environ)
 
@@ -551,7 +552,7 @@ def _shard_option(config: pytest.Config) -> Any:
     text = config.getoption("koembed_shard")
     if text is None:
         return None
-    from pytest_koembed.shards import parse_shard
+    from pytest_koembed.run.shards import parse_shard
 
     try:
         return parse_shard(text)
@@ -685,7 +686,7 @@ class KoembedItem(pytest.Function):
 
 def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prompts: Any) -> None:
     """Evaluate the item's task with the session's encoder and record the score."""
-    from pytest_koembed.evaluation import evaluate_task, failed_score
+    from pytest_koembed.evaluation.run import evaluate_task, failed_score
 
     item = request.node
     spec: TaskSpec = item.koembed_spec
@@ -713,7 +714,7 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     else:
         error = None
         score.worker = _worker_id(request.config)
-        from pytest_koembed.intervals import task_ci_and_note
+        from pytest_koembed.stats.intervals import task_ci_and_note
 
         score.ci, score.ci_note = task_ci_and_note(
             score.examples, score.value_rule, spec.column, session.confidence, score.main_score
@@ -731,7 +732,7 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     item.user_properties.append(("koembed_value", score.shown))
     if score.main_score and score.main_score in score.scores:
         item.user_properties.append((score.main_score, score.scores[score.main_score]))
-    from pytest_koembed.scoring import rule_keys
+    from pytest_koembed.protocol.scoring import rule_keys
 
     for key in rule_keys(spec.value_rule):
         if key in score.scores and key != score.main_score:
@@ -743,7 +744,7 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     if judgement.warns:  # shown in the warnings summary (relayed by xdist), never a failure
         import warnings
 
-        from pytest_koembed.verdicts import StaleBaselineWarning
+        from pytest_koembed.gate.verdicts import StaleBaselineWarning
 
         warnings.warn_explicit(
             StaleBaselineWarning(judgement.message), None, "<koembed baseline>", 0
@@ -756,7 +757,7 @@ def _embedding_store(session: KoembedSession, encoder: Any) -> Any:
     """The worker's in-run embedding store for this encoder object. A store belongs to one
     encoder: a ``koembed_encoder`` override that builds a new encoder per task gets a new one.
     With --koembed-cache, the persistent cache sits behind it (``embedding_cache``)."""
-    from pytest_koembed.embedding_store import MemoryStore
+    from pytest_koembed.models.store import MemoryStore
 
     if session.embedding_store is None or session.store_encoder is not encoder:
         session.embedding_store = MemoryStore()
@@ -769,7 +770,7 @@ def _embedding_store(session: KoembedSession, encoder: Any) -> Any:
 def _cached_store(session: KoembedSession, encoder: Any, memory: Any) -> Any:
     """``memory`` with the disk cache behind it, or ``memory`` alone (with one warning) for an
     encoder that declares no fingerprint."""
-    from pytest_koembed.embedding_cache import CUSTOM_FINGERPRINT, open_store
+    from pytest_koembed.models.cache import CUSTOM_FINGERPRINT, open_store
 
     assert session.cache_dir is not None
     info = _encoder_info(encoder, session.model)
@@ -787,7 +788,7 @@ def _cache_warning(message: str) -> None:
     """One line in pytest's warnings summary (relayed from xdist workers), never a failure."""
     import warnings
 
-    from pytest_koembed.embedding_cache import EmbeddingCacheWarning
+    from pytest_koembed.models.cache import EmbeddingCacheWarning
 
     warnings.warn_explicit(EmbeddingCacheWarning(message), None, "<koembed cache>", 0)
 
@@ -808,7 +809,7 @@ def _live_progress(config: pytest.Config, column: str) -> tuple[Any, Any]:
         return None, None
     import sys
 
-    from pytest_koembed.progress import StatusLine, TaskProgress
+    from pytest_koembed.evaluation.progress import StatusLine, TaskProgress
 
     def write(text: str) -> None:
         with capture.global_and_fixture_disabled():  # the task runs under output capture
@@ -821,7 +822,7 @@ def _live_progress(config: pytest.Config, column: str) -> tuple[Any, Any]:
 
 def _judge(session: KoembedSession, info: dict[str, Any], score: TaskScore) -> Judgement:
     """The task against its baseline (``verdicts``), recorded in the score for the controller."""
-    from pytest_koembed.leaderboards import run_encoder_type
+    from pytest_koembed.protocol.leaderboards import run_encoder_type
 
     assert session.policy is not None
     return session.policy.judge_score(
@@ -838,7 +839,7 @@ def _encoder_info(encoder: Any, model: str) -> dict[str, Any]:
         data = dict(info)
         data.setdefault("name", model)
         return data
-    from pytest_koembed.sparse import declared_info
+    from pytest_koembed.evaluation.sparse import declared_info
 
     data: dict[str, Any] = {
         "name": model,
@@ -919,7 +920,7 @@ def _task_keywords(spec: TaskSpec, config: pytest.Config) -> set[str]:
     so that a run without it does not import mteb at collection."""
     keywords = {spec.task}
     if config.getoption("keyword", None):
-        from pytest_koembed.data import dataset_id
+        from pytest_koembed.data.layout import dataset_id
 
         dataset = dataset_id(spec)
         if dataset:
@@ -949,7 +950,7 @@ def pytest_collection_modifyitems_shard(
     state = config.stash.get(SESSION_KEY, None)
     if state is None or state.shard is None:
         return
-    from pytest_koembed.shards import shard_columns
+    from pytest_koembed.run.shards import shard_columns
 
     tasks = [i for i in items if isinstance(i, KoembedItem)]
     mine, block = shard_columns([i.koembed_spec for i in tasks], state.shard, state.data_dir)
@@ -968,7 +969,7 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
     state = config.stash.get(SESSION_KEY, None)
     if state is None or state.shard_block is None:
         return None
-    from pytest_koembed.reports import shard_line
+    from pytest_koembed.reports.summary import shard_line
 
     return f"koembed: {shard_line(state.shard_block)}"
 
@@ -1001,7 +1002,7 @@ def koembed_encoder(request: pytest.FixtureRequest) -> Iterator[Any]:
     ``encode(list[str]) -> array`` (optionally ``encode_query`` / ``encode_document``).
     Its teardown stops the ``--koembed-devices`` processes, also after a failure or Ctrl-C.
     """
-    from pytest_koembed.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
 
     config = request.config
     state = config.stash[SESSION_KEY]
@@ -1034,7 +1035,7 @@ def koembed_encoder(request: pytest.FixtureRequest) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def koembed_prompts(request: pytest.FixtureRequest, koembed_encoder: Any) -> Any:
     """The prompt for each task and role (query / document / symmetric)."""
-    from pytest_koembed.instructions import build_prompt_plan
+    from pytest_koembed.protocol.instructions import build_prompt_plan
 
     config = request.config
     state = config.stash[SESSION_KEY]
@@ -1066,11 +1067,11 @@ def pytest_runtest_makereport(
     if report.when == "call" and score is not None:
         report.koembed_score = score.to_dict()
         if score.examples is not None:  # report attributes must be JSON-able: parquet, base64
-            from pytest_koembed.per_example import frame_to_text
+            from pytest_koembed.evaluation.per_example import frame_to_text
 
             report.koembed_examples = frame_to_text(score.examples)
     elif report.failed and score is None and report.when in ("setup", "call"):
-        from pytest_koembed.evaluation import failed_score
+        from pytest_koembed.evaluation.run import failed_score
 
         reason = str(report.longreprtext).strip().splitlines()
         report.koembed_score = failed_score(
@@ -1125,7 +1126,7 @@ class KoembedController:
             if column is None or not report.failed:
                 return
             # No score came with the report: the xdist worker running the task crashed.
-            from pytest_koembed.evaluation import failed_score
+            from pytest_koembed.evaluation.run import failed_score
 
             lines = [line.strip() for line in str(report.longreprtext).splitlines()]
             said = [line for line in lines if "crashed" in line] or [x for x in lines if x]
@@ -1135,7 +1136,7 @@ class KoembedController:
         self.state.scores[score.column] = score
         examples = getattr(report, "koembed_examples", None)
         if examples is not None:
-            from pytest_koembed.per_example import frame_from_text
+            from pytest_koembed.evaluation.per_example import frame_from_text
 
             self.state.examples[score.column] = frame_from_text(examples)
         else:
@@ -1146,8 +1147,8 @@ class KoembedController:
         self.write(complete=False)
 
     def record(self, *, complete: bool = False) -> dict[str, Any]:
-        from pytest_koembed.reports import run_record
-        from pytest_koembed.verdicts import baseline_block
+        from pytest_koembed.gate.verdicts import baseline_block
+        from pytest_koembed.reports.summary import run_record
 
         state = self.state
         policy = state.policy
@@ -1182,8 +1183,8 @@ class KoembedController:
 
     def write_files(self, record: Mapping[str, Any], path: Path) -> None:
         """The run record and its per-example sidecar (``per_example.write_run_files``)."""
-        from pytest_koembed.per_example import write_run_files
-        from pytest_koembed.reports import write_json
+        from pytest_koembed.evaluation.per_example import write_run_files
+        from pytest_koembed.records import write_json
 
         write_run_files(record, path, self.state.examples, write_json)
 
@@ -1252,10 +1253,10 @@ class KoembedController:
         not be written) turns exit status 0 into 1 here, before the terminal summary is printed.
         ``--collect-only`` writes nothing. An incomplete run (interrupted, ``-x``) is recorded
         with ``"complete": false``; its gates are not checked and no report or baseline is
-        written. The verdicts and reports themselves are ``pytest_koembed.gate``'s, which
+        written. The verdicts and reports themselves are ``pytest_koembed.run.finish``'s, which
         ``koembed gate`` applies to a saved record.
         """
-        from pytest_koembed.gate import conclude, publish
+        from pytest_koembed.run.finish import conclude, publish
 
         if self.config.option.collectonly:
             return
@@ -1296,7 +1297,7 @@ class KoembedController:
             session.exitstatus = pytest.ExitCode.OK  # more shards than tasks: an empty shard
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from pytest_koembed.gate import Line, summary
+        from pytest_koembed.run.finish import Line, summary
 
         if self.config.option.collectonly:
             return

@@ -31,7 +31,7 @@ class TaskScore:
     value: float | None = None  # leaderboard value x100, unrounded
     shown: float | None = None  # value rounded half-up to 2 decimals (what tables show)
     # The value's bootstrap interval over its examples, same scale: {"level", "low", "high"};
-    # None without per-example results (``pytest_koembed.intervals.task_ci``).
+    # None without per-example results (``stats.intervals.task_ci``).
     ci: dict[str, Any] | None = None
     # Why ``ci`` is None although the task has per-example results, or how many resamples it
     # left out (their value is undefined: ``stats._percentile_interval``); None otherwise.
@@ -65,7 +65,7 @@ class TaskScore:
     # mteb's own TaskResult of this task, as JSON (``TaskResult.model_dump(mode="json")``,
     # non-finite numbers as None): what ``--koembed-results-dir`` writes back out.
     mteb_result: dict[str, Any] | None = None
-    # The comparison with the baseline (``pytest_koembed.verdicts``); None when there was none.
+    # The comparison with the baseline (``gate.verdicts``); None when there was none.
     baseline: float | None = None  # the baseline cell (x100, 2 decimals)
     baseline_source: str | None = None  # e.g. "ko-leaderboard-v1 row 'BAAI/bge-m3'"
     baseline_stale: str | None = None  # why the baseline cell is stale
@@ -100,7 +100,7 @@ class TaskScore:
     baseline_within_ci: bool | None = None
     # Why the task has no per-example results although it was scored (``per_example``).
     examples_error: str | None = None
-    # The per-example results (a pandas DataFrame, ``pytest_koembed.per_example``). Not part of
+    # The per-example results (a pandas DataFrame, ``evaluation.per_example``). Not part of
     # ``to_dict``: they travel and are stored apart, in the run record's parquet sidecar.
     examples: Any = field(default=None, repr=False, compare=False)
 
@@ -166,3 +166,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(record: Mapping[str, Any], path: Path) -> None:
+    """Write atomically (temp file + rename): a reader never sees half a record."""
+
+    def dump(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(record, f, ensure_ascii=False, indent=2, allow_nan=False)
+            f.write("\n")
+
+    atomic_write(path, dump)

@@ -18,7 +18,7 @@ import pytest
 from koembed_test_encoders import HASHING_CLASS
 
 from pytest_koembed.cli import main as koembed
-from pytest_koembed.embedding_cache import (
+from pytest_koembed.models.cache import (
     FORMAT_DIR,
     MAGIC,
     DiskStore,
@@ -26,7 +26,7 @@ from pytest_koembed.embedding_cache import (
     model_fields,
     scan_cache,
 )
-from pytest_koembed.embedding_store import MemoryStore, StoreKey
+from pytest_koembed.models.store import MemoryStore, StoreKey
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -291,7 +291,7 @@ KEYS = [StoreKey("encode", None, f"문장 {i}") for i in range(5)]
 
 
 def test_a_changed_prompt_max_length_or_dtype_misses(tiny_bert_dir: Path, tmp_path: Path) -> None:
-    from pytest_koembed.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
     from pytest_koembed.plugin import _encoder_info
 
     def store(**options: Any) -> DiskStore:
@@ -350,8 +350,8 @@ WRITER = """
 import sys
 import numpy as np
 from pathlib import Path
-from pytest_koembed.embedding_cache import DiskStore
-from pytest_koembed.embedding_store import StoreKey
+from pytest_koembed.models.cache import DiskStore
+from pytest_koembed.models.store import StoreKey
 
 store = DiskStore(Path(sys.argv[1]), {"k": 1})
 batch = 0

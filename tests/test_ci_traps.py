@@ -359,7 +359,7 @@ def test_model_index_names_the_model_as_the_summary_and_pooling_works_as_documen
 
 
 def test_pooling_help_and_readme_list_what_the_option_accepts(run_pytest, tmp_path: Path) -> None:
-    from pytest_koembed.encoders import POOLINGS
+    from pytest_koembed.models.encoders import POOLINGS
 
     help_text = " ".join(run_pytest(tmp_path, "--help").stdout.split())
     listed = "|".join(POOLINGS[:2] + POOLINGS[3:] + POOLINGS[2:3])  # mean|cls|max|last-token
@@ -373,8 +373,8 @@ def test_pooling_help_and_readme_list_what_the_option_accepts(run_pytest, tmp_pa
 def test_chart_keeps_a_negative_average_delta_neutral_without_a_regression_and_says_clipped(
     saved: dict[str, Any], tmp_path: Path
 ) -> None:
-    from pytest_koembed.plot import build_figure, chart_data
-    from pytest_koembed.suite import load_suite
+    from pytest_koembed.protocol.suite import load_suite
+    from pytest_koembed.reports.plot import build_figure, chart_data
 
     repo = _repo(tmp_path / "repo")
     record = json.loads((saved["repo"] / "base.json").read_text(encoding="utf-8"))

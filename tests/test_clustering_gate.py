@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pytest_koembed import stats
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.per_example import (
+from pytest_koembed.evaluation.per_example import (
     centroid_correct,
     clustering_frame,
     pair_examples,
     recompute_value,
 )
+from pytest_koembed.stats import resampling as stats
 
 KORSTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "korsts" / "sts-test.tsv"
 

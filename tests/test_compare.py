@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from pytest_koembed.cli import main
-from pytest_koembed.compare import GateSettings, bonferroni_verdict, holm_verdicts
+from pytest_koembed.gate.compare import GateSettings, bonferroni_verdict, holm_verdicts
+from pytest_koembed.gate.verdicts import finish_paired, make_policy
+from pytest_koembed.protocol.suite import load_suite
 from pytest_koembed.records import TaskScore
-from pytest_koembed.suite import load_suite
-from pytest_koembed.verdicts import finish_paired, make_policy
 
 pytestmark = pytest.mark.usefixtures("offline")
 

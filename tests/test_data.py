@@ -1,4 +1,4 @@
-"""pytest_koembed.data: the JSONL layout, injection into mteb tasks, de-duplication, the Hub.
+"""pytest_koembed.data.layout: the JSONL layout, injection into mteb tasks, de-duplication, the Hub.
 
 Plain pytest (no plugin). Every text below is hand-written for these tests. The encoder is a
 cheap deterministic one (hashed character n-grams), so scores are reproducible and fast.
@@ -23,8 +23,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-from pytest_koembed import scoring
-from pytest_koembed.data import (
+from pytest_koembed.data.layout import (
     PreparedTask,
     dedupe_pairs,
     export_task,
@@ -36,7 +35,8 @@ from pytest_koembed.data import (
     unique_pair_indices,
 )
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.suite import TaskSpec
+from pytest_koembed.protocol import scoring
+from pytest_koembed.protocol.spec import TaskSpec
 
 # ---------------------------------------------------------------------------------------------
 # A cheap deterministic encoder

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from koembed_test_encoders import HASHING_ENCODER
 
-from pytest_koembed.devices import parse_devices, resolve_devices
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.models.devices import parse_devices, resolve_devices
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -102,7 +102,7 @@ def test_the_run_record_and_summary_name_the_devices(retrieval_runs: dict[str, A
 
 
 def test_pool_starts_for_large_calls_only_and_stops_on_close(minilm_dir: Path) -> None:
-    from pytest_koembed.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
 
     encoder = load_encoder(
         EncoderOptions(model=str(minilm_dir), devices="cpu:2", devices_min_texts=16, batch_size=4)
@@ -135,7 +135,7 @@ import multiprocessing as mp
 import sys
 import time
 
-from pytest_koembed.devices import PoolProcessSetup
+from pytest_koembed.models.devices import PoolProcessSetup
 
 
 def child(setup, ready):

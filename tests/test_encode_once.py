@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_koembed.embedding_store import MemoryStore
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.evaluation import make_adapter
-from pytest_koembed.progress import TaskProgress
-from pytest_koembed.suite import load_suite
+from pytest_koembed.evaluation.progress import TaskProgress
+from pytest_koembed.evaluation.run import make_adapter
+from pytest_koembed.models.store import MemoryStore
+from pytest_koembed.protocol.suite import load_suite
 
 # Hand-written; the STS task repeats sentence 0 three times, the NLI task uses only these.
 SENTENCES = [

@@ -16,8 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pytest_koembed import encoders
-from pytest_koembed.encoders import (
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.models import encoders
+from pytest_koembed.models.encoders import (
     EncoderOptions,
     LoadedEncoder,
     load_encoder,
@@ -25,7 +26,6 @@ from pytest_koembed.encoders import (
     pin_worker_gpu,
     resolve_dtype,
 )
-from pytest_koembed.errors import KoembedError
 
 TEXTS = [
     "오늘 서울의 날씨는 맑고 따뜻합니다.",
@@ -503,7 +503,7 @@ def test_pin_worker_gpu_imports_no_cuda():
 
     code = (
         "import os, sys\n"
-        "from pytest_koembed.encoders import pin_worker_gpu\n"
+        "from pytest_koembed.models.encoders import pin_worker_gpu\n"
         "env = {'CUDA_VISIBLE_DEVICES': '0,1'}\n"
         "print(pin_worker_gpu('gw1', env), 'torch' in sys.modules)\n"
     )

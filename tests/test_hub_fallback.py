@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_koembed import encoders
-from pytest_koembed.encoders import EncoderOptions, HubFallbackWarning, load_encoder
+from pytest_koembed.models import encoders
+from pytest_koembed.models.encoders import EncoderOptions, HubFallbackWarning, load_encoder
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.instructions import (
+from pytest_koembed.protocol.instructions import (
     SHIPPED_PROFILE,
     build_prompt_plan,
     leaderboard_dtype,
     load_profile,
     shipped_profile,
 )
-from pytest_koembed.leaderboards import load_leaderboard
-from pytest_koembed.suite import TaskSpec, load_suite
+from pytest_koembed.protocol.leaderboards import load_leaderboard
+from pytest_koembed.protocol.spec import TaskSpec
+from pytest_koembed.protocol.suite import load_suite
 
 # The 20 rows of the leaderboard's overall table (baselines/ko-leaderboard-v1.csv).
 LEADERBOARD_ROWS = [

@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pytest_koembed import stats
-from pytest_koembed.intervals import RunIntervals, interval_text, rank_fields
-from pytest_koembed.leaderboards import load_leaderboard
-from pytest_koembed.per_example import load_examples
-from pytest_koembed.publish import run_tables
-from pytest_koembed.reports import summary_lines
-from pytest_koembed.scoring import round_half_up
-from pytest_koembed.suite import load_suite
-from pytest_koembed.tables import Entry
+from pytest_koembed.evaluation.per_example import load_examples
+from pytest_koembed.protocol.leaderboards import load_leaderboard
+from pytest_koembed.protocol.scoring import round_half_up
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.protocol.tables import Entry
+from pytest_koembed.reports.publish import run_tables
+from pytest_koembed.reports.summary import summary_lines
+from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats.intervals import RunIntervals, interval_text, rank_fields
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -208,7 +208,7 @@ def test_rank_and_its_interval_among_the_published_rows() -> None:
 
 
 def _published_weighted_values() -> dict[str, float]:
-    from pytest_koembed.intervals import _published_weighted
+    from pytest_koembed.stats.intervals import _published_weighted
 
     suite = load_suite("ko-leaderboard-v1")
     found = _published_weighted(suite, suite.scheme, "my-model")
@@ -236,7 +236,7 @@ def test_rank_of_a_fake_run_from_its_frames() -> None:
                 "value": float(values.mean() * 100),
             }
         )
-    from pytest_koembed.averages import average_fields, count_tasks
+    from pytest_koembed.protocol.averages import average_fields, count_tasks
 
     values = {t["column"]: t["value"] for t in tasks}
     counts = count_tasks(suite, dict.fromkeys(values, "ok"), values)
@@ -268,7 +268,7 @@ def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
     """One rule (stats._percentile_interval): resamples with no value are left out and counted,
     up to one tail's share (25 of 1000 at 95%); past it there is no interval. Task intervals
     and averages apply it alike, and the record says how many (issue 17)."""
-    from pytest_koembed.intervals import average_fields, describe, task_ci_and_note
+    from pytest_koembed.stats.intervals import average_fields, describe, task_ci_and_note
 
     suite = load_suite("sample")
     rng = np.random.default_rng(3)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_koembed.cli import main
-from pytest_koembed.suite import load_suite
+from pytest_koembed.protocol.suite import load_suite
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def write_run(
 
 
 def _kure_values(delta: float = 0.0) -> dict[str, float | None]:
-    from pytest_koembed.leaderboards import load_leaderboard
+    from pytest_koembed.protocol.leaderboards import load_leaderboard
 
     return {
         col: v + delta
@@ -305,8 +305,8 @@ def test_add_v2_run_joins_dense_only(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_only_runs_gives_the_run_row_ranked_among_baselines(tmp_path: Path) -> None:
+    from pytest_koembed.protocol.tables import entry_from_run, leaderboard_tables
     from pytest_koembed.records import read_run_record
-    from pytest_koembed.tables import entry_from_run, leaderboard_tables
 
     suite = load_suite("ko-leaderboard-v1")
     record = read_run_record(write_run(tmp_path / "run.json", "my-model-bf16", _kure_values(0.004)))

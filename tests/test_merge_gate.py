@@ -19,8 +19,8 @@ import pytest
 from koembed_test_encoders import HASHING_ENCODER
 
 from pytest_koembed.cli import main
-from pytest_koembed.per_example import load_examples
-from pytest_koembed.suite import load_suite
+from pytest_koembed.evaluation.per_example import load_examples
+from pytest_koembed.protocol.suite import load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_koembed.averages import average_fields, count_tasks
-from pytest_koembed.mteb_suites import task_score
-from pytest_koembed.scoring import mteb_averages, summarize, task_value
-from pytest_koembed.suite import load_suite
+from pytest_koembed.protocol.averages import average_fields, count_tasks
+from pytest_koembed.protocol.mteb_suites import task_score
+from pytest_koembed.protocol.scoring import mteb_averages, summarize, task_value
+from pytest_koembed.protocol.suite import load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -187,7 +187,7 @@ def test_mteb_scheme_equals_mtebs_own_aggregation() -> None:
 def test_rescore_reads_mteb_result_files_as_the_benchmark_scores_them(tmp_path: Path) -> None:
     """``koembed rescore DIR --suite mteb-kor-v2`` on mteb's own result files (written by
     ``TaskResult.to_disk``): the same task values as from the run, over the benchmark's cells."""
-    from pytest_koembed.rescore import collect_results, score_model
+    from pytest_koembed.reports.rescore import collect_results, score_model
 
     results, values = _fabricated_results()
     folder = tmp_path / "results" / "acme__model" / "rev"
@@ -437,7 +437,7 @@ def test_classification_and_reranking_of_the_benchmark_score_as_mteb(
 
 
 def test_mirror_writes_every_cell_as_mteb_has_it(pytester: pytest.Pytester) -> None:
-    from pytest_koembed.mirror import mirror_suite
+    from pytest_koembed.data.mirror import mirror_suite
 
     data = pytester.path / "data"
     sts = [{"sentence1": a, "sentence2": b, "score": s} for a, b, s in STS_ROWS]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_koembed.encoders import EncoderOptions, load_encoder, local_model_name
-from pytest_koembed.reports import model_line
-from pytest_koembed.suite import load_suite
-from pytest_koembed.verdicts import make_policy
+from pytest_koembed.gate.verdicts import make_policy
+from pytest_koembed.models.encoders import EncoderOptions, load_encoder, local_model_name
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.reports.summary import model_line
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pytest_koembed.cli import main as koembed
-from pytest_koembed.suite import load_suite
+from pytest_koembed.protocol.suite import load_suite
 
 TOPICS = {
     "날씨": [

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pytest_koembed.per_example import examples_path
+from pytest_koembed.evaluation.per_example import examples_path
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from koembed_test_encoders import HASHING_ENCODER
 
-from pytest_koembed.plot import chart_data
+from pytest_koembed.protocol.scoring import category_average
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.reports.plot import chart_data
 from pytest_koembed.resources import suites_dir
-from pytest_koembed.scoring import category_average
-from pytest_koembed.suite import load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")
 

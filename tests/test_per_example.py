@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.per_example import (
+from pytest_koembed.evaluation.per_example import (
     example_key,
     examples_path,
     load_examples,
@@ -26,9 +26,9 @@ from pytest_koembed.per_example import (
     task_kind,
     write_run_files,
 )
-from pytest_koembed.records import TaskScore
-from pytest_koembed.reports import write_json
-from pytest_koembed.suite import TaskSpec, load_suite
+from pytest_koembed.protocol.spec import TaskSpec
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.records import TaskScore, write_json
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -39,7 +39,7 @@ HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 
 @pytest.fixture(scope="module")
 def encoder(minilm_dir: Path) -> Any:
-    from pytest_koembed.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
 
     return load_encoder(EncoderOptions(model=str(minilm_dir), device="cpu"))
 
@@ -47,7 +47,7 @@ def encoder(minilm_dir: Path) -> Any:
 @pytest.fixture(scope="module")
 def sample(encoder: Any) -> dict[str, TaskScore]:
     """The sample suite's tasks, scored by koembed's own evaluation (mteb.evaluate)."""
-    from pytest_koembed.evaluation import evaluate_task
+    from pytest_koembed.evaluation.run import evaluate_task
 
     suite = load_suite("sample")
     return {spec.column: evaluate_task(spec, encoder) for spec in suite.tasks}
@@ -166,7 +166,7 @@ def test_reranking_examples_rank_each_querys_candidates(sample: dict[str, TaskSc
 
 
 def test_legacy_clustering_gives_one_row_per_set(encoder: Any, tmp_path: Path) -> None:
-    from pytest_koembed.evaluation import evaluate_task
+    from pytest_koembed.evaluation.run import evaluate_task
 
     rows = [json.loads(line) for line in _lines(SAMPLE_DATA / "KoembedSampleClustering")]
     split = tmp_path / "SetClustering" / "default" / "test"
@@ -192,7 +192,7 @@ def test_keys_ignore_row_order_and_pair_order(
     encoder: Any, sample: dict[str, TaskScore], tmp_path: Path
 ) -> None:
     """The STS rows reversed and every other pair swapped: the same keys, the same scores."""
-    from pytest_koembed.evaluation import evaluate_task
+    from pytest_koembed.evaluation.run import evaluate_task
 
     source = SAMPLE_DATA / "KoembedSampleSTS" / "default" / "test" / "pairs.jsonl"
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line]
@@ -356,7 +356,7 @@ def test_examples_that_do_not_give_mtebs_value_are_not_kept() -> None:
     """The safety net: a frame is kept only if it recomputes the value mteb gave."""
     from types import SimpleNamespace
 
-    from pytest_koembed.evaluation import _checked_examples
+    from pytest_koembed.evaluation.run import _checked_examples
 
     frame = _sts([1.0, 2.0, 3.0, 5.0])
     spec = load_suite("sample").task("sample-sts")

@@ -11,10 +11,10 @@ import pytest
 from koembed_sample_reports import SampleReports, sample_reports
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.leaderboards import load_leaderboard
-from pytest_koembed.plot import chart_data, check_matplotlib, plot_run
-from pytest_koembed.scoring import round_half_up
-from pytest_koembed.suite import load_suite
+from pytest_koembed.protocol.leaderboards import load_leaderboard
+from pytest_koembed.protocol.scoring import round_half_up
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.reports.plot import chart_data, check_matplotlib, plot_run
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -134,7 +134,7 @@ def test_missing_matplotlib_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -
 
 def _ci_artists(fig: Any) -> list[list[Any]]:
     """Per axes (averages, tasks): the artists drawing the run's intervals."""
-    from pytest_koembed.plot import CI_GID
+    from pytest_koembed.reports.plot import CI_GID
 
     return [[a for a in [*ax.collections, *ax.lines] if a.get_gid() == CI_GID] for ax in fig.axes]
 
@@ -142,7 +142,7 @@ def _ci_artists(fig: Any) -> list[list[Any]]:
 def test_chart_draws_the_runs_intervals_as_error_bars() -> None:
     """Every task and every complete average with an interval gets its error bar, at its bounds;
     a failed task and the averages it leaves incomplete get none."""
-    from pytest_koembed.plot import build_figure
+    from pytest_koembed.reports.plot import build_figure
 
     suite = load_suite("ko-leaderboard-v1")
     record = _v1_record()
@@ -174,7 +174,7 @@ def test_chart_draws_the_runs_intervals_as_error_bars() -> None:
 
 
 def test_chart_without_intervals_draws_no_error_bars() -> None:
-    from pytest_koembed.plot import build_figure
+    from pytest_koembed.reports.plot import build_figure
 
     fig = build_figure(_v1_record(), load_suite("ko-leaderboard-v1"))
     assert _ci_artists(fig) == [[], []]

@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_koembed.encoders import EncoderOptions, LoadedEncoder, load_encoder
-from pytest_koembed.evaluation import evaluate_task, expected_texts, make_adapter
-from pytest_koembed.progress import (
+from pytest_koembed.evaluation.progress import (
     StatusLine,
     TaskProgress,
     display_width,
@@ -24,7 +22,9 @@ from pytest_koembed.progress import (
     format_duration,
     format_progress,
 )
-from pytest_koembed.suite import load_suite
+from pytest_koembed.evaluation.run import evaluate_task, expected_texts, make_adapter
+from pytest_koembed.models.encoders import EncoderOptions, LoadedEncoder, load_encoder
+from pytest_koembed.protocol.suite import load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")
 SAMPLE = load_suite("sample")

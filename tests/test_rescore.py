@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 
 from pytest_koembed.cli import main
-from pytest_koembed.leaderboards import load_leaderboard
-from pytest_koembed.rescore import NOT_DEDUPLICATED_MARK as MARK
-from pytest_koembed.suite import TaskSpec, load_suite
+from pytest_koembed.protocol.leaderboards import load_leaderboard
+from pytest_koembed.protocol.spec import TaskSpec
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.reports.rescore import NOT_DEDUPLICATED_MARK as MARK
 
 SUITE = load_suite("ko-leaderboard-v1")
 BOARD = load_leaderboard("ko-leaderboard-v1")

@@ -11,7 +11,7 @@ from koembed_sample_reports import MODEL, SampleReports, sample_reports
 
 from pytest_koembed.cli import main
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.publish import (
+from pytest_koembed.reports.publish import (
     PROVENANCE_FILE,
     mteb_model_name,
     mteb_revision,

@@ -21,18 +21,17 @@ from koembed_sample_reports import CARD, MODEL, SampleReports, sample_reports
 
 from pytest_koembed.cli import main
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.leaderboards import load_leaderboard
-from pytest_koembed.publish import (
-    ReportOptions,
+from pytest_koembed.protocol.leaderboards import load_leaderboard
+from pytest_koembed.protocol.scoring import round_half_up
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.reports.outputs import ReportOptions, write_reports
+from pytest_koembed.reports.publish import (
     merge_model_card,
     model_index,
     model_index_yaml,
     record_rows,
     task_metrics,
-    write_reports,
 )
-from pytest_koembed.scoring import round_half_up
-from pytest_koembed.suite import load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")
 

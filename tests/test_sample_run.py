@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_koembed.scoring import round_half_up
+from pytest_koembed.protocol.scoring import round_half_up
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.leaderboards import (
+from pytest_koembed.protocol.leaderboards import (
     find_row,
     leaderboards_for_suite,
     load_leaderboard,
     shipped_leaderboards,
     suite_of,
 )
-from pytest_koembed.scoring import (
+from pytest_koembed.protocol.scoring import (
     SCHEMES,
     STS_KEYS,
     VALUE_RULES,
@@ -36,7 +36,7 @@ from pytest_koembed.scoring import (
     summarize,
     task_value,
 )
-from pytest_koembed.suite import load_suite
+from pytest_koembed.protocol.suite import load_suite
 
 # ---------------------------------------------------------------------------------------------
 # Published numbers (copied from the leaderboard's tables)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_koembed.cli import build_parser
-from pytest_koembed.shards import parse_shard
+from pytest_koembed.run.shards import parse_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "examples/github-actions/koembed-sharded.yml"

@@ -8,8 +8,14 @@ import json
 import pytest
 from koembed_test_encoders import HASHING_ENCODER
 
-from pytest_koembed.shards import TEXT_OVERHEAD, assign, estimate_costs, parse_shard, shard_columns
-from pytest_koembed.suite import load_suite
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.run.shards import (
+    TEXT_OVERHEAD,
+    assign,
+    estimate_costs,
+    parse_shard,
+    shard_columns,
+)
 
 pytestmark = pytest.mark.usefixtures("offline")
 

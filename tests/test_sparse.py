@@ -69,7 +69,7 @@ def splade_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Pa
 
 
 def test_detected_from_the_model_files(splade_dir: Path, minilm_dir: Path, tmp_path: Path) -> None:
-    from pytest_koembed.encoders import _read_modules, declares_sparse_encoder
+    from pytest_koembed.models.encoders import _read_modules, declares_sparse_encoder
 
     assert declares_sparse_encoder(splade_dir, _read_modules(splade_dir))
     assert not declares_sparse_encoder(minilm_dir, _read_modules(minilm_dir))
@@ -85,7 +85,7 @@ def test_detected_from_the_model_files(splade_dir: Path, minilm_dir: Path, tmp_p
 def test_loaded_sparse_encoder_matches_sentence_transformers(splade_dir: Path) -> None:
     from sentence_transformers.sparse_encoder import SparseEncoder
 
-    from pytest_koembed.encoders import EncoderOptions, LoadedSparseEncoder, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions, LoadedSparseEncoder, load_encoder
 
     encoder = load_encoder(EncoderOptions(model=str(splade_dir), batch_size=2))
     assert isinstance(encoder, LoadedSparseEncoder)
@@ -110,7 +110,7 @@ def test_loaded_sparse_encoder_matches_sentence_transformers(splade_dir: Path) -
 def test_model_type_that_contradicts_the_files_is_one_line(
     splade_dir: Path, minilm_dir: Path
 ) -> None:
-    from pytest_koembed.encoders import check_model_type
+    from pytest_koembed.models.encoders import check_model_type
 
     with pytest.raises(KoembedError) as dense:
         check_model_type(str(splade_dir), "dense")
@@ -208,8 +208,8 @@ def test_sparse_run_scores_equal_plain_mteb(sparse_run, splade_dir: Path) -> Non
     from mteb.models import SparseEncoderWrapper
     from sentence_transformers.sparse_encoder import SparseEncoder
 
-    from pytest_koembed.data import prepare_task
-    from pytest_koembed.suite import load_suite
+    from pytest_koembed.data.layout import prepare_task
+    from pytest_koembed.protocol.suite import load_suite
 
     _, record = sparse_run
     [task] = record["tasks"]
@@ -237,8 +237,8 @@ def test_sparse_run_scores_equal_plain_mteb(sparse_run, splade_dir: Path) -> Non
 
 
 def test_baseline_auto_looks_in_the_table_of_the_models_kind() -> None:
-    from pytest_koembed.suite import load_suite
-    from pytest_koembed.verdicts import make_policy
+    from pytest_koembed.gate.verdicts import make_policy
+    from pytest_koembed.protocol.suite import load_suite
 
     policy = make_policy(load_suite("ko-leaderboard-v2"), baseline="auto")
     sparse = policy.resolve("yjoonjang/splade-ko-v1", "sparse")
@@ -255,8 +255,8 @@ def test_baseline_auto_looks_in_the_table_of_the_models_kind() -> None:
 
 
 def test_rank_of_a_sparse_run_is_among_the_sparse_models() -> None:
-    from pytest_koembed.intervals import rank_fields
-    from pytest_koembed.suite import load_suite
+    from pytest_koembed.protocol.suite import load_suite
+    from pytest_koembed.stats.intervals import rank_fields
 
     suite = load_suite("ko-leaderboard-v2")
     sparse = rank_fields(suite, suite.scheme, "my-splade", 99.0, None, encoder_type="sparse")
@@ -268,7 +268,7 @@ def test_rank_of_a_sparse_run_is_among_the_sparse_models() -> None:
 
 
 def _v2_record(path: Path, row_name: str, model: dict[str, Any]) -> Path:
-    from pytest_koembed.suite import load_suite
+    from pytest_koembed.protocol.suite import load_suite
 
     suite = load_suite("ko-leaderboard-v2")
     tasks = [
@@ -306,9 +306,9 @@ def test_leaderboard_add_puts_a_sparse_run_in_the_sparse_table(
 
 
 def test_row_of_a_sparse_run_is_ranked_in_the_sparse_table(tmp_path: Path) -> None:
-    from pytest_koembed.publish import record_rows
+    from pytest_koembed.protocol.suite import load_suite
     from pytest_koembed.records import read_run_record
-    from pytest_koembed.suite import load_suite
+    from pytest_koembed.reports.publish import record_rows
 
     path = _v2_record(tmp_path / "sparse.json", "my-splade", {"encoder_type": "sparse"})
     text = record_rows(read_run_record(path), load_suite("ko-leaderboard-v2"))

@@ -1,4 +1,4 @@
-"""pytest_koembed.stats: resampled values against scipy/sklearn, intervals, the paired test,
+"""stats.resampling: resampled values against scipy/sklearn, intervals, the paired test,
 Holm, verdicts, and (fast, seeded) the gate's false-alarm rate and power by simulation."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from scipy.stats import binom, pearsonr, spearmanr
 from sklearn.metrics import average_precision_score
 
-from pytest_koembed import stats
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.scoring import summarize, task_value
+from pytest_koembed.protocol.scoring import summarize, task_value
+from pytest_koembed.stats import resampling as stats
 
 
 def _load_simulation():

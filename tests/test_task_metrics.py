@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pytest_koembed import stats
 from pytest_koembed.cli import main
-from pytest_koembed.per_example import load_examples, pair_examples
-from pytest_koembed.scoring import round_half_up, task_value
+from pytest_koembed.evaluation.per_example import load_examples, pair_examples
+from pytest_koembed.protocol.scoring import round_half_up, task_value
+from pytest_koembed.stats import resampling as stats
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -156,7 +156,7 @@ def test_mteb_retrieval_accuracy_is_recall_at_1() -> None:
         {"key": ["a", "b", "c"], "query_id": ["1", "2", "3"], "recall_at_1": [1.0, 0.0, 1.0]}
     )
     assert stats.frame_value(frame, "accuracy") == 100 * round(2 / 3, 5)
-    from pytest_koembed.per_example import recompute_value
+    from pytest_koembed.evaluation.per_example import recompute_value
 
     assert recompute_value(frame, "main_score", "accuracy") == 100 * round(2 / 3, 5)
 
@@ -189,8 +189,8 @@ def test_paired_retrieval_values_keep_mtebs_rounding_at_a_boundary() -> None:
 def test_sts_and_pairs_valued_by_main_score_get_intervals_and_keep_the_averages() -> None:
     """A sample-suite run whose STS and NLI tasks are valued by their main score: every task and
     average keeps its interval (before issue 17 one such task removed them all)."""
-    from pytest_koembed.intervals import average_fields, task_ci
-    from pytest_koembed.suite import load_suite
+    from pytest_koembed.protocol.suite import load_suite
+    from pytest_koembed.stats.intervals import average_fields, task_ci
 
     suite = load_suite("sample")
     rng = np.random.default_rng(0)

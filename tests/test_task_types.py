@@ -17,12 +17,13 @@ import pytest
 from koembed_test_encoders import HASHING_ENCODER
 
 from pytest_koembed.cli import main as koembed
-from pytest_koembed.data import prepare_task
+from pytest_koembed.data.layout import prepare_task
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.evaluation import evaluate_task
-from pytest_koembed.per_example import recompute_value
+from pytest_koembed.evaluation.per_example import recompute_value
+from pytest_koembed.evaluation.run import evaluate_task
+from pytest_koembed.protocol.spec import CATEGORIES
+from pytest_koembed.protocol.suite import load_suite
 from pytest_koembed.resources import suites_dir
-from pytest_koembed.suite import CATEGORIES, load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")
 

@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.records import TaskScore
-from pytest_koembed.suite import load_suite
-from pytest_koembed.verdicts import (
+from pytest_koembed.gate.verdicts import (
     DEFAULT_TOLERANCE,
     Baseline,
     BaselineCell,
@@ -27,6 +25,8 @@ from pytest_koembed.verdicts import (
     parse_gates,
     parse_tolerances,
 )
+from pytest_koembed.protocol.suite import load_suite
+from pytest_koembed.records import TaskScore
 
 V1 = load_suite("ko-leaderboard-v1")
 SAMPLE = load_suite("sample")
@@ -272,7 +272,7 @@ def test_parse_gates() -> None:
 
 def _record(values: dict[str, float | None], deselected: Sequence[str] = ()) -> dict[str, Any]:
     """A record of the sample suite as reports.run_record builds it."""
-    from pytest_koembed.reports import run_record
+    from pytest_koembed.reports.summary import run_record
 
     scores = {}
     for spec in SAMPLE.tasks:

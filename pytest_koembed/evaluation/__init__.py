@@ -1,0 +1,1 @@
+"""Evaluation: the one place that calls mteb; per-example capture, sparse scoring, progress."""

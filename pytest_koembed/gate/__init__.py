@@ -1,0 +1,1 @@
+"""The gate: baseline policy, tolerance and paired verdicts, Holm, the compare logic."""

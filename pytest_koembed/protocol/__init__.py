@@ -1,0 +1,1 @@
+"""What the leaderboard defines: suites, value rules, averages, published tables, instructions."""

@@ -1,0 +1,1 @@
+"""Reports: the summary, rows, model cards, mteb results folder, chart, rescore."""

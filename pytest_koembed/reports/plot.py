@@ -1,0 +1,671 @@
+"""``--koembed-plot``: one chart of a run against its baseline and the published leaderboard.
+
+:func:`chart_data` gathers the numbers (plain data, testable without matplotlib);
+:func:`plot_run` draws them with matplotlib's Agg canvas (no pyplot, so no global backend state).
+matplotlib is an optional extra (``pip install pytest-koembed[plot]``), imported only here.
+
+What the chart shows, top to bottom: the weighted average and the category averages, then every
+task grouped by category. Per row: a bar for this run (coloured by category), the leaderboard's
+median (black tick) and best (black triangle), the baseline (hollow diamond, when the record
+carries one), the run's confidence interval as an error bar (when the record has one: its
+tasks' ``ci``, ``category_average_ci`` and ``weighted_average_ci``), and on the right the run's
+value with its difference to the baseline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.protocol.averages import count_tasks
+from pytest_koembed.protocol.leaderboards import (
+    leaderboards_for_suite,
+    load_leaderboard,
+    run_encoder_type,
+)
+from pytest_koembed.protocol.scoring import (
+    TaskRow,
+    category_average,
+    format_value,
+    get_scheme,
+    round_half_up,
+    summarize,
+)
+from pytest_koembed.protocol.spec import CATEGORIES, Suite
+
+CATEGORY_COLORS = {
+    "STS": "#4C72B0",
+    "NLI": "#DD8452",
+    "Clustering": "#55A868",
+    "Retrieval": "#8172B3",
+    "Classification": "#937860",
+    "Reranking": "#DA8BC3",
+}
+WEIGHTED_COLOR = "#4d4d4d"
+WEIGHTED_LABEL = "Weighted average"
+CI_COLOR = "#222222"
+CI_GID = "koembed-ci"
+"""The gid of the artists that draw the run's confidence intervals (error bars)."""
+
+
+def check_matplotlib() -> None:
+    """A one-line :class:`KoembedError` when matplotlib is not installed."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise KoembedError(
+            "--koembed-plot needs matplotlib, which is not installed: "
+            "pip install 'pytest-koembed[plot]' (or pip install matplotlib)"
+        )
+
+
+@dataclass
+class ChartRow:
+    """One horizontal bar: a task, a category average or the weighted average (values x100)."""
+
+    label: str
+    category: str  # a category name, or "" for the weighted average
+    value: float | None
+    baseline: float | None = None
+    best: float | None = None
+    best_name: str | None = None
+    median: float | None = None
+    low: float | None = None  # the leaderboard's lowest value
+    verdict: str | None = None  # the task's verdict against its baseline, if it was judged
+    is_average: bool = False  # a category or weighted average (None: incomplete)
+    incomplete_note: str | None = None  # an incomplete average: "77.32 over 2 of 3 tasks"
+    ci_low: float | None = None  # the run's confidence interval (x100), when it has one
+    ci_high: float | None = None
+    # an average: the worst verdict of its tasks (regressed > warned > improved > pass), None
+    # when none was judged; a negative delta is red only when a task regressed
+    scope_verdict: str | None = None
+
+
+@dataclass
+class ChartData:
+    title: str
+    subtitle: str
+    averages: list[ChartRow]
+    tasks: list[ChartRow]
+    baseline_label: str | None = None
+    leaderboard: str | None = None  # name of the published leaderboard compared with
+    notes: list[str] = field(default_factory=list)
+    ci_level: float | None = None  # the level of the run's intervals, when it has any
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _task_baseline(task: Mapping[str, Any]) -> float | None:
+    """A task's baseline value: ``baseline`` as a number, or a mapping with ``value``/``shown``."""
+    baseline = task.get("baseline")
+    if isinstance(baseline, Mapping):
+        for key in ("value", "shown", "baseline"):
+            number = _number(baseline.get(key))
+            if number is not None:
+                return number
+        return None
+    return _number(baseline)
+
+
+def _ci(value: Any) -> tuple[float | None, float | None]:
+    """``(low, high)`` of a record's interval (``{"level", "low", "high"}``), or two Nones."""
+    if not isinstance(value, Mapping):
+        return None, None
+    low, high = _number(value.get("low")), _number(value.get("high"))
+    return (low, high) if low is not None and high is not None else (None, None)
+
+
+def _baseline_label(record: Mapping[str, Any]) -> str:
+    """``baseline: <source>`` (the record's ``baseline.sources``), else ``baseline``."""
+    info = record.get("baseline")
+    sources: list[str] = []
+    if isinstance(info, Mapping) and isinstance(info.get("sources"), list):
+        sources = [s for s in info["sources"] if isinstance(s, str) and s]
+    if not sources:
+        for task in record.get("tasks") or []:
+            source = task.get("baseline_source") if isinstance(task, Mapping) else None
+            if isinstance(source, str) and source and source not in sources:
+                sources.append(source)
+    return f"baseline: {sources[0]}" if len(sources) == 1 else "baseline"
+
+
+Spread = tuple[float | None, str | None, float | None, float | None]
+
+
+def _spread(values: Sequence[tuple[str, float | None]]) -> Spread:
+    """(best, name of the best row, median, lowest) of (row name, value) pairs; None ignored."""
+    known = [(name, v) for name, v in values if v is not None]
+    if not known:
+        return None, None, None, None
+    name, best = max(known, key=lambda item: item[1])
+    return best, name, statistics.median(v for _, v in known), min(v for _, v in known)
+
+
+def _published(suite: Suite, encoder_type: str) -> tuple[str | None, dict[str, dict[str, float]]]:
+    """The published leaderboard a run of an ``encoder_type`` model is ranked in (the first that
+    takes it: a sparse run the sparse table)."""
+    from pytest_koembed.protocol.tables import runs_join
+
+    for name in leaderboards_for_suite(suite.name):
+        if runs_join(name, encoder_type):
+            board = load_leaderboard(name)
+            return board.name, {row: dict(values) for row, values in board.rows.items()}
+    return None, {}
+
+
+def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
+    """The numbers the chart shows, from a run record and its suite."""
+    from pytest_koembed.protocol.tables import entry_from_run
+    from pytest_koembed.reports.publish import run_tables
+
+    scheme_name = str(record.get("scheme") or suite.scheme)
+    scheme = get_scheme(scheme_name)
+    tasks_by_column = {
+        t["column"]: t
+        for t in record.get("tasks") or []
+        if isinstance(t, Mapping) and isinstance(t.get("column"), str)
+    }
+    run_values: dict[str, float | None] = {}
+    run_cis: dict[str, tuple[float | None, float | None]] = {}
+    baselines: dict[str, float | None] = {}
+    verdicts: dict[str, str | None] = {}
+    for spec in suite.tasks:
+        task = tasks_by_column.get(spec.column, {})
+        ok = task.get("status", "ok") == "ok"
+        run_values[spec.column] = _number(task.get("value")) if ok else None
+        run_cis[spec.column] = _ci(task.get("ci")) if ok else (None, None)
+        baselines[spec.column] = _task_baseline(task)
+        verdict = task.get("verdict")
+        verdicts[spec.column] = verdict if isinstance(verdict, str) and ok else None
+    run_summary = summarize(
+        [TaskRow(t.column, t.category, run_values[t.column]) for t in suite.tasks], scheme
+    )
+    have_baseline = any(v is not None for v in baselines.values())
+    base_summary = (
+        summarize([TaskRow(t.column, t.category, baselines[t.column]) for t in suite.tasks], scheme)
+        if have_baseline
+        else None
+    )
+    board_name, board = _published(suite, run_encoder_type(record.get("model")))
+    board_summaries = {
+        row: summarize(
+            [TaskRow(t.column, t.category, values.get(t.column)) for t in suite.tasks], scheme
+        )
+        for row, values in board.items()
+    }
+
+    categories = [c for c in CATEGORIES if any(t.category == c for t in suite.tasks)]
+    averages: list[ChartRow] = []
+    category_cis = record.get("category_average_ci")
+    category_cis = category_cis if isinstance(category_cis, Mapping) else {}
+    if scheme.needs or len(categories) > 1:  # a weighted (or plain) average over categories
+        has_weighted = run_summary.weighted is not None
+        low, high = _ci(record.get("weighted_average_ci")) if has_weighted else (None, None)
+        averages.append(
+            ChartRow(
+                WEIGHTED_LABEL if scheme.needs else "Average",
+                "",
+                run_summary.weighted,
+                base_summary.weighted if base_summary else None,
+                *_spread([(r, s.weighted) for r, s in board_summaries.items()]),
+                is_average=True,
+                ci_low=low,
+                ci_high=high,
+            )
+        )
+    for cat in categories:
+        values = [run_values[t.column] for t in suite.tasks if t.category == cat]
+        scored = [v for v in values if v is not None]
+        has_average = run_summary.category_averages.get(cat) is not None
+        low, high = _ci(category_cis.get(cat)) if has_average else (None, None)
+        averages.append(
+            ChartRow(
+                f"{cat} average",
+                cat,
+                run_summary.category_averages.get(cat),
+                base_summary.category_averages.get(cat) if base_summary else None,
+                *_spread([(r, s.category_averages.get(cat)) for r, s in board_summaries.items()]),
+                is_average=True,
+                # the summary's partial average, same rule (pytest_koembed.protocol.averages)
+                incomplete_note=(
+                    f"{_fixed(category_average(scored) or 0.0) if scored else 'n/a'} over "
+                    f"{len(scored)} of {len(values)} tasks"
+                ),
+                ci_low=low,
+                ci_high=high,
+            )
+        )
+    for row in averages:
+        scope = [
+            verdicts[t.column]
+            for t in suite.tasks
+            if row.category == "" or t.category == row.category
+        ]
+        row.scope_verdict = _worst_verdict(scope)
+    task_rows = [
+        ChartRow(
+            spec.column,
+            cat,
+            run_values[spec.column],
+            baselines[spec.column],
+            *_spread([(r, values.get(spec.column)) for r, values in board.items()]),
+            verdict=verdicts[spec.column],
+            ci_low=run_cis[spec.column][0],
+            ci_high=run_cis[spec.column][1],
+        )
+        for cat in categories
+        for spec in suite.tasks
+        if spec.category == cat
+    ]
+
+    model = record.get("model") if isinstance(record.get("model"), Mapping) else {}
+    assert isinstance(model, Mapping)
+    name = str(model.get("row_name") or model.get("name") or "this run")
+    counts = count_tasks(
+        suite,
+        {c: str(t.get("status", "ok")) for c, t in tasks_by_column.items()},
+        [t.column for t in suite.tasks if t.column not in set(record.get("deselected") or [])],
+    )
+    title = f"{name} on {suite.name}"
+    parts = [counts.describe()]
+    headline = averages[0] if averages and averages[0].category == "" else None
+    if headline is not None and headline.value is not None:
+        parts.append(f"{headline.label.lower()} {format_value(headline.value)}")
+    if board_name is not None:
+        try:
+            tables = run_tables(
+                suite, [entry_from_run(record, suite)], table="overall", scheme=scheme_name
+            )
+        except KoembedError:
+            tables = []
+        if tables and tables[0].runs:
+            rank = tables[0].rows[tables[0].runs[0]][-1]
+            if rank != "-":
+                parts.append(f"rank {rank} of {len(tables[0].rows)} on {board_name}")
+    levels = [
+        _number(ci.get("level"))
+        for ci in [
+            *(t.get("ci") for t in tasks_by_column.values()),
+            *category_cis.values(),
+            record.get("weighted_average_ci"),
+        ]
+        if isinstance(ci, Mapping)
+    ]
+    notes = []
+    if board_name is None:
+        notes.append(f"no published leaderboard for suite {suite.name!r}")
+    return ChartData(
+        title=title,
+        subtitle=" · ".join(parts),
+        averages=averages,
+        tasks=task_rows,
+        baseline_label=_baseline_label(record) if have_baseline else None,
+        leaderboard=board_name,
+        notes=notes,
+        ci_level=next((level for level in levels if level is not None), None),
+    )
+
+
+def _worst_verdict(verdicts: Sequence[str | None]) -> str | None:
+    """Of the tasks' verdicts, the one an average's colour follows."""
+    judged = [v for v in verdicts if v]
+    for verdict in ("regressed", "not paired", "warned", "improved"):
+        if verdict in judged:
+            return "regressed" if verdict == "not paired" else verdict
+    return "pass" if judged else None
+
+
+def clip_note(row: ChartRow, low: float, high: float) -> str | None:
+    """``interval clipped at 0 (low -13.57)`` when the row's interval runs past the axis."""
+    if row.value is None or row.ci_low is None or row.ci_high is None:
+        return None
+    parts = []
+    if row.ci_low < low:
+        parts.append(f"at {low:g} (low {row.ci_low:.2f})")
+    if row.ci_high > high:
+        parts.append(f"at {high:g} (high {row.ci_high:.2f})")
+    return "interval clipped " + " and ".join(parts) if parts else None
+
+
+def _fixed(value: float) -> str:
+    return f"{round_half_up(value, 2):.2f}"
+
+
+VERDICT_COLORS = {"regressed": "#b00020", "warned": "#c77700", "improved": "#1a7f37"}
+
+
+def _delta_text(row: ChartRow) -> tuple[str, str]:
+    """The right-hand text for a row, and its colour.
+
+    With a verdict (a judged task) the colour is the verdict's: red regressed, amber warned
+    (below a stale baseline cell), green improved, dark within tolerance. Without one (the
+    averages) it is the sign of the difference.
+    """
+    if row.value is None:
+        if row.is_average:
+            note = f": {row.incomplete_note}" if row.incomplete_note else ""
+            return f"incomplete{note}", "#b00020"
+        return "not scored", "#b00020"
+    text = _fixed(row.value)
+    if row.baseline is None:
+        return text, "#222222"
+    delta = round_half_up(row.value, 2) - round_half_up(row.baseline, 2)
+    if abs(delta) < 0.005:
+        text = f"{text}  (= baseline)"
+    else:
+        sign = "+" if delta > 0 else "\u2212"
+        text = f"{text}  ({sign}{abs(delta):.2f})"
+    if row.verdict is not None:
+        if row.verdict in ("regressed", "warned"):
+            text += f"  {row.verdict}"
+        return text, VERDICT_COLORS.get(row.verdict, "#222222")
+    if abs(delta) < 0.005:
+        return text, "#222222"
+    if row.is_average and row.scope_verdict is not None:
+        # an average's delta is not a verdict: red only when one of its tasks regressed
+        if row.scope_verdict in ("regressed", "warned"):
+            return text, VERDICT_COLORS[row.scope_verdict]
+        return text, "#1a7f37" if delta > 0 else "#222222"
+    return text, "#1a7f37" if delta > 0 else "#b00020"
+
+
+def _x_range(rows: Sequence[ChartRow], *, from_zero: bool) -> tuple[float, float]:
+    """An x range on multiples of 5 that holds every number of the rows (zoomed unless
+    ``from_zero``)."""
+    values = [
+        v
+        for r in rows
+        for v in (r.value, r.baseline, r.best, r.median, r.low, r.ci_low, r.ci_high)
+        if v is not None
+    ]
+    if not values:
+        return 0.0, 100.0
+    low = 0.0 if from_zero else max(0.0, math.floor((min(values) - 2.0) / 5.0) * 5.0)
+    high = min(100.0, math.ceil((max(values) + 2.0) / 5.0) * 5.0)
+    if high - low < 10:
+        high = min(100.0, low + 10.0)
+        low = high - 10.0
+    return low, high
+
+
+def _draw_rows(ax: Any, rows: Sequence[ChartRow], *, show_best_names: bool, stems: bool) -> None:
+    """One row per ChartRow. ``stems``: a line from 0 to each value (a lollipop chart), for
+    charts with nothing to compare with, where the axis then starts at 0."""
+    from matplotlib.transforms import blended_transform_factory
+
+    ys = list(range(len(rows)))[::-1]  # first row on top
+    low, high = _x_range(rows, from_zero=stems)
+    for y, row in zip(ys, rows, strict=True):
+        color = CATEGORY_COLORS.get(row.category, WEIGHTED_COLOR)
+        ax.axhspan(y - 0.5, y + 0.5, color="#f4f4f4" if y % 2 else "white", zorder=0)
+        if stems and row.value is not None:
+            ax.plot([0, row.value], [y, y], color=color, linewidth=3, alpha=0.55, zorder=2)
+        if row.low is not None and row.best is not None:
+            ax.plot(
+                [row.low, row.best],
+                [y, y],
+                color="#c8c8c8",
+                linewidth=5,
+                solid_capstyle="round",
+                zorder=1,
+            )
+        if row.median is not None:
+            ax.plot(
+                [row.median],
+                [y],
+                marker="|",
+                markersize=16,
+                markeredgewidth=2.6,
+                color="#222222",
+                linestyle="none",
+                zorder=3,
+            )
+        if row.best is not None:
+            ax.plot(
+                [row.best],
+                [y],
+                marker="*",
+                markersize=13,
+                color="#222222",
+                markeredgecolor="white",
+                markeredgewidth=0.8,
+                linestyle="none",
+                zorder=3,
+            )
+        if row.baseline is not None:
+            ax.plot(
+                [row.baseline],
+                [y],
+                marker="D",
+                markersize=13,
+                markerfacecolor="none",
+                markeredgecolor="#c0392b",
+                markeredgewidth=2.2,
+                linestyle="none",
+                zorder=5,
+            )
+        if row.value is not None and row.ci_low is not None and row.ci_high is not None:
+            # dark and thin: it must stand out from the category-coloured stem beneath it
+            ci_low, ci_high = max(row.ci_low, low), min(row.ci_high, high)  # drawn on the axis
+            bar = ax.hlines(y, ci_low, ci_high, colors=CI_COLOR, linewidth=1.6, zorder=4)
+            bar.set_gid(CI_GID)
+            for end, past, marker in (
+                (low, row.ci_low < low, "<"),
+                (high, row.ci_high > high, ">"),
+            ):
+                if past:  # an arrow at the axis: the interval goes on beyond it
+                    ax.plot([end], [y], marker=marker, markersize=8, color=CI_COLOR, zorder=4)
+            caps = ax.plot(
+                [ci_low, ci_high],
+                [y, y],
+                marker="|",
+                markersize=9,
+                markeredgewidth=1.6,
+                color=CI_COLOR,
+                linestyle="none",
+                zorder=4,
+            )
+            caps[0].set_gid(CI_GID)
+        if row.value is not None:
+            ax.plot(
+                [row.value],
+                [y],
+                marker="o",
+                markersize=10,
+                color=color,
+                markeredgecolor="white",
+                markeredgewidth=1.2,
+                linestyle="none",
+                zorder=4,
+            )
+    transform = blended_transform_factory(ax.transAxes, ax.transData)
+    header = "this run" + (" (vs baseline)" if any(r.baseline is not None for r in rows) else "")
+    ax.text(
+        1.015,
+        len(rows) - 0.45,
+        header,
+        transform=transform,
+        va="bottom",
+        ha="left",
+        fontsize=9,
+        color="#666666",
+    )
+    for y, row in zip(ys, rows, strict=True):
+        text, color = _delta_text(row)
+        clipped = clip_note(row, low, high)
+        if clipped is not None:
+            text += f"  [{clipped}]"
+        bold = "bold" if row.category == "" else "normal"
+        ax.text(
+            1.015,
+            y,
+            text,
+            transform=transform,
+            va="center",
+            ha="left",
+            fontsize=10.5,
+            color=color,
+            fontweight=bold,
+        )
+        if show_best_names and row.best_name and row.best is not None:
+            ax.text(
+                1.25,
+                y,
+                f"best: {row.best_name}",
+                transform=transform,
+                va="center",
+                ha="left",
+                fontsize=8,
+                color="#666666",
+            )
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r.label for r in rows], fontsize=10.5)
+    for label, row in zip(ax.get_yticklabels(), rows, strict=True):
+        label.set_color(CATEGORY_COLORS.get(row.category, WEIGHTED_COLOR))
+        if row.category == "":
+            label.set_fontweight("bold")
+    ax.set_ylim(-0.5, len(rows) - 0.5)
+    ax.set_xlim(low, high)
+    ax.grid(axis="x", color="#d9d9d9", linewidth=0.8, zorder=0)
+    ax.set_axisbelow(True)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(axis="y", length=0)
+    ax.tick_params(axis="x", labelsize=9.5)
+
+
+def _category_separators(ax: Any, rows: Sequence[ChartRow]) -> None:
+    n = len(rows)
+    for i in range(1, n):
+        if rows[i].category != rows[i - 1].category:
+            ax.axhline(n - i - 0.5, color="#999999", linewidth=0.9, zorder=1)
+
+
+def plot_run(record: Mapping[str, Any], suite: Suite, path: Path) -> Path:
+    """Draw the run's chart into ``path`` (PNG, or any format matplotlib knows by suffix)."""
+    fig = build_figure(record, suite)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path)
+    except (OSError, ValueError) as exc:
+        raise KoembedError(f"cannot save the chart to {path}: {exc}") from None
+    return path
+
+
+def build_figure(record: Mapping[str, Any], suite: Suite) -> Any:
+    """The run's chart as a matplotlib ``Figure`` (Agg canvas; axes: averages, then tasks)."""
+    check_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    data = chart_data(record, suite)
+    n_avg, n_task = len(data.averages), len(data.tasks)
+    row_h = 0.34
+    top_h, bottom_h, gap_h = 1.55, 0.75, 0.7
+    height = top_h + row_h * (n_avg + n_task) + gap_h + bottom_h
+    fig = Figure(figsize=(14, height), dpi=110)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(
+        2,
+        1,
+        height_ratios=[max(n_avg, 1), max(n_task, 1)],
+        hspace=gap_h / (row_h * (n_avg + n_task) / 2),
+        left=0.215,
+        right=0.66 if data.leaderboard is not None else 0.82,
+        top=1 - top_h / height,
+        bottom=bottom_h / height,
+    )
+    ax_avg = fig.add_subplot(grid[0])
+    ax_task = fig.add_subplot(grid[1])
+    compared = data.leaderboard is not None or data.baseline_label is not None
+    _draw_rows(
+        ax_avg, data.averages, show_best_names=data.leaderboard is not None, stems=not compared
+    )
+    _draw_rows(ax_task, data.tasks, show_best_names=False, stems=not compared)
+    _category_separators(ax_task, data.tasks)
+    ax_avg.set_title("Averages", loc="left", fontsize=11, color="#444444")
+    ax_task.set_title("Tasks", loc="left", fontsize=11, color="#444444")
+    ax_task.set_xlabel("score (x100, as the leaderboard shows it)", fontsize=10)
+
+    fig.text(0.015, 1 - 0.25 / height, data.title, fontsize=15, fontweight="bold", va="top")
+    subtitle = data.subtitle + (f" \u00b7 {'; '.join(data.notes)}" if data.notes else "")
+    fig.text(0.015, 1 - 0.62 / height, subtitle, fontsize=10.5, color="#444444", va="top")
+
+    handles: list[Any] = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            markersize=10,
+            color="#777777",
+            linestyle="none",
+            markeredgecolor="white",
+            label="this run (colour: category)",
+        )
+    ]
+    if data.ci_level is not None:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="|",
+                markersize=9,
+                markeredgewidth=1.6,
+                color=CI_COLOR,
+                linewidth=1.6,
+                label=f"{data.ci_level * 100:.10g}% interval",
+            )
+        )
+    if data.baseline_label is not None:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="D",
+                markersize=8,
+                markerfacecolor="none",
+                markeredgecolor="#c0392b",
+                markeredgewidth=2,
+                linestyle="none",
+                label=data.baseline_label,
+            )
+        )
+    if data.leaderboard is not None:
+        handles += [
+            Patch(color="#c8c8c8", label=f"{data.leaderboard}: range"),
+            Line2D(
+                [],
+                [],
+                marker="|",
+                markersize=12,
+                markeredgewidth=2.4,
+                color="#222222",
+                linestyle="none",
+                label="median",
+            ),
+            Line2D(
+                [], [], marker="*", markersize=11, color="#222222", linestyle="none", label="best"
+            ),
+        ]
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(0.012, 1 - 0.92 / height),
+        ncol=len(handles),
+        fontsize=9.5,
+        frameon=False,
+        handletextpad=0.3,
+        columnspacing=1.4,
+    )
+    return fig

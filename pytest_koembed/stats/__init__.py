@@ -1,0 +1,1 @@
+"""Statistics: resampling kernels, intervals, paired tests, power (numpy/scipy only)."""
