@@ -239,7 +239,7 @@ class Metric:
                 return 100.0 * (self.values @ w) / w.sum(axis=0)
             return self._rounded_means(w)
         if self.kind == "sts":
-            combined = np.mean(self._correlations(w, {} if shared is None else shared), axis=0)
+            combined = np.mean(_correlations(self, w, {} if shared is None else shared), axis=0)
         else:
             assert self.gold is not None
             aps = np.vstack([_weighted_ap(self.groups(c), self.gold, w) for c, _ in self.keys])
@@ -265,38 +265,40 @@ class Metric:
             [math.fsum(column) / len(column) * 100.0 for column in zip(*keys, strict=True)]
         )
 
-    def _correlations(self, w: np.ndarray, shared: dict[str, Any]) -> list[np.ndarray]:
-        assert self.gold is not None
-        total = w.sum(axis=0)
-        parts = []
-        pearson = [c for c, how in self.keys if how == "pearson"]
-        if pearson:  # every Pearson key from one matrix product of the centred moments
-            x = self.gold - self.gold.mean()
-            ys = [self.columns[c] - self.columns[c].mean() for c in pearson]
-            sums = np.stack([x, x * x, *ys, *(y * y for y in ys), *(x * y for y in ys)]) @ w
-            sx, sxx, k = sums[0], sums[1], len(ys)
-            var_x = sxx - sx * sx / total
-            for j in range(k):
-                sy, syy, sxy = sums[2 + j], sums[2 + k + j], sums[2 + 2 * k + j]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    parts.append((sxy - sx * sy / total) / np.sqrt(var_x * (syy - sy * sy / total)))
-        spearman = [c for c, how in self.keys if how == "spearman"]
-        if spearman:
-            # every column of doubled ranks sums to N^2 under weights summing to N
-            mean_square = total * total * total
-            if "gold" not in shared:
-                gold_ranks = _weighted_midranks(self.groups("gold"), w)
-                weighted_gold = gold_ranks * w
-                gold_var = np.einsum("ij,ij->j", weighted_gold, gold_ranks) - mean_square
-                shared["gold"] = (weighted_gold, gold_var)
-            weighted_gold, gold_var = shared["gold"]
-            for column in spearman:
-                ranks = _weighted_midranks(self.groups(column), w)
-                cov = np.einsum("ij,ij->j", weighted_gold, ranks) - mean_square
-                var = np.einsum("ij,ij,ij->j", ranks, ranks, w) - mean_square
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    parts.append(cov / np.sqrt(gold_var * var))
-        return parts
+
+def _correlations(metric: Metric, w: np.ndarray, shared: dict[str, Any]) -> list[np.ndarray]:
+    """Every Pearson and Spearman key of an STS metric under each column of ``w``."""
+    assert metric.gold is not None
+    total = w.sum(axis=0)
+    parts = []
+    pearson = [c for c, how in metric.keys if how == "pearson"]
+    if pearson:  # every Pearson key from one matrix product of the centred moments
+        x = metric.gold - metric.gold.mean()
+        ys = [metric.columns[c] - metric.columns[c].mean() for c in pearson]
+        sums = np.stack([x, x * x, *ys, *(y * y for y in ys), *(x * y for y in ys)]) @ w
+        sx, sxx, k = sums[0], sums[1], len(ys)
+        var_x = sxx - sx * sx / total
+        for j in range(k):
+            sy, syy, sxy = sums[2 + j], sums[2 + k + j], sums[2 + 2 * k + j]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                parts.append((sxy - sx * sy / total) / np.sqrt(var_x * (syy - sy * sy / total)))
+    spearman = [c for c, how in metric.keys if how == "spearman"]
+    if spearman:
+        # every column of doubled ranks sums to N^2 under weights summing to N
+        mean_square = total * total * total
+        if "gold" not in shared:
+            gold_ranks = _weighted_midranks(metric.groups("gold"), w)
+            weighted_gold = gold_ranks * w
+            gold_var = np.einsum("ij,ij->j", weighted_gold, gold_ranks) - mean_square
+            shared["gold"] = (weighted_gold, gold_var)
+        weighted_gold, gold_var = shared["gold"]
+        for column in spearman:
+            ranks = _weighted_midranks(metric.groups(column), w)
+            cov = np.einsum("ij,ij->j", weighted_gold, ranks) - mean_square
+            var = np.einsum("ij,ij,ij->j", ranks, ranks, w) - mean_square
+            with np.errstate(invalid="ignore", divide="ignore"):
+                parts.append(cov / np.sqrt(gold_var * var))
+    return parts
 
 
 # ---------------------------------------------------------------------------------------------
