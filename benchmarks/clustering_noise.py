@@ -11,7 +11,7 @@ ones: more noise or fewer dimensions. Every v-measure is mteb's own code with mt
 
 Prints: (1) v-measure's k-means seed noise and its delta's spread between equivalent models;
 (2) the gated statistic (leave-one-out nearest-centroid accuracy per document, the product's
-``stats.paired_test`` on the product's frames): false alarms at 5% for equivalent pairs with a
+``permutation.paired_test`` on the product's frames): false alarms at 5% for equivalent pairs with a
 Clopper-Pearson bound; (3) against degradations: v-measure delta, gated delta, rejection rate,
 the correlation of the two deltas, and the minimum detectable effect.
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import clustering_sim as cs
 
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import permutation
 
 NOISE = 0.2
 
@@ -52,13 +52,13 @@ def v_measure(name: str, x: np.ndarray, y: list[str], seed: int = cs.SEED) -> li
 
 def test(
     texts: list[str], y: list[str], a: np.ndarray, b: np.ndarray, va: list[float], vb: list[float]
-) -> stats.PairedTest:
+) -> permutation.PairedTest:
     base = cs.clustering_frame(texts, y, a, va)
     new = cs.clustering_frame(texts, y, b, vb)
     from pytest_koembed.evaluation.per_example import pair_examples
 
     base, new = pair_examples(base, new)
-    return stats.paired_test(base, new, "v_measure", stream="sim")
+    return permutation.paired_test(base, new, "v_measure", stream="sim")
 
 
 def main() -> None:

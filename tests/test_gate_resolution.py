@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pytest_koembed.gate.compare import GateSettings, compare_records, render_text
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, kernels, permutation, power
 
 # a 15-task run with ko-leaderboard-v1's categories
 CATEGORIES = ["STS"] * 3 + ["NLI"] * 3 + ["Clustering"] * 3 + ["Retrieval"] * 6
@@ -39,7 +39,7 @@ def run(frames: dict[str, pd.DataFrame], categories: list[str]) -> dict:
         {
             "column": c,
             "category": cat,
-            "value": stats.frame_value(f, "ndcg-5-10"),
+            "value": bootstrap.frame_value(f, "ndcg-5-10"),
             "value_rule": "ndcg-5-10",
             "status": "ok",
         }
@@ -102,24 +102,24 @@ def test_a_task_that_cannot_reach_the_level_says_so() -> None:
     entry = next(t for t in data["tasks"] if t["column"] == "tiny")
     assert entry["cannot_fail"] and entry["mde"] is None
     # at 0.95 the same task can fail: 15/1024 < 0.05
-    assert stats.cannot_fail_note(10, 15, 0.05) is None
+    assert power.cannot_fail_note(10, 15, 0.05) is None
 
 
 def test_the_resolution_follows_from_the_run() -> None:
-    assert stats.swap_resolution(15, 0.01) == 14999  # floor 1/15000 = alpha / (10 m)
-    assert stats.swap_resolution(51, 0.05) == 10199
-    assert stats.swap_resolution(1, 0.05) == stats.DEFAULT_PERMUTATIONS
+    assert power.swap_resolution(15, 0.01) == 14999  # floor 1/15000 = alpha / (10 m)
+    assert power.swap_resolution(51, 0.05) == 10199
+    assert power.swap_resolution(1, 0.05) == kernels.DEFAULT_PERMUTATIONS
     base, new = queries(600, 1, shift=-0.03)
-    test = stats.paired_test(base, new, "ndcg-5-10", level=0.99, family_size=15, stream="t")
+    test = permutation.paired_test(base, new, "ndcg-5-10", level=0.99, family_size=15, stream="t")
     assert test.p_value == pytest.approx(1 / 15000) and test.n_permutations == 14999
     # an unchanged model's task stops after a few dozen swaps (Besag-Clifford)
-    same = stats.paired_test(base, base.copy(), "ndcg-5-10", level=0.99, family_size=15)
-    assert same.p_value == 1.0 and same.n_permutations == stats.SEQUENTIAL_EXCEEDANCES
+    same = permutation.paired_test(base, base.copy(), "ndcg-5-10", level=0.99, family_size=15)
+    assert same.p_value == 1.0 and same.n_permutations == permutation.SEQUENTIAL_EXCEEDANCES
     # reproducible, and swap r is the same whatever the batches
-    again = stats.paired_test(base, new, "ndcg-5-10", level=0.99, family_size=15, stream="t")
+    again = permutation.paired_test(base, new, "ndcg-5-10", level=0.99, family_size=15, stream="t")
     assert again == test
-    whole = stats.swap_masks(50, 700, seed=3, stream="s")
-    assert np.array_equal(whole[:, 300:650], stats.swap_masks(50, 350, 3, "s", start=300))
+    whole = kernels.swap_masks(50, 700, seed=3, stream="s")
+    assert np.array_equal(whole[:, 300:650], kernels.swap_masks(50, 350, 3, "s", start=300))
 
 
 def test_the_minimum_detectable_effect_is_the_normal_power_formula() -> None:
@@ -133,7 +133,7 @@ def test_the_minimum_detectable_effect_is_the_normal_power_formula() -> None:
         assert t.mde >= 0.5
     assert "MDE" in render_text(out)
     assert out.to_dict()["tasks"][0]["mde"] == pytest.approx(out.tasks[0].mde)
-    assert out.to_dict()["paired_method"]["version"] == stats.PAIRED_METHOD_VERSION
+    assert out.to_dict()["paired_method"]["version"] == permutation.PAIRED_METHOD_VERSION
     del base, new
 
 

@@ -18,7 +18,7 @@ from pytest_koembed.protocol.suite import load_suite
 from pytest_koembed.protocol.tables import Entry
 from pytest_koembed.reports.publish import run_tables
 from pytest_koembed.reports.summary import summary_lines
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap
 from pytest_koembed.stats.intervals import RunIntervals, interval_text, rank_fields
 
 pytestmark = pytest.mark.usefixtures("offline")
@@ -53,10 +53,10 @@ def test_a_lower_confidence_gives_narrower_intervals(
         frame, column = frames[task["column"]], task["column"]
         ci = task["ci"]
         assert ci["level"] == 0.8
-        assert (ci["low"], ci["high"]) == stats.task_interval(
+        assert (ci["low"], ci["high"]) == bootstrap.task_interval(
             frame, task["value_rule"], 0.8, stream=column
         )
-        low, high = stats.task_interval(frame, task["value_rule"], 0.95, stream=column)
+        low, high = bootstrap.task_interval(frame, task["value_rule"], 0.95, stream=column)
         assert low < ci["low"] <= task["value"] <= ci["high"] < high, column
     # the deselected categories have no average, hence no interval; nor has the weighted one
     assert record["category_average_ci"]["STS"] is None
@@ -265,7 +265,7 @@ def test_rank_of_a_fake_run_from_its_frames() -> None:
 
 
 def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
-    """One rule (stats._percentile_interval): resamples with no value are left out and counted,
+    """One rule (bootstrap.percentile_interval): resamples with no value are left out and counted,
     up to one tail's share (25 of 1000 at 95%); past it there is no interval. Task intervals
     and averages apply it alike, and the record says how many (issue 17)."""
     from pytest_koembed.stats.intervals import average_fields, describe, task_ci_and_note
@@ -279,7 +279,7 @@ def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
     labels[0] = 1
     lopsided = pd.DataFrame({"label": labels, "cosine": rng.normal(size=30)})
     ci, note = task_ci_and_note(lopsided, "cosine_ap", "sample-pairs")
-    replicates = stats.task_replicates(lopsided, "cosine_ap", stream="sample-pairs")
+    replicates = bootstrap.task_replicates(lopsided, "cosine_ap", stream="sample-pairs")
     undefined = int(np.sum(~np.isfinite(replicates)))
     assert undefined > 25
     assert ci is None  # before issue 17 the task kept an interval of the defined two thirds
@@ -309,7 +309,7 @@ def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
     labels = np.zeros(60)
     labels[:5] = 1
     few = pd.DataFrame({"label": labels, "cosine": rng.normal(size=60) + labels})
-    replicates = stats.task_replicates(few, "cosine_ap", stream="sample-pairs")
+    replicates = bootstrap.task_replicates(few, "cosine_ap", stream="sample-pairs")
     undefined = int(np.sum(~np.isfinite(replicates)))
     assert 0 < undefined <= 25
     ci, note = task_ci_and_note(few, "cosine_ap", "sample-pairs")

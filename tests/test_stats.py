@@ -1,5 +1,6 @@
-"""stats.resampling: resampled values against scipy/sklearn, intervals, the paired test,
-Holm, verdicts, and (fast, seeded) the gate's false-alarm rate and power by simulation."""
+"""stats (kernels, rules, bootstrap, permutation, power, multiplicity): resampled values
+against scipy/sklearn, intervals, the paired test, Holm, verdicts, and (fast, seeded) the gate's
+false-alarm rate and power by simulation."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sklearn.metrics import average_precision_score
 
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.protocol.scoring import summarize, task_value
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, kernels, multiplicity, permutation, power, rules
 
 
 def _load_simulation():
@@ -38,14 +39,14 @@ def sts_frame(n: int, seed: int, noise: float = 1.2) -> pd.DataFrame:
     """Gold on a 0.2 grid and rounded scores: ties in both, as real STS data has."""
     rng = np.random.default_rng(seed)
     gold = rng.integers(0, 26, n) / 5.0
-    columns = {c: np.round(gold + rng.normal(0, noise, n), 2) for c in stats.STS_SCORE_COLUMNS}
+    columns = {c: np.round(gold + rng.normal(0, noise, n), 2) for c in rules.STS_SCORE_COLUMNS}
     return pd.DataFrame({"key": [f"k{i}" for i in range(n)], "gold": gold, **columns})
 
 
 def pair_frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     labels = (rng.random(n) < 0.4).astype(np.int64)
-    scores = {c: np.round(labels * 0.8 + rng.normal(0, 1, n), 1) for c in stats.PAIR_SCORE_COLUMNS}
+    scores = {c: np.round(labels * 0.8 + rng.normal(0, 1, n), 1) for c in rules.PAIR_SCORE_COLUMNS}
     return pd.DataFrame({"key": [f"k{i}" for i in range(n)], "label": labels, **scores})
 
 
@@ -73,14 +74,14 @@ def sts_expected(frame: pd.DataFrame) -> float:
     gold = frame["gold"].to_numpy()
     parts = [
         (pearsonr(gold, frame[c])[0] + spearmanr(gold, frame[c])[0]) / 2
-        for c in stats.STS_SCORE_COLUMNS
+        for c in rules.STS_SCORE_COLUMNS
     ]
     return 100 * float(np.mean(parts))
 
 
 def max_ap_expected(frame: pd.DataFrame) -> float:
     return 100 * max(
-        average_precision_score(frame["label"], frame[c]) for c in stats.PAIR_SCORE_COLUMNS
+        average_precision_score(frame["label"], frame[c]) for c in rules.PAIR_SCORE_COLUMNS
     )
 
 
@@ -96,28 +97,30 @@ def drawn(frame: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
 
 def test_exact_values_equal_scipy_and_sklearn():
     sts = sts_frame(400, 1)
-    assert stats.frame_value(sts, "sts-mean8") == pytest.approx(sts_expected(sts), abs=1e-10)
+    assert bootstrap.frame_value(sts, "sts-mean8") == pytest.approx(sts_expected(sts), abs=1e-10)
     gold = sts["gold"].to_numpy()
-    assert stats.frame_value(sts, "cosine_spearman") == pytest.approx(
+    assert bootstrap.frame_value(sts, "cosine_spearman") == pytest.approx(
         100 * spearmanr(gold, sts["cosine"])[0], abs=1e-10
     )
-    assert stats.frame_value(sts, "pearson") == pytest.approx(
+    assert bootstrap.frame_value(sts, "pearson") == pytest.approx(
         100 * pearsonr(gold, sts["similarity"])[0], abs=1e-10
     )
     pairs = pair_frame(500, 2)
-    assert stats.frame_value(pairs, "cosine_ap") == pytest.approx(
+    assert bootstrap.frame_value(pairs, "cosine_ap") == pytest.approx(
         100 * average_precision_score(pairs["label"], pairs["cosine"]), abs=1e-10
     )
-    assert stats.frame_value(pairs, "max_ap") == pytest.approx(max_ap_expected(pairs), abs=1e-10)
+    assert bootstrap.frame_value(pairs, "max_ap") == pytest.approx(
+        max_ap_expected(pairs), abs=1e-10
+    )
     retrieval = retrieval_frame(77, 3)
     # mteb rounds each query mean to 5 decimals (retrieval_metrics.parse_metrics_from_scores)
     expected = task_value("ndcg-5-10", mteb_means(retrieval))
-    assert stats.frame_value(retrieval, "ndcg-5-10") == expected
-    assert stats.frame_value(retrieval, stats.task_rule("main_score", "ndcg_at_10")) == 100 * round(
-        sum(retrieval["ndcg_at_10"].tolist()) / 77, 5
-    )
+    assert bootstrap.frame_value(retrieval, "ndcg-5-10") == expected
+    assert bootstrap.frame_value(
+        retrieval, rules.task_rule("main_score", "ndcg_at_10")
+    ) == 100 * round(sum(retrieval["ndcg_at_10"].tolist()) / 77, 5)
     clustering = pd.DataFrame({"v_measure": [0.41, 0.45, 0.39]})
-    assert stats.frame_value(clustering, "v_measure") == pytest.approx(41.6666666666, abs=1e-8)
+    assert bootstrap.frame_value(clustering, "v_measure") == pytest.approx(41.6666666666, abs=1e-8)
 
 
 @pytest.mark.parametrize(
@@ -142,13 +145,13 @@ def test_resampled_values_equal_the_metric_on_the_drawn_rows(make, rule, expecte
         def expected(f):
             return task_value("ndcg-5-10", mteb_means(f))
 
-    weights = stats.bootstrap_weights(len(frame), 6, seed=11)
+    weights = kernels.bootstrap_weights(len(frame), 6, seed=11)
     assert weights.shape == (6, len(frame))
     assert np.all(weights.sum(axis=1) == len(frame))
-    values = stats.resampled_values(frame, rule, weights)
+    values = bootstrap.resampled_values(frame, rule, weights)
     for b in range(6):
         assert values[b] / 100 == pytest.approx(expected(drawn(frame, weights[b])) / 100, abs=1e-12)
-    ones = stats.resampled_values(frame, rule, np.ones((1, len(frame))))
+    ones = bootstrap.resampled_values(frame, rule, np.ones((1, len(frame))))
     assert ones[0] == pytest.approx(expected(frame), abs=1e-10)
 
 
@@ -159,16 +162,18 @@ def test_resampled_values_equal_the_metric_on_the_drawn_rows(make, rule, expecte
 
 def test_intervals_are_deterministic_under_a_seed():
     frame = sts_frame(300, 8)
-    first = stats.task_interval(frame, "sts-mean8", n_resamples=200, seed=3, stream="Kor-STS")
-    again = stats.task_interval(frame, "sts-mean8", n_resamples=200, seed=3, stream="Kor-STS")
-    other_seed = stats.task_interval(frame, "sts-mean8", n_resamples=200, seed=4, stream="Kor-STS")
-    other_task = stats.task_interval(frame, "sts-mean8", n_resamples=200, seed=3, stream="X")
+    first = bootstrap.task_interval(frame, "sts-mean8", n_resamples=200, seed=3, stream="Kor-STS")
+    again = bootstrap.task_interval(frame, "sts-mean8", n_resamples=200, seed=3, stream="Kor-STS")
+    other_seed = bootstrap.task_interval(
+        frame, "sts-mean8", n_resamples=200, seed=4, stream="Kor-STS"
+    )
+    other_task = bootstrap.task_interval(frame, "sts-mean8", n_resamples=200, seed=3, stream="X")
     assert first == again
     assert first != other_seed and first != other_task
     low, high = first
-    assert low < stats.frame_value(frame, "sts-mean8") < high
-    assert stats.DEFAULT_SEED == 0
-    assert stats.task_interval(frame, "sts-mean8", n_resamples=200) == stats.task_interval(
+    assert low < bootstrap.frame_value(frame, "sts-mean8") < high
+    assert kernels.DEFAULT_SEED == 0
+    assert bootstrap.task_interval(frame, "sts-mean8", n_resamples=200) == bootstrap.task_interval(
         frame, "sts-mean8", n_resamples=200, seed=0
     )
 
@@ -181,12 +186,14 @@ def test_interval_coverage_is_near_its_level():
     trials, covered_sts, covered_mean = 120, 0, 0
     for t in range(trials):
         x = rng.normal(size=(300, 2)) @ np.linalg.cholesky([[1, rho], [rho, 1]]).T
-        sts = pd.DataFrame({"gold": x[:, 0], **{c: x[:, 1] for c in stats.STS_SCORE_COLUMNS}})
-        low, high = stats.task_interval(sts, "sts-mean8", level=0.9, n_resamples=300, seed=t)
+        sts = pd.DataFrame({"gold": x[:, 0], **{c: x[:, 1] for c in rules.STS_SCORE_COLUMNS}})
+        low, high = bootstrap.task_interval(sts, "sts-mean8", level=0.9, n_resamples=300, seed=t)
         covered_sts += low <= true_sts <= high
         ndcg = rng.beta(2, 3, 150)  # mean 0.4
         queries = pd.DataFrame({"ndcg_at_5": ndcg, "ndcg_at_10": ndcg})
-        low, high = stats.task_interval(queries, "ndcg-5-10", level=0.9, n_resamples=300, seed=t)
+        low, high = bootstrap.task_interval(
+            queries, "ndcg-5-10", level=0.9, n_resamples=300, seed=t
+        )
         covered_mean += low <= 40.0 <= high
     # 99.9% binomial acceptance region around 0.9
     lo, hi = binom.ppf(0.0005, trials, 0.9), binom.ppf(0.9995, trials, 0.9)
@@ -196,17 +203,17 @@ def test_interval_coverage_is_near_its_level():
 
 def test_average_intervals_resample_every_task_with_its_own_draws():
     tasks = [
-        stats.TaskSample("sts-a", "STS", "sts-mean8", sts_frame(200, 1)),
-        stats.TaskSample("pairs-a", "NLI", "cosine_ap", pair_frame(200, 2)),
-        stats.TaskSample("ret-a", "Retrieval", "ndcg-5-10", retrieval_frame(100, 3)),
-        stats.TaskSample("ret-b", "Retrieval", "ndcg-5-10", retrieval_frame(80, 4, 0.4)),
-        stats.TaskSample(
+        bootstrap.TaskSample("sts-a", "STS", "sts-mean8", sts_frame(200, 1)),
+        bootstrap.TaskSample("pairs-a", "NLI", "cosine_ap", pair_frame(200, 2)),
+        bootstrap.TaskSample("ret-a", "Retrieval", "ndcg-5-10", retrieval_frame(100, 3)),
+        bootstrap.TaskSample("ret-b", "Retrieval", "ndcg-5-10", retrieval_frame(80, 4, 0.4)),
+        bootstrap.TaskSample(
             "clu-a", "Clustering", "v_measure", pd.DataFrame({"v_measure": [0.4, 0.5, 0.45, 0.42]})
         ),
     ]
-    result = stats.average_intervals(tasks, "ko-leaderboard-v1", n_resamples=300, seed=0)
+    result = bootstrap.average_intervals(tasks, "ko-leaderboard-v1", n_resamples=300, seed=0)
     point = summarize(
-        [(t.column, t.category, stats.frame_value(t.frame, t.rule)) for t in tasks],
+        [(t.column, t.category, bootstrap.frame_value(t.frame, t.rule)) for t in tasks],
         "ko-leaderboard-v1",
     )
     assert (
@@ -216,14 +223,16 @@ def test_average_intervals_resample_every_task_with_its_own_draws():
     assert retrieval is not None
     assert retrieval.low < point.category_averages["Retrieval"] < retrieval.high
     # a one-task category is that task's interval (same stream), up to the 2-decimal rounding
-    low, high = stats.task_interval(tasks[0].frame, "sts-mean8", n_resamples=300, stream="sts-a")
+    low, high = bootstrap.task_interval(
+        tasks[0].frame, "sts-mean8", n_resamples=300, stream="sts-a"
+    )
     sts = result.categories["STS"]
     assert sts is not None
     assert sts.low == pytest.approx(low, abs=0.011) and sts.high == pytest.approx(high, abs=0.011)
     assert result.weighted_replicates is not None and len(result.weighted_replicates) == 300
     # a task without per-example results: its averages have no interval
-    missing = stats.average_intervals(
-        [*tasks[:4], stats.TaskSample("clu-a", "Clustering", "v_measure", None)],
+    missing = bootstrap.average_intervals(
+        [*tasks[:4], bootstrap.TaskSample("clu-a", "Clustering", "v_measure", None)],
         "ko-leaderboard-v1",
         n_resamples=50,
     )
@@ -233,13 +242,13 @@ def test_average_intervals_resample_every_task_with_its_own_draws():
 
 def test_rank_interval_among_fixed_published_values():
     published = {"a": 70.0, "b": 65.5, "c": 65.5, "d": 60.0}
-    assert stats.rank_among(66.0, published) == 2
-    assert stats.rank_among(65.5, published) == 2  # ties share the rank
-    assert stats.rank_among(65.499, published) == 2  # shown as 65.50
-    assert stats.rank_among(59.0, published) == 5
+    assert bootstrap.rank_among(66.0, published) == 2
+    assert bootstrap.rank_among(65.5, published) == 2  # ties share the rank
+    assert bootstrap.rank_among(65.499, published) == 2  # shown as 65.50
+    assert bootstrap.rank_among(59.0, published) == 5
     replicates = np.array([71.0] * 5 + [66.0] * 90 + [64.0] * 5)
-    assert stats.rank_interval(replicates, published, level=0.9) == (1, 4)
-    assert stats.rank_interval(np.full(10, 66.0), published) == (2, 2)
+    assert bootstrap.rank_interval(replicates, published, level=0.9) == (1, 4)
+    assert bootstrap.rank_interval(np.full(10, 66.0), published) == (2, 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,11 +265,11 @@ def test_rank_interval_among_fixed_published_values():
     ],
 )
 def test_identical_runs_are_no_difference(frame, rule):
-    result = stats.paired_test(frame, frame.copy(), rule, n_resamples=100, n_permutations=200)
+    result = permutation.paired_test(frame, frame.copy(), rule, n_resamples=100, n_permutations=200)
     assert result.delta == 0.0 and result.p_value == 1.0
     assert result.delta_ci.low == 0.0 and result.delta_ci.high == 0.0
     assert result.to_dict()["delta_ci"] == {"level": 0.95, "low": 0.0, "high": 0.0}
-    verdict = stats.gate_run({"t": result})["t"]
+    verdict = multiplicity.gate_run({"t": result})["t"]
     assert verdict.verdict == "within noise" and verdict.adjusted_p == 1.0
 
 
@@ -269,22 +278,22 @@ def test_paired_test_finds_a_real_drop_and_its_interval():
     new = base.copy()
     worse = np.random.default_rng(0).random(600) < 0.3
     new.loc[worse, ["ndcg_at_5", "ndcg_at_10"]] *= 0.8  # about -3.5 points
-    result = stats.paired_test(base, new, "ndcg-5-10", seed=1, stream="t")
+    result = permutation.paired_test(base, new, "ndcg-5-10", seed=1, stream="t")
     assert result.delta == pytest.approx(
-        stats.frame_value(new, "ndcg-5-10") - stats.frame_value(base, "ndcg-5-10")
+        bootstrap.frame_value(new, "ndcg-5-10") - bootstrap.frame_value(base, "ndcg-5-10")
     )
     assert result.delta < -2
     assert result.delta_ci.low < result.delta < result.delta_ci.high < 0
     # one-sided: the drop's p is at the floor of the resolution, the gain's is 1
-    assert result.p_value == pytest.approx(1 / (stats.swap_resolution(1, 0.05) + 1))
+    assert result.p_value == pytest.approx(1 / (power.swap_resolution(1, 0.05) + 1))
     assert result.p_value == result.smallest_p and result.p_improvement == 1.0
-    assert result.new_ci == stats.Interval(
-        0.95, *stats.task_interval(new, "ndcg-5-10", seed=1, stream="t")
+    assert result.new_ci == bootstrap.Interval(
+        0.95, *bootstrap.task_interval(new, "ndcg-5-10", seed=1, stream="t")
     )
-    assert stats.gate_run({"t": result})["t"].verdict == "regressed"
-    assert stats.gate_run({"t": stats.paired_test(new, base, "ndcg-5-10")})["t"].verdict == (
-        "improved"
-    )
+    assert multiplicity.gate_run({"t": result})["t"].verdict == "regressed"
+    assert multiplicity.gate_run({"t": permutation.paired_test(new, base, "ndcg-5-10")})[
+        "t"
+    ].verdict == ("improved")
 
 
 def test_swapped_statistics_equal_the_metric_on_the_swapped_scores():
@@ -292,18 +301,20 @@ def test_swapped_statistics_equal_the_metric_on_the_swapped_scores():
     scores: checked against sklearn for AP (ties included) and scipy for STS at no swap."""
     base, new = pair_frame(150, 13), pair_frame(150, 14)
     new["label"] = base["label"]
-    swaps = stats.swap_masks(150, 20, seed=5)
+    swaps = kernels.swap_masks(150, 20, seed=5)
     for rule in ("cosine_ap", "max_ap"):
-        deltas = stats._swap_deltas(stats._metric(new, rule), stats._metric(base, rule), swaps)
-        columns = ["cosine"] if rule == "cosine_ap" else list(stats.PAIR_SCORE_COLUMNS)
+        deltas = kernels.swap_deltas(
+            rules.gated_metric(new, rule), rules.gated_metric(base, rule), swaps
+        )
+        columns = ["cosine"] if rule == "cosine_ap" else list(rules.PAIR_SCORE_COLUMNS)
         for r in range(20):
             side = {}
             for name, first, second in (("new", new, base), ("base", base, new)):
                 aps = []
                 for c in columns:
                     mine, other = (
-                        stats._zscores(first[c].to_numpy()),
-                        stats._zscores(second[c].to_numpy()),
+                        kernels._zscores(first[c].to_numpy()),
+                        kernels._zscores(second[c].to_numpy()),
                     )
                     mixed = np.where(swaps[:, r], other, mine)
                     aps.append(average_precision_score(base["label"], mixed))
@@ -312,8 +323,8 @@ def test_swapped_statistics_equal_the_metric_on_the_swapped_scores():
     sts_base, sts_new = sts_frame(200, 15), sts_frame(200, 16)
     sts_new["gold"] = sts_base["gold"]
     none = np.zeros((200, 1), dtype=bool)
-    delta = stats._swap_deltas(
-        stats._metric(sts_new, "sts-mean8"), stats._metric(sts_base, "sts-mean8"), none
+    delta = kernels.swap_deltas(
+        rules.gated_metric(sts_new, "sts-mean8"), rules.gated_metric(sts_base, "sts-mean8"), none
     )
     assert delta[0] == pytest.approx(sts_expected(sts_new) - sts_expected(sts_base), abs=1e-10)
 
@@ -321,32 +332,32 @@ def test_swapped_statistics_equal_the_metric_on_the_swapped_scores():
 def test_paired_test_refuses_frames_that_are_not_the_same_examples():
     base, new = retrieval_frame(50, 1), retrieval_frame(49, 2)
     with pytest.raises(KoembedError, match="base has 50, new has 49"):
-        stats.paired_test(base, new, "ndcg-5-10")
+        permutation.paired_test(base, new, "ndcg-5-10")
     new = retrieval_frame(50, 2)
     new.loc[3, "key"] = "other"
     with pytest.raises(KoembedError, match="1 of 50 rows have different keys"):
-        stats.paired_test(base, new, "ndcg-5-10")
+        permutation.paired_test(base, new, "ndcg-5-10")
     a, b = sts_frame(50, 1), sts_frame(50, 2)
     with pytest.raises(KoembedError, match="gold scores/labels differ"):
-        stats.paired_test(a, b, "sts-mean8")
+        permutation.paired_test(a, b, "sts-mean8")
 
 
 def test_bad_frames_get_one_line():
     with pytest.raises(KoembedError, match=r"needs per-example column\(s\) euclidean") as err:
-        stats.frame_value(sts_frame(20, 1).drop(columns="euclidean"), "sts-mean8")
+        bootstrap.frame_value(sts_frame(20, 1).drop(columns="euclidean"), "sts-mean8")
     assert "\n" not in str(err.value)
     nan = retrieval_frame(20, 1)
     nan.loc[2, "ndcg_at_10"] = float("nan")
     with pytest.raises(KoembedError, match=r"'ndcg_at_10'.*1 missing or non-finite"):
-        stats.task_interval(nan, "ndcg-5-10")
+        bootstrap.task_interval(nan, "ndcg-5-10")
     with pytest.raises(KoembedError, match="no rows"):
-        stats.frame_value(retrieval_frame(0, 1), "ndcg-5-10")
+        bootstrap.frame_value(retrieval_frame(0, 1), "ndcg-5-10")
     with pytest.raises(KoembedError, match="main_score"):
-        stats.frame_value(pair_frame(20, 1), "main_score")
+        bootstrap.frame_value(pair_frame(20, 1), "main_score")
     with pytest.raises(KoembedError, match="must be 0 or 1"):
-        stats.frame_value(pair_frame(20, 1).assign(label=2), "cosine_ap")
+        bootstrap.frame_value(pair_frame(20, 1).assign(label=2), "cosine_ap")
     with pytest.raises(KoembedError, match="confidence level"):
-        stats.task_interval(retrieval_frame(20, 1), "ndcg-5-10", level=95)
+        bootstrap.task_interval(retrieval_frame(20, 1), "ndcg-5-10", level=95)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,12 +367,12 @@ def test_bad_frames_get_one_line():
 
 def test_holm_by_hand():
     # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> max so far 0.06
-    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert stats.holm([0.5, 0.6]) == [1.0, 1.0]  # capped
-    assert stats.holm([0.02]) == [0.02]
-    assert stats.holm([]) == []
+    assert multiplicity.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert multiplicity.holm([0.5, 0.6]) == [1.0, 1.0]  # capped
+    assert multiplicity.holm([0.02]) == [0.02]
+    assert multiplicity.holm([]) == []
     with pytest.raises(KoembedError, match="between 0 and 1"):
-        stats.holm([1.5])
+        multiplicity.holm([1.5])
 
 
 @pytest.mark.parametrize(
@@ -381,31 +392,33 @@ def test_holm_by_hand():
 def test_verdict_boundaries(delta, p, min_effect, verdict):
     # one-sided: p is the drop's p for a negative delta, the gain's for a positive one
     assert (
-        stats.paired_verdict(delta, p, confidence=0.95, min_effect=min_effect, improvement_p=p)
+        multiplicity.paired_verdict(
+            delta, p, confidence=0.95, min_effect=min_effect, improvement_p=p
+        )
         == verdict
     )
     if delta > 0:  # a gain is never judged by the drop's p
-        assert stats.paired_verdict(delta, p, 0.95, min_effect) == "within noise"
+        assert multiplicity.paired_verdict(delta, p, 0.95, min_effect) == "within noise"
 
 
 def test_gate_run_adjusts_over_the_tasks_of_a_run():
-    def result(delta: float, p: float) -> stats.PairedTest:
-        ci = stats.Interval(0.95, delta - 1, delta + 1)
-        return stats.PairedTest(0.0, delta, delta, ci, p, ci, ci, 100, 1000, 1000)
+    def result(delta: float, p: float) -> permutation.PairedTest:
+        ci = bootstrap.Interval(0.95, delta - 1, delta + 1)
+        return permutation.PairedTest(0.0, delta, delta, ci, p, ci, ci, 100, 1000, 1000)
 
     # alone, p = 0.02 is significant; among 4 tasks its Holm-adjusted p is 4 x 0.02 = 0.08
-    alone = stats.gate_run({"a": result(-2.0, 0.02)})
+    alone = multiplicity.gate_run({"a": result(-2.0, 0.02)})
     assert alone["a"].verdict == "regressed"
-    run = stats.gate_run(
+    run = multiplicity.gate_run(
         {"a": result(-2.0, 0.02), "b": result(0.1, 0.5), "c": result(0.2, 0.7), "d": result(0, 1)}
     )
     assert run["a"].adjusted_p == pytest.approx(0.08) and run["a"].verdict == "within noise"
 
 
 def test_within_interval():
-    assert stats.within_interval(75.0, 74.0, 76.0)
-    assert stats.within_interval(74.0, 74.0, 76.0)
-    assert not stats.within_interval(73.99, 74.0, 76.0)
+    assert bootstrap.within_interval(75.0, 74.0, 76.0)
+    assert bootstrap.within_interval(74.0, 74.0, 76.0)
+    assert not bootstrap.within_interval(73.99, 74.0, 76.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,6 +467,6 @@ def test_a_two_point_drop_on_1000_pairs_is_flagged(simulation):
         result = simulation.paired_results([target], 7000 + i, {target.column: extra})[
             target.column
         ]
-        adjusted = stats.holm([result.p_value, *others.values()])[0]
-        flagged += stats.paired_verdict(result.delta, adjusted) == "regressed"
+        adjusted = multiplicity.holm([result.p_value, *others.values()])[0]
+        flagged += multiplicity.paired_verdict(result.delta, adjusted) == "regressed"
     assert flagged >= binom.ppf(0.001, trials, 0.95)

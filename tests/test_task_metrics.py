@@ -21,7 +21,7 @@ import pytest
 from pytest_koembed.cli import main
 from pytest_koembed.evaluation.per_example import load_examples, pair_examples
 from pytest_koembed.protocol.scoring import round_half_up, task_value
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, permutation, rules
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -117,16 +117,16 @@ def test_retrieval_statistics_are_of_the_tasks_own_main_score(
         plain = _plain_mteb(column, sample, minilm_dir)
         assert plain["main_score"] == plain[key]
         assert task["value"] == pytest.approx(100 * plain[key], abs=1e-9)
-        rule = stats.task_rule("main_score", key)
+        rule = rules.task_rule("main_score", key)
         assert rule == key
-        assert stats.frame_value(frame, rule) == task["value"]  # exactly, mteb's rounding too
-        low, high = stats.task_interval(frame, rule, stream=column)
+        assert bootstrap.frame_value(frame, rule) == task["value"]  # exactly, mteb's rounding too
+        low, high = bootstrap.task_interval(frame, rule, stream=column)
         assert (task["ci"]["low"], task["ci"]["high"]) == (low, high)
         assert low <= task["value"] <= high
         # not nDCG@10's numbers, which the statistics used to resample
-        assert (low, high) != stats.task_interval(frame, "ndcg_at_10", stream=column)
+        assert (low, high) != bootstrap.task_interval(frame, "ndcg_at_10", stream=column)
         with pytest.raises(Exception, match="main score key is not known"):
-            stats.frame_value(frame, "main_score")  # never a silent substitute
+            bootstrap.frame_value(frame, "main_score")  # never a silent substitute
 
     status = main(
         ["compare", str(tmp_path / "base.json"), str(tmp_path / "new.json"), "--json",
@@ -143,7 +143,7 @@ def test_retrieval_statistics_are_of_the_tasks_own_main_score(
         # the paired delta is the records' difference, to the last bit
         assert row["delta"] == new[column]["value"] - tasks[column]["value"]
         b, n = pair_examples(frames[column], new_frames[column])
-        test = stats.paired_test(b, n, main_key, stream=column)
+        test = permutation.paired_test(b, n, main_key, stream=column)
         assert (row["delta_ci"]["low"], row["delta_ci"]["high"]) == (
             test.delta_ci.low,
             test.delta_ci.high,
@@ -155,7 +155,7 @@ def test_mteb_retrieval_accuracy_is_recall_at_1() -> None:
     frame = pd.DataFrame(
         {"key": ["a", "b", "c"], "query_id": ["1", "2", "3"], "recall_at_1": [1.0, 0.0, 1.0]}
     )
-    assert stats.frame_value(frame, "accuracy") == 100 * round(2 / 3, 5)
+    assert bootstrap.frame_value(frame, "accuracy") == 100 * round(2 / 3, 5)
     from pytest_koembed.evaluation.per_example import recompute_value
 
     assert recompute_value(frame, "main_score", "accuracy") == 100 * round(2 / 3, 5)
@@ -164,7 +164,7 @@ def test_mteb_retrieval_accuracy_is_recall_at_1() -> None:
 def test_an_old_sidecar_without_the_main_score_column_is_refused_in_one_line() -> None:
     frame = pd.DataFrame({"key": ["a", "b"], "query_id": ["1", "2"], "ndcg_at_10": [0.5, 0.7]})
     with pytest.raises(Exception, match=r"needs the per-query column\(s\) mrr_at_5") as err:
-        stats.task_interval(frame, stats.task_rule("main_score", "mrr_at_5"))
+        bootstrap.task_interval(frame, rules.task_rule("main_score", "mrr_at_5"))
     assert "\n" not in str(err.value)
 
 
@@ -178,12 +178,12 @@ def test_paired_retrieval_values_keep_mtebs_rounding_at_a_boundary() -> None:
     new = base.assign(ndcg_at_10=[0.2, 0.3, 0.2, 0.3])
     recorded = task_value("ndcg_at_10", {"ndcg_at_10": round(sum(values) / 4, 5)})
     assert round_half_up(recorded, 2) == 12.35
-    assert stats.frame_value(base, "ndcg_at_10") == recorded
-    test = stats.paired_test(base, new, "ndcg_at_10", n_resamples=50, n_permutations=50)
+    assert bootstrap.frame_value(base, "ndcg_at_10") == recorded
+    test = permutation.paired_test(base, new, "ndcg_at_10", n_resamples=50, n_permutations=50)
     assert test.base == recorded and round_half_up(test.base, 2) == 12.35
     assert test.delta == 25.0 - recorded
     # MRR: mteb does not round its mean
-    assert stats.frame_value(base, "mrr_at_10") == 100 * (sum(values) / 4)
+    assert bootstrap.frame_value(base, "mrr_at_10") == 100 * (sum(values) / 4)
 
 
 def test_sts_and_pairs_valued_by_main_score_get_intervals_and_keep_the_averages() -> None:
@@ -196,11 +196,11 @@ def test_sts_and_pairs_valued_by_main_score_get_intervals_and_keep_the_averages(
     rng = np.random.default_rng(0)
     gold = rng.integers(0, 26, 80) / 5.0
     sts = pd.DataFrame(
-        {"gold": gold, **{c: gold + rng.normal(0, 1.0, 80) for c in stats.STS_SCORE_COLUMNS}}
+        {"gold": gold, **{c: gold + rng.normal(0, 1.0, 80) for c in rules.STS_SCORE_COLUMNS}}
     )
     labels = (rng.random(80) < 0.5).astype(np.int64)
     pairs = pd.DataFrame(
-        {"label": labels, **{c: labels + rng.normal(0, 1, 80) for c in stats.PAIR_SCORE_COLUMNS}}
+        {"label": labels, **{c: labels + rng.normal(0, 1, 80) for c in rules.PAIR_SCORE_COLUMNS}}
     )
     retrieval = pd.DataFrame(
         {"ndcg_at_5": rng.uniform(size=30), "ndcg_at_10": rng.uniform(size=30)}
@@ -215,7 +215,7 @@ def test_sts_and_pairs_valued_by_main_score_get_intervals_and_keep_the_averages(
     for column, main_key in (("sample-sts", "cosine_spearman"), ("sample-pairs", "max_ap")):
         ci = task_ci(tasks[column][1], "main_score", column, main_score=main_key)
         assert ci is not None
-        assert (ci["low"], ci["high"]) == stats.task_interval(
+        assert (ci["low"], ci["high"]) == bootstrap.task_interval(
             tasks[column][1], main_key, stream=column
         )
     fields = average_fields(suite, suite.scheme, tasks, 50.0, "m")
@@ -301,9 +301,9 @@ def test_sts_and_pairs_of_mteb_kor_v2_are_resampled_and_paired(pytester: pytest.
     for task in record["tasks"]:
         column, key = task["column"], task["main_score"]
         assert key == {"KorSTS": "cosine_spearman", "KorNLI": "max_ap"}[column]
-        assert stats.frame_value(frames[column], key) == pytest.approx(task["value"], abs=1e-9)
+        assert bootstrap.frame_value(frames[column], key) == pytest.approx(task["value"], abs=1e-9)
         assert task["ci"] is not None, task
-        assert (task["ci"]["low"], task["ci"]["high"]) == stats.task_interval(
+        assert (task["ci"]["low"], task["ci"]["high"]) == bootstrap.task_interval(
             frames[column], key, stream=column
         )
         assert task["p_value"] == 1.0 and task["delta"] == 0.0, task  # the same model again

@@ -4,10 +4,10 @@ One rule, used by the plugin (a ``--koembed-baseline`` run record with per-examp
 by ``koembed compare BASE.json NEW.json`` alike:
 
 - per task, the two runs' frames are paired by example key (:func:`per_example.pair_examples`)
-  and compared by :func:`stats.paired_test` (``delta``, ``delta_ci``, one-sided ``p_value``
+  and compared by :func:`permutation.paired_test` (``delta``, ``delta_ci``, one-sided ``p_value``
   for a drop and ``p_improvement`` for a gain);
 - over the run, the drops' p-values of all paired tasks are adjusted by Holm's step-down method
-  and each task gets :func:`stats.paired_verdict`: ``regressed`` when the adjusted p is below
+  and each task gets :func:`multiplicity.paired_verdict`: ``regressed`` when the adjusted p is below
   ``1 - confidence`` and the shown drop is at least the minimum effect; ``improved`` likewise
   from the gains' own Holm family (which never fails a run); ``within noise`` otherwise. An
   unchanged model fails the gate at most ``1 - confidence`` of the
@@ -38,7 +38,7 @@ from pytest_koembed.errors import KoembedError
 from pytest_koembed.evaluation.per_example import load_examples, pair_examples
 from pytest_koembed.protocol.scoring import round_half_up
 from pytest_koembed.records import read_run_record, run_suite_name
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, kernels, multiplicity, permutation, power, rules
 
 REGRESSED = "regressed"
 IMPROVED = "improved"
@@ -65,7 +65,7 @@ def old_paired_method(record: Mapping[str, Any]) -> str | None:
     block = record.get("baseline")
     paired = block.get("paired") if isinstance(block, Mapping) else None
     method = paired.get("method") if isinstance(paired, Mapping) else None
-    if isinstance(method, Mapping) and method.get("version") == stats.PAIRED_METHOD_VERSION:
+    if isinstance(method, Mapping) and method.get("version") == permutation.PAIRED_METHOD_VERSION:
         return None
     old = [
         t
@@ -76,7 +76,7 @@ def old_paired_method(record: Mapping[str, Any]) -> str | None:
         return None
     return (
         "its paired verdicts come from an older paired test (two-sided p, fixed 1,000 swaps, "
-        f"no paired method version {stats.PAIRED_METHOD_VERSION}): they are not reused, "
+        f"no paired method version {permutation.PAIRED_METHOD_VERSION}): they are not reused, "
         "the tasks are re-judged with the one-sided test"
     )
 
@@ -84,7 +84,7 @@ def old_paired_method(record: Mapping[str, Any]) -> str | None:
 def check_confidence(value: Any, where: str = "--koembed-confidence") -> float:
     """A confidence level strictly between 0 and 1 (default 0.95 for None)."""
     if value is None or value == "":
-        return stats.DEFAULT_LEVEL
+        return bootstrap.DEFAULT_LEVEL
     try:
         level = float(value)
     except (TypeError, ValueError):
@@ -95,9 +95,9 @@ def check_confidence(value: Any, where: str = "--koembed-confidence") -> float:
 
 
 def check_min_effect(value: Any, where: str = "--koembed-min-effect") -> float:
-    """A minimum effect in points, >= 0 (default :data:`stats.DEFAULT_MIN_EFFECT` for None)."""
+    """A minimum effect in points, >= 0 (default :data:`power.DEFAULT_MIN_EFFECT` for None)."""
     if value is None or value == "":
-        return stats.DEFAULT_MIN_EFFECT
+        return power.DEFAULT_MIN_EFFECT
     try:
         points = float(value)
     except (TypeError, ValueError):
@@ -109,12 +109,12 @@ def check_min_effect(value: Any, where: str = "--koembed-min-effect") -> float:
 
 @dataclass(frozen=True)
 class GateSettings:
-    confidence: float = stats.DEFAULT_LEVEL
-    min_effect: float = stats.DEFAULT_MIN_EFFECT
+    confidence: float = bootstrap.DEFAULT_LEVEL
+    min_effect: float = power.DEFAULT_MIN_EFFECT
 
     @property
     def alpha(self) -> float:
-        return stats.significance_level(self.confidence)
+        return power.significance_level(self.confidence)
 
     def describe(self, n_tasks: int) -> str:
         return (
@@ -132,19 +132,19 @@ def pair_task(
     family_size: int = 1,
     *,
     main_score: str | None = None,
-) -> stats.PairedTest:
+) -> permutation.PairedTest:
     """One task's paired test, its resolution set by the run's ``family_size`` (m) and level;
     a one-line KoembedError when the frames are on different rows.
 
     ``main_score``: the task's main score key, which a ``main_score`` rule tests
-    (``stats.task_rule``). A ``delta_ci`` with more undefined resamples than an interval may
-    leave out has NaN ends (``stats._percentile_interval``); callers show no interval then.
+    (``rules.task_rule``). A ``delta_ci`` with more undefined resamples than an interval may
+    leave out has NaN ends (``bootstrap.percentile_interval``); callers show no interval then.
     """
     base, new = pair_examples(base_frame, new_frame, name=column)
-    return stats.paired_test(
+    return permutation.paired_test(
         base,
         new,
-        stats.task_rule(rule, main_score),
+        rules.task_rule(rule, main_score),
         level=confidence,
         stream=column,
         family_size=family_size,
@@ -162,7 +162,7 @@ def bonferroni_verdict(
     Holm's first step."""
     m = max(m, 1)
     gain = None if p_improvement is None else min(1.0, p_improvement * m)
-    return stats.paired_verdict(delta, min(1.0, p_value * m), *_args(settings), gain)
+    return multiplicity.paired_verdict(delta, min(1.0, p_value * m), *_args(settings), gain)
 
 
 def _args(settings: GateSettings) -> tuple[float, float]:
@@ -187,14 +187,14 @@ def holm_verdicts(
     Drops are one family (Holm at the full alpha: a regression fails the run); gains are
     another, Holm-adjusted on their own, that never fails a run."""
     columns = list(tests)
-    adjusted = stats.holm([tests[c][1] for c in columns])
+    adjusted = multiplicity.holm([tests[c][1] for c in columns])
     with_gain = [c for c in columns if len(tests[c]) > 2 and tests[c][2] is not None]
-    gains = dict(zip(with_gain, stats.holm([tests[c][2] for c in with_gain]), strict=True))
-    steps = stats.holm_steps([tests[c][1] for c in columns], settings.alpha)
+    gains = dict(zip(with_gain, multiplicity.holm([tests[c][2] for c in with_gain]), strict=True))
+    steps = multiplicity.holm_steps([tests[c][1] for c in columns], settings.alpha)
     return {
         c: HolmResult(
             adj,
-            stats.paired_verdict(tests[c][0], adj, *_args(settings), gains.get(c)),
+            multiplicity.paired_verdict(tests[c][0], adj, *_args(settings), gains.get(c)),
             gains.get(c),
             step,
         )
@@ -210,7 +210,7 @@ def task_mde(
     if not isinstance(swaps, Mapping) or swaps.get("swap_sd") is None:
         return None
     delta_sd = swaps.get("delta_sd")
-    return stats.minimum_detectable_effect(
+    return power.minimum_detectable_effect(
         float(swaps["swap_sd"]),
         float(delta_sd) if delta_sd is not None else math.nan,
         step_alpha,
@@ -285,7 +285,10 @@ class Comparison:
             "new": self.new_path,
             "confidence": self.settings.confidence,
             "min_effect": self.settings.min_effect,
-            "paired_method": {"version": stats.PAIRED_METHOD_VERSION, "test": stats.PAIRED_METHOD},
+            "paired_method": {
+                "version": permutation.PAIRED_METHOD_VERSION,
+                "test": permutation.PAIRED_METHOD,
+            },
             "labels": LABELS,
             "tasks": [
                 {
@@ -382,7 +385,7 @@ def compare_records(
         try:  # aligned first: the number of paired tasks sets every test's resolution
             aligned[column] = (
                 *pair_examples(base_frames[column], new_frames[column], name=column),
-                stats.task_rule(str(n["value_rule"]), main),
+                rules.task_rule(str(n["value_rule"]), main),
             )
         except KoembedError as exc:
             row.note = f"{column}: not paired: {exc}"
@@ -391,7 +394,7 @@ def compare_records(
     for column, (base_frame, new_frame, rule) in list(aligned.items()):
         row = rows[column]
         try:
-            test = stats.paired_test(
+            test = permutation.paired_test(
                 base_frame,
                 new_frame,
                 rule,
@@ -414,7 +417,7 @@ def compare_records(
         row.swaps = test.to_dict()["swaps"]
         if test.statistic is not None:
             out.notes.append(f"{column}: gated on {test.statistic}; v_measure reported (base, new)")
-        row.cannot_fail = stats.cannot_fail_note(
+        row.cannot_fail = power.cannot_fail_note(
             test.n, len(aligned), settings.alpha, test.max_swaps
         )
     verdicts = holm_verdicts(
@@ -454,14 +457,14 @@ def average_deltas(
     tasks: Sequence[tuple[str, str, pd.DataFrame, pd.DataFrame, str]],
     scheme: str,
     confidence: float,
-    n_resamples: int = stats.DEFAULT_RESAMPLES,
+    n_resamples: int = kernels.DEFAULT_RESAMPLES,
 ) -> dict[str, Any]:
     """Category and weighted averages of the paired tasks in both runs, and the paired interval
-    of their difference: each task is resampled with the draws ``stats.paired_test`` uses (its
+    of their difference: each task is resampled with the draws ``permutation.paired_test`` uses (its
     column's stream), the same draws for both runs, and each resample goes through the
     leaderboard's own formulas (``scoring.summarize``). A weighted average needs the whole suite.
     Resamples in which an average is undefined (a task's value undefined in it, in either run)
-    follow ``stats._percentile_interval``'s rule: left out and counted, and no ``delta_ci`` past
+    follow ``bootstrap.percentile_interval``'s rule: left out and counted, and no ``delta_ci`` past
     one tail's share; ``"notes"`` says so.
     """
     from pytest_koembed.protocol.scoring import get_scheme, summarize
@@ -472,12 +475,12 @@ def average_deltas(
     sch = get_scheme(scheme)
     observed, drawn = {}, {}
     for side, index in (("base", 2), ("new", 3)):
-        samples = [stats.TaskSample(task[0], task[1], task[4], task[index]) for task in tasks]
+        samples = [bootstrap.TaskSample(task[0], task[1], task[4], task[index]) for task in tasks]
         observed[side] = summarize(
-            [(t.column, t.category, stats.frame_value(t.frame, t.rule)) for t in samples], sch
+            [(t.column, t.category, bootstrap.frame_value(t.frame, t.rule)) for t in samples], sch
         )
         # the same streams for both runs: replicate b of one pairs with replicate b of the other
-        drawn[side] = stats.average_replicates(samples, scheme, n_resamples)
+        drawn[side] = bootstrap.average_replicates(samples, scheme, n_resamples)
 
     notes: list[str] = []
 
@@ -486,7 +489,7 @@ def average_deltas(
     ) -> dict[str, Any]:
         if base is None or new is None or reps[0] is None or reps[1] is None:
             return {"base": base, "new": new, "delta": None, "delta_ci": None}
-        interval = stats._percentile_interval(reps[1] - reps[0], confidence)
+        interval = bootstrap.percentile_interval(reps[1] - reps[0], confidence)
         if interval.undefined:
             notes.append(f"{name}: delta_ci: {interval.why_undefined('the average')}")
         return {
@@ -745,7 +748,7 @@ def register(subparsers: Any) -> None:
         "--min-effect",
         default=None,
         metavar="POINTS",
-        help=f"smallest drop that counts as a regression (default {stats.DEFAULT_MIN_EFFECT})",
+        help=f"smallest drop that counts as a regression (default {power.DEFAULT_MIN_EFFECT})",
     )
     p.add_argument("--markdown", action="store_true", help="print a GitHub-flavoured table")
     p.add_argument("--plot", default=None, metavar="PATH.png", help="draw the deltas to PATH")

@@ -50,7 +50,7 @@ from pytest_koembed.protocol.leaderboards import (
 from pytest_koembed.protocol.scoring import round_half_up
 from pytest_koembed.protocol.spec import CATEGORIES, Suite
 from pytest_koembed.records import TaskScore, read_run_record, run_suite_name
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, permutation, power, rules
 
 DEFAULT_TOLERANCE = 1.0
 """Points a task may fall below its baseline before it fails. One point covers what a faithful
@@ -554,7 +554,7 @@ class BaselinePolicy:
         assert resolution.baseline is not None
         cell = resolution.baseline.cells[score.column]
         verdict = bonferroni_verdict(test.delta, test.p_value, m, self.gate, test.p_improvement)
-        # undefined resamples: stats._percentile_interval's rule; past it, no delta_ci
+        # undefined resamples: bootstrap.percentile_interval's rule; past it, no delta_ci
         score.delta_ci = test.delta_ci.to_dict() if test.delta_ci.defined else None
         if test.delta_ci.undefined:
             why = f"delta_ci: {test.delta_ci.why_undefined('the delta')}"
@@ -562,11 +562,11 @@ class BaselinePolicy:
         score.p_value = test.p_value
         score.p_improvement = test.p_improvement
         score.swaps = test.to_dict()["swaps"]
-        score.cannot_fail = stats.cannot_fail_note(test.n, m, self.gate.alpha, test.max_swaps)
+        score.cannot_fail = power.cannot_fail_note(test.n, m, self.gate.alpha, test.max_swaps)
         score.mde = (
             None
             if score.cannot_fail
-            else stats.minimum_detectable_effect(
+            else power.minimum_detectable_effect(
                 test.swap_sd,
                 test.delta_sd,
                 self.gate.alpha / m,
@@ -611,9 +611,9 @@ class BaselinePolicy:
             low, high = float(ci["low"]), float(ci["high"])
         elif score.examples is not None:
             try:
-                low, high = stats.task_interval(
+                low, high = bootstrap.task_interval(
                     score.examples,
-                    stats.task_rule(score.value_rule, score.main_score),
+                    rules.task_rule(score.value_rule, score.main_score),
                     level=self.gate.confidence,
                     stream=score.column,
                 )
@@ -621,7 +621,7 @@ class BaselinePolicy:
                 return
         else:
             return
-        inside = stats.within_interval(judgement.baseline, low, high)
+        inside = bootstrap.within_interval(judgement.baseline, low, high)
         score.baseline_within_ci = inside
         if judgement.message and judgement.verdict in (REGRESSED, WARNED):
             level = f"{self.gate.confidence * 100:g}%"
@@ -972,7 +972,7 @@ def weighted_paired_delta(
             b, n = pair_examples(base, new, name=column)
         except KoembedError:
             return None
-        from pytest_koembed.stats.resampling import task_rule
+        from pytest_koembed.stats.rules import task_rule
 
         tasks.append((column, score.category, b, n, task_rule(score.value_rule, score.main_score)))
     try:
@@ -1183,7 +1183,10 @@ def baseline_block(
             "not_paired": not_paired,
             "gated": [gated_line(s) for s in paired if s.gated_on],
             "holm_only": list(policy.holm_only),
-            "method": {"version": stats.PAIRED_METHOD_VERSION, "test": stats.PAIRED_METHOD},
+            "method": {
+                "version": permutation.PAIRED_METHOD_VERSION,
+                "test": permutation.PAIRED_METHOD,
+            },
             "labels": dict(LABELS),
             "cannot_fail": {s.column: s.cannot_fail for s in paired if s.cannot_fail},
             "weighted_average": policy.weighted_paired,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -128,57 +128,90 @@ def _differ(what: str, a: str, va: Any, b: str, vb: Any, fix: str) -> KoembedErr
     return KoembedError(f"{a} and {b} are of different {what} ({va} vs {vb}); {fix}")
 
 
-def check_same_run(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-    """One-line KoembedError unless every record is a complete part of the same run."""
+_Check = tuple[str, Callable[[Mapping[str, Any]], Any], str, Callable[[Mapping[str, Any]], Any]]
+
+
+def _run_checks() -> list[_Check]:
+    """What every shard must share, in the order it is checked: (what differs, the value
+    compared, what to do, the value as the message shows it)."""
+    checks: list[_Check] = [
+        ("models (fingerprint)", _fingerprint, "merge the shards of one model", _fingerprint),
+        ("suites", _suite_name, "merge runs of one suite", _suite_name),
+        ("scoring schemes", _scheme, "run every shard with one --koembed-scheme", _scheme),
+        (
+            "package versions",
+            _versions,
+            "run every shard in the same environment (pin the versions)",
+            _versions,
+        ),
+        ("interval levels", _level, "run every shard with one --koembed-confidence", _level),
+    ]
+    for field_name, what, option in ENCODING_FIELDS:
+
+        def value(record: Mapping[str, Any], name: str = field_name) -> Any:
+            return _model_field(record, name)
+
+        fix = (
+            "the embeddings differ, so the merged averages would be of no run: run every shard "
+            f"with the same {option}"
+        )
+        checks.append((what, value, fix, value))
+    checks.append(
+        (
+            "prompts",
+            _prompt_settings,
+            "run every shard with the same --koembed-instructions / --koembed-no-instructions",
+            _prompts_text,
+        )
+    )
+    return checks
+
+
+def _gate_checks() -> list[_Check]:
+    """The gate options, checked after the data sources."""
+    fix = (
+        "run every shard with the same --koembed-fail-under, --koembed-tolerance, "
+        "--koembed-strict, --koembed-min-effect and --koembed-rule (command line and ini)"
+    )
+    return [("gate options", _gate_settings, fix, _gates_text)]
+
+
+def _gate_settings(record: Mapping[str, Any]) -> Any:
+    return record.get("gate_settings") or {}
+
+
+def _suite_name(record: Mapping[str, Any]) -> Any:
+    return (record.get("suite") or {}).get("name")
+
+
+def _scheme(record: Mapping[str, Any]) -> Any:
+    return record.get("scheme")
+
+
+def _prompt_settings(record: Mapping[str, Any]) -> Any:
+    return record.get("prompt_settings")
+
+
+def _check_all_same(
+    records: Sequence[tuple[str, Mapping[str, Any]]], checks: Sequence[_Check]
+) -> None:
+    first_name, first = records[0]
+    for what, key, fix, shown in checks:
+        for name, record in records[1:]:
+            if key(record) != key(first):
+                raise _differ(what, first_name, shown(first), name, shown(record), fix)
+
+
+def _check_complete(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     for name, record in records:
         if not record.get("complete"):
             why = record.get("interrupted") or "complete: false"
             raise KoembedError(
                 f"{name} is not complete ({why}); re-run that shard and merge its finished record"
             )
-    first_name, first = records[0]
-    checks = (
-        ("models (fingerprint)", _fingerprint, "merge the shards of one model"),
-        ("suites", lambda r: (r.get("suite") or {}).get("name"), "merge runs of one suite"),
-        ("scoring schemes", lambda r: r.get("scheme"), "run every shard with one --koembed-scheme"),
-        (
-            "package versions",
-            _versions,
-            "run every shard in the same environment (pin the versions)",
-        ),
-        (
-            "interval levels",
-            _level,
-            "run every shard with one --koembed-confidence",
-        ),
-    )
-    for what, key, fix in checks:
-        for name, record in records[1:]:
-            if key(record) != key(first):
-                raise _differ(what, first_name, key(first), name, key(record), fix)
-    for field_name, what, option in ENCODING_FIELDS:
-        for name, record in records[1:]:
-            mine, theirs = _model_field(first, field_name), _model_field(record, field_name)
-            if mine != theirs:
-                raise _differ(
-                    what,
-                    first_name,
-                    mine,
-                    name,
-                    theirs,
-                    f"the embeddings differ, so the merged averages would be of no run: run "
-                    f"every shard with the same {option}",
-                )
-    for name, record in records[1:]:
-        if record.get("prompt_settings") != first.get("prompt_settings"):
-            raise _differ(
-                "prompts",
-                first_name,
-                _prompts_text(first),
-                name,
-                _prompts_text(record),
-                "run every shard with the same --koembed-instructions / --koembed-no-instructions",
-            )
+
+
+def _check_data_sources(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     sources = [(name, data_source(r)) for name, r in records]
     known = [(name, s) for name, s in sources if s is not None]
     for name, source in known[1:]:
@@ -191,17 +224,10 @@ def check_same_run(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
                 source,
                 "read every shard's data from one place",
             )
-    for name, record in records[1:]:
-        if (record.get("gate_settings") or {}) != (first.get("gate_settings") or {}):
-            raise _differ(
-                "gate options",
-                first_name,
-                _gates_text(first),
-                name,
-                _gates_text(record),
-                "run every shard with the same --koembed-fail-under, --koembed-tolerance, "
-                "--koembed-strict, --koembed-min-effect and --koembed-rule (command line and ini)",
-            )
+
+
+def _check_one_split(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """One N, every task and every shard once."""
     counts = {b.get("count") for _, r in records if isinstance(b := r.get("shard"), Mapping)}
     if len(counts) > 1:
         raise KoembedError(
@@ -225,6 +251,15 @@ def check_same_run(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
             raise KoembedError(f"shard {label} is given twice, as {labels[label]} and {name}")
         if label is not None:
             labels[label] = name
+
+
+def check_same_run(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """One-line KoembedError unless every record is a complete part of the same run."""
+    _check_complete(records)
+    _check_all_same(records, _run_checks())
+    _check_data_sources(records)
+    _check_all_same(records, _gate_checks())
+    _check_one_split(records)
 
 
 def _gates_text(record: Mapping[str, Any]) -> str:
@@ -281,10 +316,8 @@ def merge_records(
 
     One-line KoembedError for anything that is not parts of one run (see the module docstring).
     """
-    from pytest_koembed.evaluation.per_example import load_examples
     from pytest_koembed.reports.summary import run_record
     from pytest_koembed.run.finish import record_suite
-    from pytest_koembed.stats.intervals import DEFAULT_CONFIDENCE, RunIntervals
 
     if not paths:
         raise KoembedError("give the run records to merge: koembed merge RUN.json... -o OUT.json")
@@ -294,31 +327,12 @@ def merge_records(
     suite = record_suite(first, f"run record {first_name}", suite_option)
     for name, record in records[1:]:
         record_suite(record, f"run record {name}", suite_option or str(suite.path))
-    scores: dict[str, TaskScore] = {}
-    frames: dict[str, Any] = {}
-    for name, record in records:
-        held = load_examples(name) if isinstance(record.get("examples"), Mapping) else {}
-        for task in record["tasks"]:
-            score = TaskScore.from_dict(task)
-            scores[score.column] = score
-            if score.column in held:
-                frames[score.column] = held[score.column]
+    scores, frames = _scores_and_frames(records)
     selected = {c for _, r in records for c in _selection(r)} | set(scores)
     missing = [t.column for t in suite.tasks if t.column in selected and t.column not in scores]
     shards = sorted({label for _, r in records if (label := _shard_label(r))})
     if missing and not allow_missing:
-        counts = {b.get("count") for _, r in records if isinstance(b := r.get("shard"), Mapping)}
-        absent = ""
-        if len(counts) == 1:
-            count = counts.pop()
-            gone = [
-                f"{k}/{count}" for k in range(1, int(count) + 1) if f"{k}/{count}" not in shards
-            ]
-            absent = f" (no record of shard {', '.join(gone)})" if gone else ""
-        raise KoembedError(
-            f"{len(missing)} selected task(s) in no record: {', '.join(missing)}{absent}; give "
-            "every shard's record, or --allow-missing to merge without them"
-        )
+        raise _missing_error(records, missing, shards)
     started = [s for _, r in records if (s := _timestamp(r.get("started"))) is not None]
     finished = [f for _, r in records if (f := _timestamp(r.get("finished"))) is not None]
     ordered = {t.column: scores[t.column] for t in suite.tasks if t.column in scores}
@@ -337,7 +351,23 @@ def merge_records(
         baseline=_baseline_block([r for _, r in records], list(ordered.values())),
         gates=[],
     )
-    # as the shards ran, not as this machine has it
+    record = _as_the_shards_ran(record, first, suite, frames)
+    record["merged"] = {
+        "records": [name for name, _ in records],
+        "shards": shards,
+        "missing": missing,
+        "warnings": device_warnings(records),
+    }
+    return record, frames, suite, missing
+
+
+def _as_the_shards_ran(
+    record: dict[str, Any], first: Mapping[str, Any], suite: Suite, frames: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The merged record's versions, suite block, intervals, prompt and gate settings: as the
+    shards ran, not as this machine has it."""
+    from pytest_koembed.stats.intervals import DEFAULT_CONFIDENCE, RunIntervals
+
     record["koembed_version"] = first.get("koembed_version")
     record["versions"] = dict(first.get("versions") or {})
     record["suite"] = dict(first.get("suite") or record["suite"])
@@ -349,13 +379,41 @@ def merge_records(
         record["prompt_settings"] = first["prompt_settings"]
     if first.get("gate_settings"):
         record["gate_settings"] = dict(first["gate_settings"])  # the same in every shard
-    record["merged"] = {
-        "records": [name for name, _ in records],
-        "shards": shards,
-        "missing": missing,
-        "warnings": device_warnings(records),
-    }
-    return record, frames, suite, missing
+    return record
+
+
+def _scores_and_frames(
+    records: Sequence[tuple[str, Mapping[str, Any]]],
+) -> tuple[dict[str, TaskScore], dict[str, Any]]:
+    """Every record's task entries, and the per-example frames of its sidecar."""
+    from pytest_koembed.evaluation.per_example import load_examples
+
+    scores: dict[str, TaskScore] = {}
+    frames: dict[str, Any] = {}
+    for name, record in records:
+        held = load_examples(name) if isinstance(record.get("examples"), Mapping) else {}
+        for task in record["tasks"]:
+            score = TaskScore.from_dict(task)
+            scores[score.column] = score
+            if score.column in held:
+                frames[score.column] = held[score.column]
+    return scores, frames
+
+
+def _missing_error(
+    records: Sequence[tuple[str, Mapping[str, Any]]], missing: Sequence[str], shards: Sequence[str]
+) -> KoembedError:
+    """The selected tasks no record holds, and which shards' records are not given."""
+    counts = {b.get("count") for _, r in records if isinstance(b := r.get("shard"), Mapping)}
+    absent = ""
+    if len(counts) == 1:
+        count = counts.pop()
+        gone = [f"{k}/{count}" for k in range(1, int(count) + 1) if f"{k}/{count}" not in shards]
+        absent = f" (no record of shard {', '.join(gone)})" if gone else ""
+    return KoembedError(
+        f"{len(missing)} selected task(s) in no record: {', '.join(missing)}{absent}; give "
+        "every shard's record, or --allow-missing to merge without them"
+    )
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:

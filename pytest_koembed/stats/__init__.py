@@ -1,1 +1,3 @@
-"""Statistics: resampling kernels, intervals, paired tests, power (numpy/scipy only)."""
+"""Statistics (numpy only): kernels (seeded draws, value kernels) < rules (value rules) <
+bootstrap (intervals) < power (resolution, MDE) < permutation (paired tests) < multiplicity (Holm,
+verdicts); intervals shapes them for the run record."""

@@ -1,7 +1,7 @@
 """Confidence intervals of a run: per task, per average, and of its rank among published models.
 
 The glue between a run's per-example frames (``pytest_koembed.evaluation.per_example``) and the pure
-statistics of ``pytest_koembed.stats.resampling``, in the shapes the run record and the summary use:
+statistics (``stats.bootstrap``, ``stats.rules``), in the shapes the run record and the summary use:
 
 - :func:`task_ci`: a task's percentile bootstrap interval, computed on the worker right after
   evaluation, as ``TaskScore.ci = {"level", "low", "high"}`` (x100, unrounded, like ``value``).
@@ -9,7 +9,7 @@ statistics of ``pytest_koembed.stats.resampling``, in the shapes the run record 
   ``weighted_average_ci`` and ``rank`` fields, resampling every task at once on the controller.
 - :func:`interval_text`: how the summary shows an interval next to its value (``76.94 ±0.85``).
 
-Every draw is seeded (:data:`stats.DEFAULT_SEED`) with the task's column as its stream, so the
+Every draw is seeded (:data:`kernels.DEFAULT_SEED`) with the task's column as its stream, so the
 same run gives the same intervals in any process and under any ``-n``.
 
 Plain functions: no pytest, no mteb, no torch.
@@ -27,11 +27,11 @@ from pytest_koembed.errors import KoembedError
 from pytest_koembed.protocol.leaderboards import run_encoder_type
 from pytest_koembed.protocol.scoring import TaskRow, get_scheme, summarize
 from pytest_koembed.protocol.spec import Suite
-from pytest_koembed.stats import resampling as stats
+from pytest_koembed.stats import bootstrap, kernels, rules
 
-DEFAULT_CONFIDENCE = stats.DEFAULT_LEVEL
-RESAMPLES = stats.DEFAULT_RESAMPLES
-SEED = stats.DEFAULT_SEED
+DEFAULT_CONFIDENCE = bootstrap.DEFAULT_LEVEL
+RESAMPLES = kernels.DEFAULT_RESAMPLES
+SEED = kernels.DEFAULT_SEED
 METHOD = "percentile bootstrap over examples"
 
 ASYMMETRY = 0.5
@@ -50,7 +50,7 @@ def _interval_dict(
     return out
 
 
-def _ci_dict(level: float, interval: stats.Interval | None) -> dict[str, Any] | None:
+def _ci_dict(level: float, interval: bootstrap.Interval | None) -> dict[str, Any] | None:
     if interval is None:
         return None
     return _interval_dict(level, interval.low, interval.high, interval.undefined)
@@ -65,8 +65,8 @@ def task_ci(
 ) -> dict[str, Any] | None:
     """A task's interval from its per-example frame, or None when it has none (no frame, a value
     rule that cannot be resampled, or more undefined resamples than an interval may leave out:
-    ``stats._percentile_interval``). ``main_score``: the task's main score key, which a
-    ``main_score`` rule resamples (``stats.task_rule``). ``"undefined": k`` when k resamples
+    ``bootstrap.percentile_interval``). ``main_score``: the task's main score key, which a
+    ``main_score`` rule resamples (``rules.task_rule``). ``"undefined": k`` when k resamples
     were left out."""
     return task_ci_and_note(frame, rule, column, level, main_score)[0]
 
@@ -83,8 +83,8 @@ def task_ci_and_note(
     if frame is None:
         return None, None
     try:
-        interval = stats.task_confidence_interval(
-            frame, stats.task_rule(rule, main_score), level, RESAMPLES, SEED, stream=column
+        interval = bootstrap.task_confidence_interval(
+            frame, rules.task_rule(rule, main_score), level, RESAMPLES, SEED, stream=column
         )
     except (KoembedError, ValueError, ArithmeticError) as exc:  # never fails a task
         return None, f"no interval: {exc}"
@@ -137,7 +137,7 @@ def rank_fields(
 
     ``rank`` is the run's rank among the published weighted averages (as the leaderboard
     table ranks it); ``interval`` the ranks its resampled weighted averages take among the same
-    fixed numbers (``stats.rank_interval``); ``of`` the rows of the table with the run in it.
+    fixed numbers (``bootstrap.rank_interval``); ``of`` the rows of the table with the run in it.
     ``interval`` is None when there are no replicates (a task without per-example results).
     """
     if weighted is None:
@@ -149,15 +149,15 @@ def rank_fields(
     interval = None
     if (
         weighted_replicates is not None
-        and stats._percentile_interval(
+        and bootstrap.percentile_interval(
             np.asarray(weighted_replicates, dtype=np.float64), level
         ).defined
     ):  # the rule for undefined resamples holds for the rank as for the average
-        best, worst = stats.rank_interval(weighted_replicates, published, level)
+        best, worst = bootstrap.rank_interval(weighted_replicates, published, level)
         interval = [best, worst]
     return {
         "leaderboard": name,
-        "rank": stats.rank_among(weighted, published),
+        "rank": bootstrap.rank_among(weighted, published),
         "interval": interval,
         "of": len(published) + 1,
         "level": level,
@@ -177,21 +177,21 @@ def average_fields(
 
     ``tasks``: column -> (value rule, per-example frame[, main score key]) for each scored task
     that has per-example results (a ``main_score`` rule resamples the task's main score:
-    ``stats.task_rule``). A category with a task missing from it (not scored, deselected, without
+    ``rules.task_rule``). A category with a task missing from it (not scored, deselected, without
     per-example results, or with a rule that cannot be resampled) has no interval (``null``), nor
     has the weighted average then: the same rule as ``averages.py`` applies to the averages
     themselves, and a partial average gets no interval. Resamples in which a task's value is
-    undefined follow ``stats._percentile_interval``'s rule; the ``intervals`` block's
+    undefined follow ``bootstrap.percentile_interval``'s rule; the ``intervals`` block's
     ``undefined`` (column -> count) and ``note`` say how many and what became of them.
     ``weighted``: the run's weighted average (for the rank).
     """
 
-    def sample(column: str, category: str) -> stats.TaskSample:
+    def sample(column: str, category: str) -> bootstrap.TaskSample:
         if column not in tasks:
-            return stats.TaskSample(column, category, "", None)
+            return bootstrap.TaskSample(column, category, "", None)
         rule, frame, *main = tasks[column]
-        return stats.TaskSample(
-            column, category, stats.task_rule(rule, main[0] if main else None), frame
+        return bootstrap.TaskSample(
+            column, category, rules.task_rule(rule, main[0] if main else None), frame
         )
 
     samples = [sample(t.column, t.category) for t in suite.tasks]
@@ -201,7 +201,7 @@ def average_fields(
     undefined: dict[str, int] = {}
     if any(s.frame is not None for s in samples):
         try:
-            result = stats.average_intervals(samples, sch.name, level, RESAMPLES, SEED)
+            result = bootstrap.average_intervals(samples, sch.name, level, RESAMPLES, SEED)
         except (KoembedError, ValueError, ArithmeticError) as exc:  # never fails the run
             notes.append(f"no interval for the averages: {exc}")
     if result is not None:
@@ -220,7 +220,7 @@ def average_fields(
             else:
                 notes.append(
                     f"no interval for an average with more than "
-                    f"{stats.max_undefined(RESAMPLES, level)} undefined resamples ({counts})"
+                    f"{bootstrap.max_undefined(RESAMPLES, level)} undefined resamples ({counts})"
                 )
         categories = {cat: _ci_dict(level, ci) for cat, ci in result.categories.items()}
         weighted_ci = _ci_dict(level, result.weighted)
