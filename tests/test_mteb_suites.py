@@ -335,7 +335,7 @@ RERANK_CANDIDATES = {"q1": ["d10", "d11", "d12", "d01", "d20"], "q2": ["d20", "d
 FAKE_HUB = """
 from datasets import Dataset, DatasetDict
 
-from pytest_koembed import mteb_suites
+from pytest_koembed.protocol import mteb_suites
 
 TOPIC_TEXTS = {topics!r}
 QUERIES = {queries!r}
