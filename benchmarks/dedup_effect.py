@@ -72,9 +72,11 @@ def _with_repeats(rows: list[dict[str, Any]], k: int, rng: random.Random) -> lis
 
 
 def measure(model_dir: Path, seeds: int, fractions: list[float]) -> None:
-    import pytest_koembed.data.layout as data
+    import pytest_koembed.data.local as data  # where a custom task looks dedupe_pairs up
+    from pytest_koembed.data.layout import layout_dir
     from pytest_koembed.evaluation.run import evaluate_task
-    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions
+    from pytest_koembed.models.loading import load_encoder
     from pytest_koembed.protocol.suite import load_suite
     from pytest_koembed.resources import suites_dir
 
@@ -104,7 +106,7 @@ def measure(model_dir: Path, seeds: int, fractions: list[float]) -> None:
 
     print(line(header))
     for spec in specs:
-        source = data.layout_dir(suites_dir() / "sample-data", spec.task, spec.subset, spec.split)
+        source = layout_dir(suites_dir() / "sample-data", spec.task, spec.subset, spec.split)
         rows = [
             json.loads(line)
             for line in (source / "pairs.jsonl").read_text("utf-8").split("\n")

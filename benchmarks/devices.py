@@ -42,7 +42,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions
+    from pytest_koembed.models.loading import load_encoder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: MiniLM)")

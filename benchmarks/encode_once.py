@@ -93,9 +93,10 @@ def main() -> None:
     import mteb
     from sentence_transformers import SentenceTransformer
 
-    from pytest_koembed.data.layout import prepare_task
+    from pytest_koembed.data.prepare import prepare_task
     from pytest_koembed.evaluation.run import evaluate_task
-    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions
+    from pytest_koembed.models.loading import load_encoder
 
     encoder = load_encoder(EncoderOptions(model=str(model_dir), device="cpu"))
     raw = SentenceTransformer(str(model_dir), device="cpu")

@@ -135,7 +135,7 @@ def plain_mteb(model_dir: str, suite_path: str) -> None:
     import mteb
     from sentence_transformers import SentenceTransformer
 
-    from pytest_koembed.data.layout import prepare_task
+    from pytest_koembed.data.prepare import prepare_task
     from pytest_koembed.protocol.suite import load_suite
 
     model = SentenceTransformer(model_dir, device="cpu")

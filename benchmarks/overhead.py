@@ -35,9 +35,10 @@ def per_task(model_dir: Path, repeat: int) -> None:
     import mteb
     from sentence_transformers import SentenceTransformer
 
-    from pytest_koembed.data.layout import prepare_task
+    from pytest_koembed.data.prepare import prepare_task
     from pytest_koembed.evaluation.run import evaluate_task
-    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions
+    from pytest_koembed.models.loading import load_encoder
     from pytest_koembed.protocol.suite import load_suite
 
     encoder = load_encoder(EncoderOptions(model=str(model_dir), device="cpu"))

@@ -74,7 +74,7 @@ def check_device(device: str) -> None:
             f"--koembed-device {device!r} is not one of auto, cpu, cuda, cuda:N, mps"
         )
     if value.startswith(("cuda", "mps")):  # only then is torch worth importing now
-        from pytest_koembed.models.encoders import resolve_device
+        from pytest_koembed.models.dtypes import resolve_device
 
         resolve_device(value)
 
@@ -82,7 +82,7 @@ def check_device(device: str) -> None:
 def check_pooling(pooling: str | None) -> None:
     if pooling is None:
         return
-    from pytest_koembed.models.encoders import _normalise_pooling
+    from pytest_koembed.models.pooling import _normalise_pooling
 
     _normalise_pooling(pooling)
 
@@ -90,7 +90,7 @@ def check_pooling(pooling: str | None) -> None:
 def check_model_type(model: str, model_type: str | None) -> None:
     """``--koembed-model-type dense|sparse`` agrees with a local model directory's own files
     (a Hub model is checked when it is loaded)."""
-    from pytest_koembed.models.encoders import check_model_type as check
+    from pytest_koembed.models.loading import check_model_type as check
 
     check(model, model_type or "auto")
 
@@ -135,6 +135,6 @@ def check_devices(spec: str | None, model: str, *, xdist: bool) -> None:
         )
     path = Path(model).expanduser()
     if path.is_dir() and not (path / "modules.json").is_file():
-        from pytest_koembed.models.encoders import devices_need_sentence_transformers
+        from pytest_koembed.models.loading import devices_need_sentence_transformers
 
         raise KoembedError(devices_need_sentence_transformers(model))

@@ -542,7 +542,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _share_cpu_threads()
     if worker and config.getoption("koembed_device") in ("auto", "cuda"):
         # Must happen before anything initialises CUDA in this worker process.
-        from pytest_koembed.models.encoders import pin_worker_gpu
+        from pytest_koembed.models.pinning import pin_worker_gpu
 
         pin_worker_gpu(worker, os.environ)
 
@@ -920,7 +920,7 @@ def _task_keywords(spec: TaskSpec, config: pytest.Config) -> set[str]:
     so that a run without it does not import mteb at collection."""
     keywords = {spec.task}
     if config.getoption("keyword", None):
-        from pytest_koembed.data.layout import dataset_id
+        from pytest_koembed.data.tasks import dataset_id
 
         dataset = dataset_id(spec)
         if dataset:
@@ -1002,7 +1002,8 @@ def koembed_encoder(request: pytest.FixtureRequest) -> Iterator[Any]:
     ``encode(list[str]) -> array`` (optionally ``encode_query`` / ``encode_document``).
     Its teardown stops the ``--koembed-devices`` processes, also after a failure or Ctrl-C.
     """
-    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions
+    from pytest_koembed.models.loading import load_encoder
 
     config = request.config
     state = config.stash[SESSION_KEY]

@@ -291,7 +291,8 @@ KEYS = [StoreKey("encode", None, f"문장 {i}") for i in range(5)]
 
 
 def test_a_changed_prompt_max_length_or_dtype_misses(tiny_bert_dir: Path, tmp_path: Path) -> None:
-    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions
+    from pytest_koembed.models.loading import load_encoder
     from pytest_koembed.plugin import _encoder_info
 
     def store(**options: Any) -> DiskStore:

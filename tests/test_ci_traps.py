@@ -359,7 +359,7 @@ def test_model_index_names_the_model_as_the_summary_and_pooling_works_as_documen
 
 
 def test_pooling_help_and_readme_list_what_the_option_accepts(run_pytest, tmp_path: Path) -> None:
-    from pytest_koembed.models.encoders import POOLINGS
+    from pytest_koembed.models.pooling import POOLINGS
 
     help_text = " ".join(run_pytest(tmp_path, "--help").stdout.split())
     listed = "|".join(POOLINGS[:2] + POOLINGS[3:] + POOLINGS[2:3])  # mean|cls|max|last-token

@@ -23,17 +23,11 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-from pytest_koembed.data.layout import (
-    PreparedTask,
-    dedupe_pairs,
-    export_task,
-    layout_dir,
-    prepare_task,
-    read_pairs,
-    read_retrieval,
-    read_texts,
-    unique_pair_indices,
-)
+from pytest_koembed.data.dedup import dedupe_pairs, unique_pair_indices
+from pytest_koembed.data.export import export_task
+from pytest_koembed.data.layout import layout_dir, read_pairs, read_retrieval, read_texts
+from pytest_koembed.data.prepare import prepare_task
+from pytest_koembed.data.tasks import PreparedTask
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.protocol import scoring
 from pytest_koembed.protocol.spec import TaskSpec

@@ -102,7 +102,8 @@ def test_the_run_record_and_summary_name_the_devices(retrieval_runs: dict[str, A
 
 
 def test_pool_starts_for_large_calls_only_and_stops_on_close(minilm_dir: Path) -> None:
-    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions
+    from pytest_koembed.models.loading import load_encoder
 
     encoder = load_encoder(
         EncoderOptions(model=str(minilm_dir), devices="cpu:2", devices_min_texts=16, batch_size=4)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.evaluation.adapter import make_adapter
 from pytest_koembed.evaluation.progress import TaskProgress
-from pytest_koembed.evaluation.run import make_adapter
 from pytest_koembed.models.store import MemoryStore
 from pytest_koembed.protocol.suite import load_suite
 

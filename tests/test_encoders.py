@@ -17,15 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.models import encoders
-from pytest_koembed.models.encoders import (
-    EncoderOptions,
-    LoadedEncoder,
-    load_encoder,
-    model_fingerprint,
-    pin_worker_gpu,
-    resolve_dtype,
-)
+from pytest_koembed.models import dtypes, fingerprint, naming, pooling
+from pytest_koembed.models.dtypes import resolve_dtype
+from pytest_koembed.models.encoders import EncoderOptions, LoadedEncoder
+from pytest_koembed.models.fingerprint import model_fingerprint
+from pytest_koembed.models.loading import load_encoder
+from pytest_koembed.models.pinning import pin_worker_gpu
 
 TEXTS = [
     "오늘 서울의 날씨는 맑고 따뜻합니다.",
@@ -258,10 +255,10 @@ def test_pool_handles_left_and_right_padding():
     hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
     right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert torch.equal(encoders.pool(hidden, right, "last-token"), hidden[[0, 1], [1, 3]])
-    assert torch.equal(encoders.pool(hidden, left, "last-token"), hidden[[0, 1], [3, 3]])
-    assert torch.allclose(encoders.pool(hidden, right, "mean")[0], hidden[0, :2].mean(0))
-    assert torch.equal(encoders.pool(hidden, right, "max")[0], hidden[0, 1])
+    assert torch.equal(pooling.pool(hidden, right, "last-token"), hidden[[0, 1], [1, 3]])
+    assert torch.equal(pooling.pool(hidden, left, "last-token"), hidden[[0, 1], [3, 3]])
+    assert torch.allclose(pooling.pool(hidden, right, "mean")[0], hidden[0, :2].mean(0))
+    assert torch.equal(pooling.pool(hidden, right, "max")[0], hidden[0, 1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,10 +377,10 @@ def test_resolve_dtype(requested, device, llm, bf16, board, ckpt, expected):
 
 
 def test_row_names_follow_the_leaderboard():
-    assert encoders._row_name("Qwen/Qwen3-Embedding-8B", "bf16") == "Qwen/Qwen3-Embedding-8B-bf16"
-    assert encoders._row_name("facebook/drama-1b", "fp16") == "facebook/drama-1b-fp16"
-    assert encoders._row_name("nlpai-lab/KURE-v1", "fp32") == "nlpai-lab/KURE-v1"
-    assert encoders._row_name("x-bf16", "bf16") == "x-bf16"
+    assert naming._row_name("Qwen/Qwen3-Embedding-8B", "bf16") == "Qwen/Qwen3-Embedding-8B-bf16"
+    assert naming._row_name("facebook/drama-1b", "fp16") == "facebook/drama-1b-fp16"
+    assert naming._row_name("nlpai-lab/KURE-v1", "fp32") == "nlpai-lab/KURE-v1"
+    assert naming._row_name("x-bf16", "bf16") == "x-bf16"
 
 
 def test_device_flags_on_cpu(tiny_bert_dir: Path, tiny_bert: LoadedEncoder):
@@ -396,7 +393,7 @@ def test_device_flags_on_cpu(tiny_bert_dir: Path, tiny_bert: LoadedEncoder):
             load_encoder(EncoderOptions(model=str(tiny_bert_dir), device="cuda"))
         with pytest.raises(KoembedError, match="CUDA is not available"):
             load_encoder(EncoderOptions(model=str(tiny_bert_dir), device="cuda:1"))
-    if not encoders._mps_available():
+    if not dtypes._mps_available():
         with pytest.raises(KoembedError, match="MPS backend is not available"):
             load_encoder(EncoderOptions(model=str(tiny_bert_dir), device="mps"))
 
@@ -407,7 +404,7 @@ def test_unrunnable_dtype_is_one_line(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(torch.nn.functional, "layer_norm", broken)
     with pytest.raises(KoembedError) as err:
-        encoders.check_dtype_supported("fp16", "cpu")
+        dtypes.check_dtype_supported("fp16", "cpu")
     assert "--koembed-dtype fp16 does not run on cpu" in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -503,7 +500,7 @@ def test_pin_worker_gpu_imports_no_cuda():
 
     code = (
         "import os, sys\n"
-        "from pytest_koembed.models.encoders import pin_worker_gpu\n"
+        "from pytest_koembed.models.pinning import pin_worker_gpu\n"
         "env = {'CUDA_VISIBLE_DEVICES': '0,1'}\n"
         "print(pin_worker_gpu('gw1', env), 'torch' in sys.modules)\n"
     )
@@ -542,7 +539,7 @@ def test_fingerprint_of_a_hub_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     refs = tmp_path / "models--org--model" / "refs"
     refs.mkdir(parents=True)
     (refs / "main").write_text(sha)
-    monkeypatch.setattr(encoders, "_hub_cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(fingerprint, "_hub_cache_dir", lambda: tmp_path)
     assert model_fingerprint("org/model", None) == f"hub:org/model@{sha}"
 
 
@@ -687,7 +684,7 @@ def test_a_hub_id_found_in_the_local_cache(
     (repo / "refs" / "main").write_text(sha)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(encoders, "_hub_cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(fingerprint, "_hub_cache_dir", lambda: tmp_path)
     enc = load_encoder(EncoderOptions(model="acme/tiny-bert", device="cpu"))
     assert (enc.info.name, enc.info.row_name, enc.info.revision) == (
         "acme/tiny-bert",

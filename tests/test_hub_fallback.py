@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_koembed.models import encoders
-from pytest_koembed.models.encoders import EncoderOptions, HubFallbackWarning, load_encoder
+from pytest_koembed.models import fingerprint
+from pytest_koembed.models.encoders import EncoderOptions
+from pytest_koembed.models.hub import HubFallbackWarning
+from pytest_koembed.models.loading import load_encoder
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -32,7 +34,7 @@ def cached_tiny_bert(tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.Mo
     (repo / "refs" / "main").write_text(SHA)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(encoders, "_hub_cache_dir", lambda: cache)
+    monkeypatch.setattr(fingerprint, "_hub_cache_dir", lambda: cache)
 
     def unavailable(self: object, repo_id: str, **kwargs: object) -> None:
         request = http.Request("GET", f"https://huggingface.co/api/models/{repo_id}")

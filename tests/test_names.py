@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from pytest_koembed.gate.verdicts import make_policy
-from pytest_koembed.models.encoders import EncoderOptions, load_encoder, local_model_name
+from pytest_koembed.models.encoders import EncoderOptions
+from pytest_koembed.models.loading import load_encoder
+from pytest_koembed.models.naming import local_model_name
 from pytest_koembed.protocol.suite import load_suite
 from pytest_koembed.reports.summary import model_line
 

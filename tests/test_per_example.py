@@ -39,7 +39,8 @@ HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 
 @pytest.fixture(scope="module")
 def encoder(minilm_dir: Path) -> Any:
-    from pytest_koembed.models.encoders import EncoderOptions, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions
+    from pytest_koembed.models.loading import load_encoder
 
     return load_encoder(EncoderOptions(model=str(minilm_dir), device="cpu"))
 

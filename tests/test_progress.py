@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_koembed.evaluation.adapter import make_adapter
 from pytest_koembed.evaluation.progress import (
     StatusLine,
     TaskProgress,
@@ -22,8 +23,9 @@ from pytest_koembed.evaluation.progress import (
     format_duration,
     format_progress,
 )
-from pytest_koembed.evaluation.run import evaluate_task, expected_texts, make_adapter
-from pytest_koembed.models.encoders import EncoderOptions, LoadedEncoder, load_encoder
+from pytest_koembed.evaluation.run import evaluate_task, expected_texts
+from pytest_koembed.models.encoders import EncoderOptions, LoadedEncoder
+from pytest_koembed.models.loading import load_encoder
 from pytest_koembed.protocol.suite import load_suite
 
 pytestmark = pytest.mark.usefixtures("offline")

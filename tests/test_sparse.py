@@ -69,7 +69,7 @@ def splade_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Pa
 
 
 def test_detected_from_the_model_files(splade_dir: Path, minilm_dir: Path, tmp_path: Path) -> None:
-    from pytest_koembed.models.encoders import _read_modules, declares_sparse_encoder
+    from pytest_koembed.models.model_files import _read_modules, declares_sparse_encoder
 
     assert declares_sparse_encoder(splade_dir, _read_modules(splade_dir))
     assert not declares_sparse_encoder(minilm_dir, _read_modules(minilm_dir))
@@ -85,7 +85,8 @@ def test_detected_from_the_model_files(splade_dir: Path, minilm_dir: Path, tmp_p
 def test_loaded_sparse_encoder_matches_sentence_transformers(splade_dir: Path) -> None:
     from sentence_transformers.sparse_encoder import SparseEncoder
 
-    from pytest_koembed.models.encoders import EncoderOptions, LoadedSparseEncoder, load_encoder
+    from pytest_koembed.models.encoders import EncoderOptions, LoadedSparseEncoder
+    from pytest_koembed.models.loading import load_encoder
 
     encoder = load_encoder(EncoderOptions(model=str(splade_dir), batch_size=2))
     assert isinstance(encoder, LoadedSparseEncoder)
@@ -110,7 +111,7 @@ def test_loaded_sparse_encoder_matches_sentence_transformers(splade_dir: Path) -
 def test_model_type_that_contradicts_the_files_is_one_line(
     splade_dir: Path, minilm_dir: Path
 ) -> None:
-    from pytest_koembed.models.encoders import check_model_type
+    from pytest_koembed.models.loading import check_model_type
 
     with pytest.raises(KoembedError) as dense:
         check_model_type(str(splade_dir), "dense")
@@ -208,7 +209,7 @@ def test_sparse_run_scores_equal_plain_mteb(sparse_run, splade_dir: Path) -> Non
     from mteb.models import SparseEncoderWrapper
     from sentence_transformers.sparse_encoder import SparseEncoder
 
-    from pytest_koembed.data.layout import prepare_task
+    from pytest_koembed.data.prepare import prepare_task
     from pytest_koembed.protocol.suite import load_suite
 
     _, record = sparse_run

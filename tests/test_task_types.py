@@ -17,7 +17,7 @@ import pytest
 from koembed_test_encoders import HASHING_ENCODER
 
 from pytest_koembed.cli import main as koembed
-from pytest_koembed.data.layout import prepare_task
+from pytest_koembed.data.prepare import prepare_task
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.evaluation.per_example import recompute_value
 from pytest_koembed.evaluation.run import evaluate_task

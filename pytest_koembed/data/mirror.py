@@ -29,7 +29,8 @@ def mirror_suite(
 
     Returns (column, split folder, examples written, repeated pairs dropped) per task.
     """
-    from pytest_koembed.data.layout import export_task, prepare_task
+    from pytest_koembed.data.export import export_task
+    from pytest_koembed.data.prepare import prepare_task
 
     suite = load_suite(suite_name)
     specs = [suite.task(c) for c in columns] if columns else list(suite.tasks)
@@ -57,7 +58,7 @@ def _export_cells(spec: Any, prepared: Any, out_dir: Path) -> list[tuple[str, Pa
     (nothing was de-duplicated, so no ``koembed-mirror.json`` is needed)."""
     from dataclasses import replace
 
-    from pytest_koembed.data.layout import export_task
+    from pytest_koembed.data.export import export_task
 
     written = []
     for subset, split in spec.cells:

@@ -125,7 +125,7 @@ def model_fields(encoder: Any, info: dict[str, Any]) -> dict[str, Any] | None:
     fingerprint = str(info["fingerprint"])
     if fingerprint.startswith("hub:") and not _COMMIT.search(fingerprint) and info.get("path"):
         # a Hub snapshot not named by its commit: "@main" moves, so hash the files instead
-        from pytest_koembed.models.encoders import _content_hash
+        from pytest_koembed.models.fingerprint import _content_hash
 
         fingerprint = _content_hash(Path(info["path"]))
     return {

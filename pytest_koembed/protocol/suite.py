@@ -83,7 +83,7 @@ def _field(entry: dict[str, Any], key: str, where: str, default: Any = None) -> 
 
 
 def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
-    from pytest_koembed.protocol.scoring import SCHEMES, check_value_rule
+    from pytest_koembed.protocol.scoring import SCHEMES
 
     name = raw.get("name", path.stem)
     scheme = raw.get("scheme", "ko-leaderboard-v1")
@@ -93,86 +93,93 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         )
     benchmark = raw.get("benchmark")
     if benchmark is not None:
-        if "tasks" in raw:
-            raise KoembedError(
-                f"suite {path}: give either benchmark = NAME (tasks from mteb) or [[tasks]], "
-                "not both"
-            )
-        if not isinstance(benchmark, str) or not benchmark.strip():
-            raise KoembedError(f"suite {path}: 'benchmark' must be an mteb benchmark name")
-        from pytest_koembed.protocol.mteb_suites import benchmark_suite
-
-        return benchmark_suite(
-            benchmark,
-            name=str(name),
-            scheme=str(raw.get("scheme", "mteb")),
-            path=path,
-            description=str(raw.get("description", "")),
-        )
+        return _benchmark_suite(raw, path, name, benchmark)
     entries = raw.get("tasks")
     if not isinstance(entries, list) or not entries:
         raise KoembedError(f"suite {path}: no [[tasks]] entries")
     tasks: list[TaskSpec] = []
     seen: set[str] = set()
     for i, entry in enumerate(entries, start=1):
-        where = f"suite {path}, task #{i}"
-        if not isinstance(entry, dict):
-            raise KoembedError(f"{where}: each [[tasks]] entry must be a table")
-        unknown = set(entry) - {
-            "column",
-            "task",
-            "split",
-            "subset",
-            "category",
-            "value",
-            "type",
-            "data",
-        }
-        if unknown:
-            raise KoembedError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        task = _field(entry, "task", where)
-        column = _field(entry, "column", where, default=task)
-        where = f"suite {path}, task {column!r}"
-        category = _field(entry, "category", where)
-        if category not in CATEGORIES:
-            raise KoembedError(
-                f"{where}: category {category!r} is not one of {', '.join(CATEGORIES)}"
-            )
-        value_rule = _field(entry, "value", where, default=DEFAULT_VALUE_RULE[category])
-        check_value_rule(value_rule, where)
-        custom_type = entry.get("type")
-        data_dir: Path | None = None
-        if custom_type is not None:
-            if custom_type not in CUSTOM_TYPES:
-                raise KoembedError(
-                    f"{where}: type {custom_type!r} is not one of {', '.join(CUSTOM_TYPES)}"
-                )
-            data = _field(entry, "data", where)
-            data_dir = (path.parent / data).resolve()
-        elif "data" in entry:
-            raise KoembedError(
-                f"{where}: 'data' needs 'type' (a custom local task); for a local copy of an "
-                "mteb task use --koembed-data-dir"
-            )
-        if column in seen:
-            raise KoembedError(f"{where}: column {column!r} appears twice")
-        seen.add(column)
-        tasks.append(
-            TaskSpec(
-                column=column,
-                task=task,
-                split=_field(entry, "split", where, default="test"),
-                subset=_field(entry, "subset", where, default="default"),
-                category=category,
-                value_rule=value_rule,
-                custom_type=custom_type,
-                data_dir=data_dir,
-            )
-        )
+        tasks.append(_task_spec(entry, i, path, seen))
     return Suite(
         name=name,
         scheme=scheme,
         tasks=tuple(tasks),
         path=path,
         description=str(raw.get("description", "")),
+    )
+
+
+def _benchmark_suite(raw: dict[str, Any], path: Path, name: Any, benchmark: Any) -> Suite:
+    """A suite of an mteb benchmark's tasks (``benchmark = NAME``)."""
+    if "tasks" in raw:
+        raise KoembedError(
+            f"suite {path}: give either benchmark = NAME (tasks from mteb) or [[tasks]], not both"
+        )
+    if not isinstance(benchmark, str) or not benchmark.strip():
+        raise KoembedError(f"suite {path}: 'benchmark' must be an mteb benchmark name")
+    from pytest_koembed.protocol.mteb_suites import benchmark_suite
+
+    return benchmark_suite(
+        benchmark,
+        name=str(name),
+        scheme=str(raw.get("scheme", "mteb")),
+        path=path,
+        description=str(raw.get("description", "")),
+    )
+
+
+def _task_spec(entry: Any, i: int, path: Path, seen: set[str]) -> TaskSpec:
+    """The ``i``-th ``[[tasks]]`` entry of the suite at ``path``; ``seen``: the columns so far."""
+    from pytest_koembed.protocol.scoring import check_value_rule
+
+    where = f"suite {path}, task #{i}"
+    if not isinstance(entry, dict):
+        raise KoembedError(f"{where}: each [[tasks]] entry must be a table")
+    unknown = set(entry) - {
+        "column",
+        "task",
+        "split",
+        "subset",
+        "category",
+        "value",
+        "type",
+        "data",
+    }
+    if unknown:
+        raise KoembedError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    task = _field(entry, "task", where)
+    column = _field(entry, "column", where, default=task)
+    where = f"suite {path}, task {column!r}"
+    category = _field(entry, "category", where)
+    if category not in CATEGORIES:
+        raise KoembedError(f"{where}: category {category!r} is not one of {', '.join(CATEGORIES)}")
+    value_rule = _field(entry, "value", where, default=DEFAULT_VALUE_RULE[category])
+    check_value_rule(value_rule, where)
+    custom_type = entry.get("type")
+    data_dir: Path | None = None
+    if custom_type is not None:
+        if custom_type not in CUSTOM_TYPES:
+            raise KoembedError(
+                f"{where}: type {custom_type!r} is not one of {', '.join(CUSTOM_TYPES)}"
+            )
+        data = _field(entry, "data", where)
+        data_dir = (path.parent / data).resolve()
+    elif "data" in entry:
+        raise KoembedError(
+            f"{where}: 'data' needs 'type' (a custom local task); for a local copy of an "
+            "mteb task use --koembed-data-dir"
+        )
+    if column in seen:
+        raise KoembedError(f"{where}: column {column!r} appears twice")
+    seen.add(column)
+    return TaskSpec(
+        column=column,
+        task=task,
+        split=_field(entry, "split", where, default="test"),
+        subset=_field(entry, "subset", where, default="default"),
+        category=category,
+        value_rule=value_rule,
+        custom_type=custom_type,
+        data_dir=data_dir,
     )
