@@ -18,8 +18,9 @@ from pytest_koembed.protocol.suite import load_suite
 from pytest_koembed.protocol.tables import Entry
 from pytest_koembed.reports.publish import run_tables
 from pytest_koembed.reports.summary import summary_lines
+from pytest_koembed.reports.text import value_interval as interval_text
 from pytest_koembed.stats import resampling as stats
-from pytest_koembed.stats.intervals import RunIntervals, interval_text, rank_fields
+from pytest_koembed.stats.intervals import RunIntervals, rank_fields
 
 pytestmark = pytest.mark.usefixtures("offline")
 

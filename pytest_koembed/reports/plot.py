@@ -32,12 +32,12 @@ from pytest_koembed.protocol.leaderboards import (
 from pytest_koembed.protocol.scoring import (
     TaskRow,
     category_average,
-    format_value,
     get_scheme,
     round_half_up,
     summarize,
 )
 from pytest_koembed.protocol.spec import CATEGORIES, Suite
+from pytest_koembed.reports import text
 
 CATEGORY_COLORS = {
     "STS": "#4C72B0",
@@ -83,6 +83,9 @@ class ChartRow:
     # an average: the worst verdict of its tasks (regressed > warned > improved > pass), None
     # when none was judged; a negative delta is red only when a task regressed
     scope_verdict: str | None = None
+    # a judged task's delta as the record holds it (the paired delta, or shown - baseline), so
+    # that the chart prints the number the summary prints; None: shown value - shown baseline
+    delta: float | None = None
 
 
 @dataclass
@@ -177,6 +180,7 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
     run_cis: dict[str, tuple[float | None, float | None]] = {}
     baselines: dict[str, float | None] = {}
     verdicts: dict[str, str | None] = {}
+    deltas: dict[str, float | None] = {}
     for spec in suite.tasks:
         task = tasks_by_column.get(spec.column, {})
         ok = task.get("status", "ok") == "ok"
@@ -185,6 +189,9 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
         baselines[spec.column] = _task_baseline(task)
         verdict = task.get("verdict")
         verdicts[spec.column] = verdict if isinstance(verdict, str) and ok else None
+        # clustering is gated on another statistic: its delta is not the value's
+        gated = task.get("gated_on") is not None
+        deltas[spec.column] = None if gated or not ok else _number(task.get("delta"))
     run_summary = summarize(
         [TaskRow(t.column, t.category, run_values[t.column]) for t in suite.tasks], scheme
     )
@@ -236,7 +243,7 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
                 is_average=True,
                 # the summary's partial average, same rule (pytest_koembed.protocol.averages)
                 incomplete_note=(
-                    f"{_fixed(category_average(scored) or 0.0) if scored else 'n/a'} over "
+                    f"{text.fixed(category_average(scored) or 0.0) if scored else 'n/a'} over "
                     f"{len(scored)} of {len(values)} tasks"
                 ),
                 ci_low=low,
@@ -244,12 +251,9 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
             )
         )
     for row in averages:
-        scope = [
-            verdicts[t.column]
-            for t in suite.tasks
-            if row.category == "" or t.category == row.category
-        ]
-        row.scope_verdict = _worst_verdict(scope)
+        in_scope = [t for t in suite.tasks if row.category == "" or t.category == row.category]
+        row.scope_verdict = _worst_verdict([verdicts[t.column] for t in in_scope])
+        row.delta = _average_delta(row, [deltas[t.column] for t in in_scope], record)
     task_rows = [
         ChartRow(
             spec.column,
@@ -260,6 +264,7 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
             verdict=verdicts[spec.column],
             ci_low=run_cis[spec.column][0],
             ci_high=run_cis[spec.column][1],
+            delta=deltas[spec.column],
         )
         for cat in categories
         for spec in suite.tasks
@@ -278,7 +283,7 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
     parts = [counts.describe()]
     headline = averages[0] if averages and averages[0].category == "" else None
     if headline is not None and headline.value is not None:
-        parts.append(f"{headline.label.lower()} {format_value(headline.value)}")
+        parts.append(f"{headline.label.lower()} {text.cell(headline.value)}")
     if board_name is not None:
         try:
             tables = run_tables(
@@ -314,6 +319,24 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
     )
 
 
+def _average_delta(
+    row: ChartRow, deltas: Sequence[float | None], record: Mapping[str, Any]
+) -> float | None:
+    """An average's delta as the record's numbers give it, so that it reads as its tasks' rows
+    do: a category's, the mean of its tasks' recorded deltas (every one recorded); the weighted
+    average's, the paired one (``baseline.paired.weighted_average``). None: the difference of
+    the shown averages."""
+    if row.value is None or row.baseline is None:
+        return None
+    if row.category:
+        known = [d for d in deltas if d is not None]
+        return sum(known) / len(known) if known and len(known) == len(deltas) else None
+    block = record.get("baseline")
+    paired = block.get("paired") if isinstance(block, Mapping) else None
+    weighted = paired.get("weighted_average") if isinstance(paired, Mapping) else None
+    return _number(weighted.get("delta")) if isinstance(weighted, Mapping) else None
+
+
 def _worst_verdict(verdicts: Sequence[str | None]) -> str | None:
     """Of the tasks' verdicts, the one an average's colour follows."""
     judged = [v for v in verdicts if v]
@@ -329,14 +352,10 @@ def clip_note(row: ChartRow, low: float, high: float) -> str | None:
         return None
     parts = []
     if row.ci_low < low:
-        parts.append(f"at {low:g} (low {row.ci_low:.2f})")
+        parts.append(f"at {low:g} (low {text.fixed(row.ci_low)})")
     if row.ci_high > high:
-        parts.append(f"at {high:g} (high {row.ci_high:.2f})")
+        parts.append(f"at {high:g} (high {text.fixed(row.ci_high)})")
     return "interval clipped " + " and ".join(parts) if parts else None
-
-
-def _fixed(value: float) -> str:
-    return f"{round_half_up(value, 2):.2f}"
 
 
 VERDICT_COLORS = {"regressed": "#b00020", "warned": "#c77700", "improved": "#1a7f37"}
@@ -354,27 +373,30 @@ def _delta_text(row: ChartRow) -> tuple[str, str]:
             note = f": {row.incomplete_note}" if row.incomplete_note else ""
             return f"incomplete{note}", "#b00020"
         return "not scored", "#b00020"
-    text = _fixed(row.value)
+    label = text.fixed(row.value)
     if row.baseline is None:
-        return text, "#222222"
-    delta = round_half_up(row.value, 2) - round_half_up(row.baseline, 2)
+        return label, "#222222"
+    if row.delta is not None:
+        delta = round_half_up(row.delta, 2)
+    else:
+        delta = round_half_up(row.value, 2) - round_half_up(row.baseline, 2)
     if abs(delta) < 0.005:
-        text = f"{text}  (= baseline)"
+        label = f"{label}  (= baseline)"
     else:
         sign = "+" if delta > 0 else "\u2212"
-        text = f"{text}  ({sign}{abs(delta):.2f})"
+        label = f"{label}  ({sign}{text.fixed(abs(delta))})"
     if row.verdict is not None:
         if row.verdict in ("regressed", "warned"):
-            text += f"  {row.verdict}"
-        return text, VERDICT_COLORS.get(row.verdict, "#222222")
+            label += f"  {row.verdict}"
+        return label, VERDICT_COLORS.get(row.verdict, "#222222")
     if abs(delta) < 0.005:
-        return text, "#222222"
+        return label, "#222222"
     if row.is_average and row.scope_verdict is not None:
         # an average's delta is not a verdict: red only when one of its tasks regressed
         if row.scope_verdict in ("regressed", "warned"):
-            return text, VERDICT_COLORS[row.scope_verdict]
-        return text, "#1a7f37" if delta > 0 else "#222222"
-    return text, "#1a7f37" if delta > 0 else "#b00020"
+            return label, VERDICT_COLORS[row.scope_verdict]
+        return label, "#1a7f37" if delta > 0 else "#222222"
+    return label, "#1a7f37" if delta > 0 else "#b00020"
 
 
 def _x_range(rows: Sequence[ChartRow], *, from_zero: bool) -> tuple[float, float]:
@@ -499,15 +521,15 @@ def _draw_rows(ax: Any, rows: Sequence[ChartRow], *, show_best_names: bool, stem
         color="#666666",
     )
     for y, row in zip(ys, rows, strict=True):
-        text, color = _delta_text(row)
+        label, color = _delta_text(row)
         clipped = clip_note(row, low, high)
         if clipped is not None:
-            text += f"  [{clipped}]"
+            label += f"  [{clipped}]"
         bold = "bold" if row.category == "" else "normal"
         ax.text(
             1.015,
             y,
-            text,
+            label,
             transform=transform,
             va="center",
             ha="left",

@@ -14,14 +14,12 @@ from typing import Any
 import pandas as pd
 
 from pytest_koembed._version import __version__
-from pytest_koembed.protocol.averages import TaskCounts, average_fields, category_text, count_tasks
+from pytest_koembed.protocol.averages import TaskCounts, average_fields, count_tasks
 from pytest_koembed.protocol.scoring import SCHEMES
 from pytest_koembed.protocol.spec import CATEGORIES, Suite
 from pytest_koembed.records import TaskScore
 from pytest_koembed.reports import text
 from pytest_koembed.reports.verdicts_text import baseline_lines, gate_lines
-from pytest_koembed.stats.intervals import describe as describe_intervals
-from pytest_koembed.stats.intervals import rank_text
 
 VERSIONED_PACKAGES = ("mteb", "sentence-transformers", "transformers", "torch")
 
@@ -370,7 +368,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     texts = [
         _with_ci(shown, averages.get(category), category_cis.get(category))
         for category in ordered
-        if (shown := category_text(record, category, text.value)) is not None
+        if (shown := text.category(record, category)) is not None
     ]
     parts = [shown for shown in texts if shown is not None]
     if parts:
@@ -392,7 +390,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     mteb_line = mteb_averages_line(record)
     if mteb_line is not None:
         lines.append(mteb_line)
-    ranked = rank_text(record)
+    ranked = text.rank(record)
     if ranked is not None:
         lines.append(ranked)
     reuse = texts_line(record)
@@ -401,7 +399,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     sparsity = sparsity_line(record)
     if sparsity is not None:
         lines.append(sparsity)
-    described = describe_intervals(record)
+    described = text.intervals_line(record)
     if described is not None:
         lines.append(described)
     lines.append(model_line(record["model"]))

@@ -23,11 +23,13 @@ from pytest_koembed.protocol.scoring import (
     points_text,
     signed_text,
 )
+from pytest_koembed.stats.resampling import DEFAULT_LEVEL as DEFAULT_CONFIDENCE
 
 __all__ = [
     "ASYMMETRY",
     "DELTA_HEADER",
     "P_HEADER",
+    "category",
     "cell",
     "count",
     "delta",
@@ -35,6 +37,7 @@ __all__ = [
     "dims",
     "fixed",
     "interval",
+    "intervals_line",
     "legend",
     "level",
     "mde",
@@ -42,6 +45,7 @@ __all__ = [
     "p_message",
     "percent",
     "points",
+    "rank",
     "seconds",
     "signed",
     "value",
@@ -171,3 +175,55 @@ def legend(confidence: float) -> str:
         "and an adjusted p can disagree); MDE: the drop caught with 80% power at the task's "
         "Holm step (none: cannot fail at this level)"
     )
+
+
+def category(record: Mapping[str, Any], category: str) -> str | None:
+    """How the summary shows a category: ``STS 77.32``, ``STS 77.32 (2 of 3 tasks)`` for a
+    partial average, ``STS n/a (0 of 3 tasks)``; None for a category the record does not have."""
+    averages = record.get("category_averages") or {}
+    if category not in averages:
+        return None
+    if category not in (record.get("incomplete_categories") or []):
+        return f"{category} {value(averages[category])}"
+    partial = (record.get("partial_category_averages") or {}).get(category)
+    if not partial:  # a record from before partial averages were kept
+        return f"{category} {value(None)} (incomplete)"
+    return f"{category} {value(partial['value'])} ({partial['tasks']} of {partial['of']} tasks)"
+
+
+def intervals_line(record: Mapping[str, Any]) -> str | None:
+    """``intervals: 95% bootstrap over examples (1000 resamples, seed 0)``, or None when the
+    record has no interval at all."""
+    info = record.get("intervals")
+    has_any = any(t.get("ci") or t.get("ci_note") for t in record.get("tasks") or []) or record.get(
+        "weighted_average_ci"
+    )
+    if not isinstance(info, Mapping) or not has_any:
+        return None
+    confidence = float(info.get("level", DEFAULT_CONFIDENCE))
+    percent = f"{confidence * 100:.10g}%"
+    notes = [info.get("note")] + [
+        f"{t.get('column')}: {t['ci_note']}"
+        for t in record.get("tasks") or []
+        if t.get("ci_note") and t.get("status") == "ok"
+    ]
+    note = "; ".join(n for n in notes if n)
+    return (
+        f"intervals: {percent} bootstrap over examples ({info.get('resamples')} resamples, "
+        f"seed {info.get('seed')})" + (f"; {note}" if note else "")
+    )
+
+
+def rank(record: Mapping[str, Any]) -> str | None:
+    """``rank 12 of 40 on ko-leaderboard-v1 (95% interval: 9 to 15)``, or None."""
+    rank = record.get("rank")
+    if not isinstance(rank, Mapping) or rank.get("rank") is None:
+        return None
+    text = f"rank {rank['rank']} of {rank['of']} on {rank['leaderboard']}"
+    interval = rank.get("interval")
+    if interval:
+        percent = f"{float(rank.get('level', DEFAULT_CONFIDENCE)) * 100:.10g}%"
+        best, worst = interval
+        span = f"{best}" if best == worst else f"{best} to {worst}"
+        text += f" ({percent} interval: {span})"
+    return text
