@@ -269,7 +269,8 @@ def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
     """One rule (stats._percentile_interval): resamples with no value are left out and counted,
     up to one tail's share (25 of 1000 at 95%); past it there is no interval. Task intervals
     and averages apply it alike, and the record says how many (issue 17)."""
-    from pytest_koembed.stats.intervals import average_fields, describe, task_ci_and_note
+    from pytest_koembed.reports.text import intervals_line as describe
+    from pytest_koembed.stats.intervals import average_fields, task_ci_and_note
 
     suite = load_suite("sample")
     rng = np.random.default_rng(3)

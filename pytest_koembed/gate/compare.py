@@ -146,6 +146,49 @@ def pair_task(
     )
 
 
+@dataclass(frozen=True)
+class PairedFields:
+    """What a paired task's record holds of its test (the run record's paired task, and
+    ``koembed compare``'s): one place for both."""
+
+    delta: float
+    delta_ci: dict[str, float] | None  # {level, low, high}; None past the undefined resamples
+    delta_ci_note: str | None  # why there is no delta_ci (or how many resamples it left out)
+    p_value: float
+    p_improvement: float | None
+    swaps: dict[str, Any]
+    cannot_fail: str | None
+    mde: float | None  # at the Bonferroni step alpha / m (Holm's step replaces it at the end)
+    gated_on: str | None
+
+
+def paired_fields(test: stats.PairedTest, m: int, settings: GateSettings) -> PairedFields:
+    """A paired task's record fields from its test, ``m`` the run's paired tasks."""
+    cannot_fail = stats.cannot_fail_note(test.n, m, settings.alpha, test.max_swaps)
+    mde = (
+        None
+        if cannot_fail
+        else stats.minimum_detectable_effect(
+            test.swap_sd, test.delta_sd, settings.alpha / m, test.smallest_p, settings.min_effect
+        )
+    )
+    return PairedFields(
+        delta=test.delta,
+        delta_ci=test.delta_ci.to_dict() if test.delta_ci.defined else None,
+        delta_ci_note=(
+            f"delta_ci: {test.delta_ci.why_undefined('the delta')}"
+            if test.delta_ci.undefined
+            else None
+        ),
+        p_value=test.p_value,
+        p_improvement=test.p_improvement,
+        swaps=test.to_dict()["swaps"],
+        cannot_fail=cannot_fail,
+        mde=mde,
+        gated_on=test.statistic,
+    )
+
+
 def bonferroni_verdict(
     delta: float,
     p_value: float,
@@ -316,29 +359,18 @@ def _ok_tasks(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     }
 
 
-def compare_records(
-    base_record: Mapping[str, Any],
+def _align_tasks(
+    out: Comparison,
+    base_tasks: Mapping[str, Mapping[str, Any]],
+    new_tasks: Mapping[str, Mapping[str, Any]],
     base_frames: Mapping[str, pd.DataFrame],
-    new_record: Mapping[str, Any],
     new_frames: Mapping[str, pd.DataFrame],
-    settings: GateSettings,
     *,
-    base_path: str = "BASE",
-    new_path: str = "NEW",
-) -> Comparison:
-    """Pair every task the two runs share, test it, Holm over them all, give the verdicts."""
-    base_suite, new_suite = run_suite_name(base_record), run_suite_name(new_record)
-    if base_suite and new_suite and base_suite != new_suite:
-        raise KoembedError(
-            f"{base_path} is a run of suite {base_suite!r}, {new_path} of {new_suite!r}; "
-            "compare runs of the same suite"
-        )
-    base_tasks, new_tasks = _ok_tasks(base_record), _ok_tasks(new_record)
-    out = Comparison(base_path, new_path, settings)
-    for path, record in ((base_path, base_record), (new_path, new_record)):
-        old = old_paired_method(record)
-        if old:
-            out.notes.append(f"{path}: {old}; only its per-example results are used here")
+    base_path: str,
+    new_path: str,
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, str]]:
+    """One row per task of either run (in ``out.tasks``); the aligned frames and value rule of
+    those that can be paired (a note in ``out.notes`` for each that cannot)."""
     aligned: dict[str, tuple[pd.DataFrame, pd.DataFrame, str]] = {}
     order = list(new_tasks) + [c for c in base_tasks if c not in new_tasks]
     for column in order:
@@ -375,6 +407,16 @@ def compare_records(
         except KoembedError as exc:
             row.note = f"{column}: not paired: {exc}"
             out.notes.append(row.note)
+    return aligned
+
+
+def _test_tasks(
+    out: Comparison,
+    aligned: dict[str, tuple[pd.DataFrame, pd.DataFrame, str]],
+    settings: GateSettings,
+) -> None:
+    """Each aligned task's paired test, into its row; a task whose test fails is dropped from
+    ``aligned`` with a note."""
     rows = {t.column: t for t in out.tasks}
     for column, (base_frame, new_frame, rule) in list(aligned.items()):
         row = rows[column]
@@ -392,19 +434,47 @@ def compare_records(
             out.notes.append(row.note)
             del aligned[column]
             continue
-        row.delta = test.delta
-        row.p_value = test.p_value
-        if test.delta_ci.defined:
-            row.delta_ci = (test.delta_ci.low, test.delta_ci.high)
-        if test.delta_ci.undefined:
-            out.notes.append(f"{column}: delta_ci: {test.delta_ci.why_undefined('the delta')}")
-        row.p_improvement = test.p_improvement
-        row.swaps = test.to_dict()["swaps"]
-        if test.statistic is not None:
-            out.notes.append(f"{column}: gated on {test.statistic}; v_measure reported (base, new)")
-        row.cannot_fail = stats.cannot_fail_note(
-            test.n, len(aligned), settings.alpha, test.max_swaps
+        fields = paired_fields(test, len(aligned), settings)
+        row.delta, row.p_value = fields.delta, fields.p_value
+        if fields.delta_ci is not None:
+            row.delta_ci = (fields.delta_ci["low"], fields.delta_ci["high"])
+        if fields.delta_ci_note is not None:
+            out.notes.append(f"{column}: {fields.delta_ci_note}")
+        row.p_improvement, row.swaps = fields.p_improvement, fields.swaps
+        if fields.gated_on is not None:
+            out.notes.append(
+                f"{column}: gated on {fields.gated_on}; v_measure reported (base, new)"
+            )
+        row.cannot_fail = fields.cannot_fail
+
+
+def compare_records(
+    base_record: Mapping[str, Any],
+    base_frames: Mapping[str, pd.DataFrame],
+    new_record: Mapping[str, Any],
+    new_frames: Mapping[str, pd.DataFrame],
+    settings: GateSettings,
+    *,
+    base_path: str = "BASE",
+    new_path: str = "NEW",
+) -> Comparison:
+    """Pair every task the two runs share, test it, Holm over them all, give the verdicts."""
+    base_suite, new_suite = run_suite_name(base_record), run_suite_name(new_record)
+    if base_suite and new_suite and base_suite != new_suite:
+        raise KoembedError(
+            f"{base_path} is a run of suite {base_suite!r}, {new_path} of {new_suite!r}; "
+            "compare runs of the same suite"
         )
+    base_tasks, new_tasks = _ok_tasks(base_record), _ok_tasks(new_record)
+    out = Comparison(base_path, new_path, settings)
+    for path, record in ((base_path, base_record), (new_path, new_record)):
+        old = old_paired_method(record)
+        if old:
+            out.notes.append(f"{path}: {old}; only its per-example results are used here")
+    aligned = _align_tasks(
+        out, base_tasks, new_tasks, base_frames, new_frames, base_path=base_path, new_path=new_path
+    )
+    _test_tasks(out, aligned, settings)
     verdicts = holm_verdicts(
         {t.column: (t.delta, t.p_value, t.p_improvement) for t in out.paired},  # type: ignore[misc]
         settings,

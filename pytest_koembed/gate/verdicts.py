@@ -293,7 +293,7 @@ class BaselinePolicy:
     def _judge_paired(self, score: TaskScore, resolution: Resolution) -> Judgement | None:
         if not self._paired_baseline(score, resolution):
             return None
-        from pytest_koembed.gate.compare import bonferroni_verdict, pair_task
+        from pytest_koembed.gate.compare import bonferroni_verdict, pair_task, paired_fields
 
         frames = self.baseline_frames()
         base_frame = frames.get(score.column)
@@ -323,26 +323,14 @@ class BaselinePolicy:
         cell = resolution.baseline.cells[score.column]
         verdict = bonferroni_verdict(test.delta, test.p_value, m, self.gate, test.p_improvement)
         # undefined resamples: stats._percentile_interval's rule; past it, no delta_ci
-        score.delta_ci = test.delta_ci.to_dict() if test.delta_ci.defined else None
-        if test.delta_ci.undefined:
-            why = f"delta_ci: {test.delta_ci.why_undefined('the delta')}"
+        fields = paired_fields(test, m, self.gate)
+        score.delta_ci = fields.delta_ci
+        if fields.delta_ci_note is not None:
+            why = fields.delta_ci_note
             score.ci_note = f"{score.ci_note}; {why}" if score.ci_note else why
-        score.p_value = test.p_value
-        score.p_improvement = test.p_improvement
-        score.swaps = test.to_dict()["swaps"]
-        score.cannot_fail = stats.cannot_fail_note(test.n, m, self.gate.alpha, test.max_swaps)
-        score.mde = (
-            None
-            if score.cannot_fail
-            else stats.minimum_detectable_effect(
-                test.swap_sd,
-                test.delta_sd,
-                self.gate.alpha / m,
-                test.smallest_p,
-                self.gate.min_effect,
-            )
-        )
-        score.gated_on = test.statistic
+        score.p_value, score.p_improvement = fields.p_value, fields.p_improvement
+        score.swaps, score.cannot_fail = fields.swaps, fields.cannot_fail
+        score.mde, score.gated_on = fields.mde, fields.gated_on
         judgement = Judgement(
             verdict=verdict,
             baseline=cell.value,
