@@ -19,6 +19,8 @@ is exactly that test, and Holm rejects a superset of what Bonferroni rejects, so
 is a Holm regression too; the controller then applies Holm to all p-values, and a regression that
 only Holm finds fails the run (exit status 1) with one summary line.
 
+``koembed compare``'s text, Markdown, chart and subcommand are ``reports.compare_text``'s.
+
 Plain module: no pytest, no torch, no mteb.
 """
 
@@ -110,12 +112,6 @@ class GateSettings:
     @property
     def alpha(self) -> float:
         return stats.significance_level(self.confidence)
-
-    def describe(self, n_tasks: int) -> str:
-        return (
-            f"Holm over {n_tasks} task{'s' if n_tasks != 1 else ''} at "
-            f"{self.confidence * 100:g}% confidence, min effect {self.min_effect:.2f} points"
-        )
 
 
 def pair_task(

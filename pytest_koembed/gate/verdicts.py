@@ -1,4 +1,4 @@
-"""Baselines and the CI gate: per-task verdicts, tolerances, aggregate gates, baseline files.
+"""The CI gate's verdicts: each task against its baseline, paired or by tolerance, and Holm.
 
 What a run is compared with (``--koembed-baseline``):
 
@@ -18,12 +18,12 @@ message ``Ko-StrategyQA regressed: 77.10 < baseline 79.20 - tolerance 1.00``. A 
 cell passes with the verdict "no baseline". A regression against a stale cell only warns
 (:class:`StaleBaselineWarning`, verdict "warned") unless strict.
 
-Aggregate gates (:func:`evaluate_gates`, on the controller after all items): ``weighted=60`` and
-``<category>=75``. A gate passes only on the complete average it names: an errored or not-run task
-makes it "incomplete" and it fails; a partly deselected category (or, for ``weighted``, any
-deselected task) fails too, since the average would be over part of what the threshold means. A
-gate whose tasks were all deselected on purpose (``-k`` / ``-m``) is "not checked" and does not
-fail the run.
+Baseline files, leaderboard rows and tolerances live in ``gate.baselines``, the aggregate gates
+(``--koembed-fail-under``) in ``gate.gates``, and how the verdicts read in
+``reports.verdicts_text`` (every number through ``reports.text``). The verdicts here are data;
+the messages made on the worker (a failing item's reason) use ``protocol.scoring``'s
+``fixed_text`` / ``signed_text`` / ``delta_interval_text``, the same rule ``reports.text`` is
+built on (the layers put ``reports`` above ``gate``).
 
 This module imports neither pytest nor torch nor mteb.
 """

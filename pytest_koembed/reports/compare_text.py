@@ -49,6 +49,11 @@ def comparison_table(comparison: Comparison) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def _paired_gate(comparison: Comparison) -> str:
+    settings = comparison.settings
+    return text.paired_gate(settings.confidence, settings.min_effect, len(comparison.paired))
+
+
 def cannot_fail_lines(tasks: Sequence[TaskComparison]) -> list[str]:
     return [f"  {t.column}: {t.cannot_fail}" for t in tasks if t.cannot_fail]
 
@@ -89,7 +94,7 @@ def render_text(comparison: Comparison) -> str:
     lines += [f"  {note}" for note in comparison.notes]
     lines += _average_lines(comparison)
     lines.append(
-        f"paired gate: {comparison.settings.describe(len(comparison.paired))}; "
+        f"paired gate: {_paired_gate(comparison)}; "
         f"p is Holm-adjusted, intervals are {comparison.settings.confidence * 100:g}% paired "
         "bootstrap"
     )
@@ -119,7 +124,7 @@ def render_markdown(comparison: Comparison) -> str:
         "",
         *[f"{line}  " for line in _average_lines(comparison)],
         "",
-        f"Paired gate: {comparison.settings.describe(len(comparison.paired))}. "
+        f"Paired gate: {_paired_gate(comparison)}. "
         f"`p` is Holm-adjusted; intervals are {comparison.settings.confidence * 100:g}% paired "
         "bootstrap intervals of new - base.",
         "",

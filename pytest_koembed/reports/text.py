@@ -42,7 +42,7 @@ __all__ = [
     "level",
     "mde",
     "p",
-    "p_message",
+    "paired_gate",
     "percent",
     "points",
     "rank",
@@ -117,11 +117,6 @@ def p(x: float | None) -> str:
     return "<0.001" if x < 0.001 else fixed(x, 3)
 
 
-def p_message(x: float) -> str:
-    """A p-value in a message: 3 significant digits (``0.000999``, ``0.0123``)."""
-    return f"{x:.3g}"
-
-
 def mde(x: float | None, cannot_fail: str | None = None) -> str:
     """The minimum detectable effect: ``1.23`` points, or ``none`` (the task cannot fail at this
     level)."""
@@ -165,6 +160,14 @@ def verdict_cell(task: Mapping[str, Any]) -> str:
     if task.get("cannot_fail") and task.get("p_value") is not None:
         text += " (cannot fail)"
     return text + (" (stale)" if task.get("baseline_stale") else "")
+
+
+def paired_gate(confidence: float, min_effect: float, n_tasks: int) -> str:
+    """``Holm over 6 tasks at 95% confidence, min effect 0.50 points``."""
+    return (
+        f"Holm over {n_tasks} task{'s' if n_tasks != 1 else ''} at "
+        f"{level(confidence)} confidence, min effect {fixed(min_effect)} points"
+    )
 
 
 def legend(confidence: float) -> str:

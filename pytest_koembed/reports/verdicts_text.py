@@ -33,7 +33,7 @@ def _paired_lines(paired: Mapping[str, Any]) -> list[str]:
     average's paired delta, the tasks gated on another statistic."""
     gate = GateSettings(paired["confidence"], paired["min_effect"])
     same = "yes" if paired.get("same_rows") else f"no, {len(paired['not_paired'])} not paired"
-    how = gate.describe(paired["tasks"])
+    how = text.paired_gate(gate.confidence, gate.min_effect, paired["tasks"])
     shard = paired.get("shard")
     if isinstance(shard, Mapping):  # --koembed-shard: Holm needs every shard's p-values
         how = (
