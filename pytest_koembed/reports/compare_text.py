@@ -95,7 +95,7 @@ def render_text(comparison: Comparison) -> str:
     lines += _average_lines(comparison)
     lines.append(
         f"paired gate: {_paired_gate(comparison)}; "
-        f"p is Holm-adjusted, intervals are {comparison.settings.confidence * 100:g}% paired "
+        f"p is Holm-adjusted, intervals are {text.level(comparison.settings.confidence)} paired "
         "bootstrap"
     )
     lines.append(text.legend(comparison.settings.confidence))
@@ -125,7 +125,7 @@ def render_markdown(comparison: Comparison) -> str:
         *[f"{line}  " for line in _average_lines(comparison)],
         "",
         f"Paired gate: {_paired_gate(comparison)}. "
-        f"`p` is Holm-adjusted; intervals are {comparison.settings.confidence * 100:g}% paired "
+        f"`p` is Holm-adjusted; intervals are {text.level(comparison.settings.confidence)} paired "
         "bootstrap intervals of new - base.",
         "",
         text.legend(comparison.settings.confidence) + ".",
@@ -162,7 +162,9 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
         )
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(ys, [t.column for t in tasks])
-    ax.set_xlabel(f"new - base (points), {comparison.settings.confidence * 100:g}% paired interval")
+    ax.set_xlabel(
+        f"new - base (points), {text.level(comparison.settings.confidence)} paired interval"
+    )
     ax.set_title(
         f"koembed compare: {Path(comparison.new_path).name} vs {Path(comparison.base_path).name}"
     )

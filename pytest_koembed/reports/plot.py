@@ -733,7 +733,7 @@ def _legend_handles(data: ChartData) -> list[Any]:
                 markeredgewidth=1.6,
                 color=CI_COLOR,
                 linewidth=1.6,
-                label=f"{data.ci_level * 100:.10g}% interval",
+                label=f"{text.level(data.ci_level)} interval",
             )
         )
     if data.baseline_label is not None:

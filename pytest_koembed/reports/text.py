@@ -126,8 +126,8 @@ def mde(x: float | None, cannot_fail: str | None = None) -> str:
 
 
 def level(confidence: float) -> str:
-    """A confidence level: ``95%``."""
-    return f"{confidence * 100:g}%"
+    """A confidence level: ``95%``, ``99.9%``."""
+    return f"{confidence * 100:.10g}%"
 
 
 def count(n: int) -> str:
@@ -204,7 +204,7 @@ def intervals_line(record: Mapping[str, Any]) -> str | None:
     if not isinstance(info, Mapping) or not has_any:
         return None
     confidence = float(info.get("level", DEFAULT_CONFIDENCE))
-    percent = f"{confidence * 100:.10g}%"
+    percent = level(confidence)
     notes = [info.get("note")] + [
         f"{t.get('column')}: {t['ci_note']}"
         for t in record.get("tasks") or []
@@ -219,14 +219,14 @@ def intervals_line(record: Mapping[str, Any]) -> str | None:
 
 def rank(record: Mapping[str, Any]) -> str | None:
     """``rank 12 of 40 on ko-leaderboard-v1 (95% interval: 9 to 15)``, or None."""
-    rank = record.get("rank")
-    if not isinstance(rank, Mapping) or rank.get("rank") is None:
+    entry = record.get("rank")
+    if not isinstance(entry, Mapping) or entry.get("rank") is None:
         return None
-    text = f"rank {rank['rank']} of {rank['of']} on {rank['leaderboard']}"
-    interval = rank.get("interval")
-    if interval:
-        percent = f"{float(rank.get('level', DEFAULT_CONFIDENCE)) * 100:.10g}%"
-        best, worst = interval
+    line = f"rank {entry['rank']} of {entry['of']} on {entry['leaderboard']}"
+    ends = entry.get("interval")
+    if ends:
+        percent = level(float(entry.get("level", DEFAULT_CONFIDENCE)))
+        best, worst = ends
         span = f"{best}" if best == worst else f"{best} to {worst}"
-        text += f" ({percent} interval: {span})"
-    return text
+        line += f" ({percent} interval: {span})"
+    return line
