@@ -152,3 +152,16 @@ def test_the_chart_labels() -> None:
     figure = build_figure(_record(), SAMPLE)
     labels = "\n".join(t.get_text() for t in figure.findobj(Text))
     _check(labels, "76.13  (\u22124.58)")
+
+
+def test_the_baseline_line_says_the_tolerance_only_when_a_task_used_it() -> None:
+    record = _record()
+    record["baseline"]["rule"] = "auto"
+    assert baseline_lines(record)[0] == "baseline: baseline file base.json"
+    record["baseline"]["settings"] = "tolerance 1.00 points, strict"
+    assert baseline_lines(record)[0] == "baseline: baseline file base.json (strict)"
+    tolerance_task = record["tasks"][1]  # judged by the tolerance rule: no p-value
+    tolerance_task.update(baseline=50.0, delta=1.0, tolerance=1.0, verdict="improved")
+    assert baseline_lines(record)[0] == (
+        "baseline: baseline file base.json (tolerance 1.00 points, strict)"
+    )
