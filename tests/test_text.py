@@ -50,6 +50,8 @@ def _record() -> dict[str, Any]:
             score.p_adjusted = 0.006
             score.mde = 1.125
             score.verdict = "regressed"
+        if i == 1:  # runs below the chart's axis at 0: the chart says where it was clipped
+            score.ci = {"level": 0.95, "low": -0.125, "high": 53.0}
         scores[spec.column] = score
     block = {
         "option": "base.json",
@@ -90,10 +92,11 @@ def _record() -> dict[str, Any]:
     )
 
 
-def _check(out: str, *expected: str) -> None:
+def _check(out: str, *expected: str, delta: bool = True) -> None:
     for needle in expected:
         assert needle in out, f"{needle!r} not in:\n{out}"
-    for wrong in ("76.12", "-4.57", "\u22124.57", "70.12", "-6.12", "1.12 "):
+    wrongs = ["76.12", "70.12", "-6.12", "1.12 ", "-0.12"] + (["-4.57"] if delta else [])
+    for wrong in wrongs:
         assert wrong not in out, f"{wrong!r} (rounded another way) in:\n{out}"
 
 
@@ -111,7 +114,14 @@ def test_the_rule() -> None:
 
 def test_the_summary_and_koembed_gate() -> None:
     out = "\n".join(summary_lines(_record()))
-    _check(out, "76.13 [70.13, 77.00]", "-4.58 [-6.13, -3.00]", "1.13", "80.70 -> 76.13")
+    _check(
+        out,
+        "76.13 [70.13, 77.00]",
+        "-4.58 [-6.13, -3.00]",
+        "1.13",
+        "80.70 -> 76.13",
+        "[-0.13, 53.00]",
+    )
 
 
 def test_the_baseline_listing() -> None:
@@ -151,7 +161,9 @@ def test_the_chart_labels() -> None:
 
     figure = build_figure(_record(), SAMPLE)
     labels = "\n".join(t.get_text() for t in figure.findobj(Text))
-    _check(labels, "76.13  (\u22124.58)")
+    # the chart's delta is the shown value's minus the shown baseline's (76.13 - 80.70), not
+    # the paired delta the summary prints: a chart of values against baseline cells
+    _check(labels, "76.13  (\u22124.57)", "interval clipped at 0 (low -0.13)", delta=False)
 
 
 def test_the_baseline_line_says_the_tolerance_only_when_a_task_used_it() -> None:

@@ -85,9 +85,6 @@ class ChartRow:
     # an average: the worst verdict of its tasks (regressed > warned > improved > pass), None
     # when none was judged; a negative delta is red only when a task regressed
     scope_verdict: str | None = None
-    # a judged task's delta as the record holds it (the paired delta, or shown - baseline), so
-    # that the chart prints the number the summary prints; None: shown value - shown baseline
-    delta: float | None = None
 
 
 @dataclass
@@ -175,7 +172,6 @@ class _RunColumns:
     cis: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     baselines: dict[str, float | None] = field(default_factory=dict)
     verdicts: dict[str, str | None] = field(default_factory=dict)
-    deltas: dict[str, float | None] = field(default_factory=dict)
 
 
 def _run_columns(record: Mapping[str, Any], suite: Suite) -> _RunColumns:
@@ -193,9 +189,6 @@ def _run_columns(record: Mapping[str, Any], suite: Suite) -> _RunColumns:
         run.baselines[spec.column] = _task_baseline(task)
         verdict = task.get("verdict")
         run.verdicts[spec.column] = verdict if isinstance(verdict, str) and ok else None
-        # clustering is gated on another statistic: its delta is not the value's
-        gated = task.get("gated_on") is not None
-        run.deltas[spec.column] = None if gated or not ok else _number(task.get("delta"))
     return run
 
 
@@ -261,7 +254,6 @@ def _average_rows(
     for row in averages:
         in_scope = [t for t in suite.tasks if row.category == "" or t.category == row.category]
         row.scope_verdict = _worst_verdict([run.verdicts[t.column] for t in in_scope])
-        row.delta = _average_delta(row, [run.deltas[t.column] for t in in_scope], record)
     return averages
 
 
@@ -280,7 +272,6 @@ def _task_rows(
             verdict=run.verdicts[spec.column],
             ci_low=run.cis[spec.column][0],
             ci_high=run.cis[spec.column][1],
-            delta=run.deltas[spec.column],
         )
         for cat in categories
         for spec in suite.tasks
@@ -358,24 +349,6 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
     )
 
 
-def _average_delta(
-    row: ChartRow, deltas: Sequence[float | None], record: Mapping[str, Any]
-) -> float | None:
-    """An average's delta as the record's numbers give it, so that it reads as its tasks' rows
-    do: a category's, the mean of its tasks' recorded deltas (every one recorded); the weighted
-    average's, the paired one (``baseline.paired.weighted_average``). None: the difference of
-    the shown averages."""
-    if row.value is None or row.baseline is None:
-        return None
-    if row.category:
-        known = [d for d in deltas if d is not None]
-        return sum(known) / len(known) if known and len(known) == len(deltas) else None
-    block = record.get("baseline")
-    paired = block.get("paired") if isinstance(block, Mapping) else None
-    weighted = paired.get("weighted_average") if isinstance(paired, Mapping) else None
-    return _number(weighted.get("delta")) if isinstance(weighted, Mapping) else None
-
-
 def _worst_verdict(verdicts: Sequence[str | None]) -> str | None:
     """Of the tasks' verdicts, the one an average's colour follows."""
     judged = [v for v in verdicts if v]
@@ -415,10 +388,7 @@ def _delta_text(row: ChartRow) -> tuple[str, str]:
     label = text.fixed(row.value)
     if row.baseline is None:
         return label, "#222222"
-    if row.delta is not None:
-        delta = round_half_up(row.delta, 2)
-    else:
-        delta = round_half_up(row.value, 2) - round_half_up(row.baseline, 2)
+    delta = round_half_up(row.value, 2) - round_half_up(row.baseline, 2)
     if abs(delta) < 0.005:
         label = f"{label}  (= baseline)"
     else:
