@@ -142,7 +142,7 @@ def _register_mirror(subparsers: Subparsers) -> None:
 
 
 def _register_compare(subparsers: Subparsers) -> None:
-    from pytest_koembed.gate.compare import register
+    from pytest_koembed.reports.compare_text import register
 
     register(subparsers)
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.gate.verdicts import BaselinePolicy, GateResult, Judgement
+from pytest_koembed.gate.gates import GateResult
+from pytest_koembed.gate.verdicts import BaselinePolicy, Judgement
 from pytest_koembed.options import positive_int
 from pytest_koembed.protocol.spec import CATEGORIES, Suite, TaskSpec
 from pytest_koembed.protocol.suite import load_suite

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from pytest_koembed.cli import build_parser, main
-from pytest_koembed.gate.verdicts import Gate, make_policy
+from pytest_koembed.gate.gates import Gate
+from pytest_koembed.gate.verdicts import make_policy
 from pytest_koembed.protocol.suite import load_suite
 
 WORKFLOW = Path(__file__).resolve().parent.parent / "examples/github-actions/koembed-gate.yml"

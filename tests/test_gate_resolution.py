@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pytest_koembed.gate.compare import GateSettings, compare_records, render_text
+from pytest_koembed.gate.compare import GateSettings, compare_records
+from pytest_koembed.reports.compare_text import render_text
 from pytest_koembed.stats import bootstrap, kernels, permutation, power
 
 # a 15-task run with ko-leaderboard-v1's categories

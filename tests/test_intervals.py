@@ -18,8 +18,9 @@ from pytest_koembed.protocol.suite import load_suite
 from pytest_koembed.protocol.tables import Entry
 from pytest_koembed.reports.publish import run_tables
 from pytest_koembed.reports.summary import summary_lines
+from pytest_koembed.reports.text import value_interval as interval_text
 from pytest_koembed.stats import bootstrap
-from pytest_koembed.stats.intervals import RunIntervals, interval_text, rank_fields
+from pytest_koembed.stats.intervals import RunIntervals, rank_fields
 
 pytestmark = pytest.mark.usefixtures("offline")
 
@@ -268,7 +269,8 @@ def test_undefined_resamples_follow_one_rule_in_tasks_and_averages() -> None:
     """One rule (bootstrap.percentile_interval): resamples with no value are left out and counted,
     up to one tail's share (25 of 1000 at 95%); past it there is no interval. Task intervals
     and averages apply it alike, and the record says how many (issue 17)."""
-    from pytest_koembed.stats.intervals import average_fields, describe, task_ci_and_note
+    from pytest_koembed.reports.text import intervals_line as describe
+    from pytest_koembed.stats.intervals import average_fields, task_ci_and_note
 
     suite = load_suite("sample")
     rng = np.random.default_rng(3)

@@ -10,21 +10,17 @@ from typing import Any
 import pytest
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.gate.verdicts import (
+from pytest_koembed.gate.baselines import (
     DEFAULT_TOLERANCE,
     Baseline,
     BaselineCell,
-    Gate,
-    Resolution,
     Tolerances,
-    evaluate_gates,
-    judge,
-    make_policy,
     merge_baseline,
     parse_baseline_option,
-    parse_gates,
     parse_tolerances,
 )
+from pytest_koembed.gate.gates import Gate, evaluate_gates, parse_gates
+from pytest_koembed.gate.verdicts import Resolution, judge, make_policy
 from pytest_koembed.protocol.suite import load_suite
 from pytest_koembed.records import TaskScore
 

@@ -19,14 +19,14 @@ is exactly that test, and Holm rejects a superset of what Bonferroni rejects, so
 is a Holm regression too; the controller then applies Holm to all p-values, and a regression that
 only Holm finds fails the run (exit status 1) with one summary line.
 
+``koembed compare``'s text, Markdown, chart and subcommand are ``reports.compare_text``'s.
+
 Plain module: no pytest, no torch, no mteb.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,6 @@ import pandas as pd
 
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.evaluation.per_example import load_examples, pair_examples
-from pytest_koembed.protocol.scoring import round_half_up
 from pytest_koembed.records import read_run_record, run_suite_name
 from pytest_koembed.stats import bootstrap, kernels, multiplicity, permutation, power, rules
 
@@ -45,8 +44,6 @@ IMPROVED = "improved"
 WITHIN_NOISE = "within noise"
 NOT_PAIRED = "not paired"
 
-DELTA_HEADER = "delta [unadjusted CI]"
-P_HEADER = "p (Holm, drop)"
 LABELS = {
     "delta_ci": "paired bootstrap interval of new - base, unadjusted for the number of tasks",
     "p_value": "one-sided randomisation p for a drop, before adjustment",
@@ -116,12 +113,6 @@ class GateSettings:
     def alpha(self) -> float:
         return power.significance_level(self.confidence)
 
-    def describe(self, n_tasks: int) -> str:
-        return (
-            f"Holm over {n_tasks} task{'s' if n_tasks != 1 else ''} at "
-            f"{self.confidence * 100:g}% confidence, min effect {self.min_effect:.2f} points"
-        )
-
 
 def pair_task(
     base_frame: pd.DataFrame,
@@ -148,6 +139,49 @@ def pair_task(
         level=confidence,
         stream=column,
         family_size=family_size,
+    )
+
+
+@dataclass(frozen=True)
+class PairedFields:
+    """What a paired task's record holds of its test (the run record's paired task, and
+    ``koembed compare``'s): one place for both."""
+
+    delta: float
+    delta_ci: dict[str, float] | None  # {level, low, high}; None past the undefined resamples
+    delta_ci_note: str | None  # why there is no delta_ci (or how many resamples it left out)
+    p_value: float
+    p_improvement: float | None
+    swaps: dict[str, Any]
+    cannot_fail: str | None
+    mde: float | None  # at the Bonferroni step alpha / m (Holm's step replaces it at the end)
+    gated_on: str | None
+
+
+def paired_fields(test: permutation.PairedTest, m: int, settings: GateSettings) -> PairedFields:
+    """A paired task's record fields from its test, ``m`` the run's paired tasks."""
+    cannot_fail = power.cannot_fail_note(test.n, m, settings.alpha, test.max_swaps)
+    mde = (
+        None
+        if cannot_fail
+        else power.minimum_detectable_effect(
+            test.swap_sd, test.delta_sd, settings.alpha / m, test.smallest_p, settings.min_effect
+        )
+    )
+    return PairedFields(
+        delta=test.delta,
+        delta_ci=test.delta_ci.to_dict() if test.delta_ci.defined else None,
+        delta_ci_note=(
+            f"delta_ci: {test.delta_ci.why_undefined('the delta')}"
+            if test.delta_ci.undefined
+            else None
+        ),
+        p_value=test.p_value,
+        p_improvement=test.p_improvement,
+        swaps=test.to_dict()["swaps"],
+        cannot_fail=cannot_fail,
+        mde=mde,
+        gated_on=test.statistic,
     )
 
 
@@ -217,13 +251,6 @@ def task_mde(
         float(swaps.get("smallest_p", 1.0)),
         settings.min_effect,
     )
-
-
-def mde_text(mde: float | None, cannot_fail: str | None = None) -> str:
-    """``1.23`` points, or ``none`` (the task cannot fail at this level)."""
-    if cannot_fail or mde is None:
-        return "none"
-    return f"{round_half_up(mde, 2):.2f}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,29 +358,18 @@ def _ok_tasks(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     }
 
 
-def compare_records(
-    base_record: Mapping[str, Any],
+def _align_tasks(
+    out: Comparison,
+    base_tasks: Mapping[str, Mapping[str, Any]],
+    new_tasks: Mapping[str, Mapping[str, Any]],
     base_frames: Mapping[str, pd.DataFrame],
-    new_record: Mapping[str, Any],
     new_frames: Mapping[str, pd.DataFrame],
-    settings: GateSettings,
     *,
-    base_path: str = "BASE",
-    new_path: str = "NEW",
-) -> Comparison:
-    """Pair every task the two runs share, test it, Holm over them all, give the verdicts."""
-    base_suite, new_suite = run_suite_name(base_record), run_suite_name(new_record)
-    if base_suite and new_suite and base_suite != new_suite:
-        raise KoembedError(
-            f"{base_path} is a run of suite {base_suite!r}, {new_path} of {new_suite!r}; "
-            "compare runs of the same suite"
-        )
-    base_tasks, new_tasks = _ok_tasks(base_record), _ok_tasks(new_record)
-    out = Comparison(base_path, new_path, settings)
-    for path, record in ((base_path, base_record), (new_path, new_record)):
-        old = old_paired_method(record)
-        if old:
-            out.notes.append(f"{path}: {old}; only its per-example results are used here")
+    base_path: str,
+    new_path: str,
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, str]]:
+    """One row per task of either run (in ``out.tasks``); the aligned frames and value rule of
+    those that can be paired (a note in ``out.notes`` for each that cannot)."""
     aligned: dict[str, tuple[pd.DataFrame, pd.DataFrame, str]] = {}
     order = list(new_tasks) + [c for c in base_tasks if c not in new_tasks]
     for column in order:
@@ -390,6 +406,16 @@ def compare_records(
         except KoembedError as exc:
             row.note = f"{column}: not paired: {exc}"
             out.notes.append(row.note)
+    return aligned
+
+
+def _test_tasks(
+    out: Comparison,
+    aligned: dict[str, tuple[pd.DataFrame, pd.DataFrame, str]],
+    settings: GateSettings,
+) -> None:
+    """Each aligned task's paired test, into its row; a task whose test fails is dropped from
+    ``aligned`` with a note."""
     rows = {t.column: t for t in out.tasks}
     for column, (base_frame, new_frame, rule) in list(aligned.items()):
         row = rows[column]
@@ -407,19 +433,47 @@ def compare_records(
             out.notes.append(row.note)
             del aligned[column]
             continue
-        row.delta = test.delta
-        row.p_value = test.p_value
-        if test.delta_ci.defined:
-            row.delta_ci = (test.delta_ci.low, test.delta_ci.high)
-        if test.delta_ci.undefined:
-            out.notes.append(f"{column}: delta_ci: {test.delta_ci.why_undefined('the delta')}")
-        row.p_improvement = test.p_improvement
-        row.swaps = test.to_dict()["swaps"]
-        if test.statistic is not None:
-            out.notes.append(f"{column}: gated on {test.statistic}; v_measure reported (base, new)")
-        row.cannot_fail = power.cannot_fail_note(
-            test.n, len(aligned), settings.alpha, test.max_swaps
+        fields = paired_fields(test, len(aligned), settings)
+        row.delta, row.p_value = fields.delta, fields.p_value
+        if fields.delta_ci is not None:
+            row.delta_ci = (fields.delta_ci["low"], fields.delta_ci["high"])
+        if fields.delta_ci_note is not None:
+            out.notes.append(f"{column}: {fields.delta_ci_note}")
+        row.p_improvement, row.swaps = fields.p_improvement, fields.swaps
+        if fields.gated_on is not None:
+            out.notes.append(
+                f"{column}: gated on {fields.gated_on}; v_measure reported (base, new)"
+            )
+        row.cannot_fail = fields.cannot_fail
+
+
+def compare_records(
+    base_record: Mapping[str, Any],
+    base_frames: Mapping[str, pd.DataFrame],
+    new_record: Mapping[str, Any],
+    new_frames: Mapping[str, pd.DataFrame],
+    settings: GateSettings,
+    *,
+    base_path: str = "BASE",
+    new_path: str = "NEW",
+) -> Comparison:
+    """Pair every task the two runs share, test it, Holm over them all, give the verdicts."""
+    base_suite, new_suite = run_suite_name(base_record), run_suite_name(new_record)
+    if base_suite and new_suite and base_suite != new_suite:
+        raise KoembedError(
+            f"{base_path} is a run of suite {base_suite!r}, {new_path} of {new_suite!r}; "
+            "compare runs of the same suite"
         )
+    base_tasks, new_tasks = _ok_tasks(base_record), _ok_tasks(new_record)
+    out = Comparison(base_path, new_path, settings)
+    for path, record in ((base_path, base_record), (new_path, new_record)):
+        old = old_paired_method(record)
+        if old:
+            out.notes.append(f"{path}: {old}; only its per-example results are used here")
+    aligned = _align_tasks(
+        out, base_tasks, new_tasks, base_frames, new_frames, base_path=base_path, new_path=new_path
+    )
+    _test_tasks(out, aligned, settings)
     verdicts = holm_verdicts(
         {t.column: (t.delta, t.p_value, t.p_improvement) for t in out.paired},  # type: ignore[misc]
         settings,
@@ -521,236 +575,3 @@ def load_run(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]
     """A run record and its per-example frames (checksum verified); one-line errors."""
     record = read_run_record(path)
     return record, load_examples(path)
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{round_half_up(x, 2):.2f}"
-
-
-def _signed(x: float) -> str:
-    if not math.isfinite(x):  # never a traceback: an undefined number is shown as such
-        return "n/a"
-    x = round_half_up(x, 2)
-    return ("+" if x >= 0 else "-") + f"{abs(x):.2f}"
-
-
-def delta_text(delta: float | None, ci: tuple[float, float] | None) -> str:
-    """``-0.42 [-1.10, +0.31]``."""
-    if delta is None:
-        return ""
-    text = _signed(delta)
-    return text + (f" [{_signed(ci[0])}, {_signed(ci[1])}]" if ci is not None else "")
-
-
-def p_text(p: float | None) -> str:
-    if p is None:
-        return ""
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _verdict_cell(t: TaskComparison) -> str:
-    text = t.verdict.upper() if t.verdict == REGRESSED else t.verdict
-    return text + (" (cannot fail)" if t.cannot_fail and t.p_value is not None else "")
-
-
-def comparison_table(comparison: Comparison) -> pd.DataFrame:
-    columns = ["task", "base", "new", DELTA_HEADER, P_HEADER, "MDE", "verdict"]
-    rows = [
-        {
-            "task": t.column,
-            "base": _num(t.base),
-            "new": _num(t.new),
-            DELTA_HEADER: delta_text(t.delta, t.delta_ci),
-            P_HEADER: p_text(t.p_adjusted),
-            "MDE": mde_text(t.mde, t.cannot_fail) if t.p_value is not None else "",
-            "verdict": _verdict_cell(t),
-        }
-        for t in comparison.tasks
-    ]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def legend(confidence: float) -> str:
-    """The line that says which number is which."""
-    return (
-        f"delta [CI]: {confidence * 100:g}% paired bootstrap interval, unadjusted for the number "
-        "of tasks; p: one-sided for a drop, Holm-adjusted over the run (an unadjusted interval "
-        "and an adjusted p can disagree); MDE: the drop caught with 80% power at the task's "
-        "Holm step (none: cannot fail at this level)"
-    )
-
-
-def cannot_fail_lines(tasks: Sequence[TaskComparison]) -> list[str]:
-    return [f"  {t.column}: {t.cannot_fail}" for t in tasks if t.cannot_fail]
-
-
-def _average_text(name: str, avg: Mapping[str, Any]) -> str:
-    b, n, ci = avg.get("base"), avg.get("new"), avg.get("delta_ci")
-    if b is None or n is None:
-        return f"{name} n/a"
-    interval = (ci["low"], ci["high"]) if ci else None
-    return f"{name} {_num(b)} -> {_num(n)} ({delta_text(n - b, interval)})"
-
-
-def _average_lines(comparison: Comparison) -> list[str]:
-    avg = comparison.averages
-    cats = [_average_text(c, a) for c, a in avg.get("categories", {}).items()]
-    weighted = avg.get("weighted_average", {})
-    lines = ["category averages (paired tasks): " + " | ".join(cats)] if cats else []
-    text = _average_text("weighted average", weighted)
-    if weighted.get("base") is None:
-        text += " (needs every task of the suite paired)"
-    return [*lines, text]
-
-
-def render_text(comparison: Comparison) -> str:
-    table = comparison_table(comparison)
-    cells = table.astype(str)
-    widths = {c: max([len(c), *cells[c].str.len()]) for c in cells.columns}
-    left = ("task", "verdict", DELTA_HEADER)
-
-    def line(values: Mapping[str, str]) -> str:
-        return "  ".join(
-            values[c].ljust(widths[c]) if c in left else values[c].rjust(widths[c])
-            for c in cells.columns
-        ).rstrip()
-
-    lines = [line({c: c for c in cells.columns})]
-    lines += [line(r) for r in cells.to_dict(orient="records")]
-    lines += [f"  {note}" for note in comparison.notes]
-    lines += _average_lines(comparison)
-    lines.append(
-        f"paired gate: {comparison.settings.describe(len(comparison.paired))}; "
-        f"p is Holm-adjusted, intervals are {comparison.settings.confidence * 100:g}% paired "
-        "bootstrap"
-    )
-    lines.append(legend(comparison.settings.confidence))
-    lines += cannot_fail_lines(comparison.tasks)
-    lines.append(f"verdict: {comparison.verdict}")
-    return "\n".join(lines) + "\n"
-
-
-def render_markdown(comparison: Comparison) -> str:
-    table = comparison_table(comparison)
-    head = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join(["---", "---:", "---:", "---", "---:", "---:", "---"]) + "|"
-    rows = []
-    for r in table.to_dict(orient="records"):
-        cells = [str(v).replace("|", "\\|") for v in r.values()]
-        if r["verdict"] == "REGRESSED":
-            cells[-1] = f"**{cells[-1]}**"
-        rows.append("| " + " | ".join(cells) + " |")
-    status = "❌" if comparison.regressed else "✅"
-    lines = [
-        f"### koembed compare: {status} {comparison.verdict}",
-        "",
-        head,
-        rule,
-        *rows,
-        "",
-        *[f"{line}  " for line in _average_lines(comparison)],
-        "",
-        f"Paired gate: {comparison.settings.describe(len(comparison.paired))}. "
-        f"`p` is Holm-adjusted; intervals are {comparison.settings.confidence * 100:g}% paired "
-        "bootstrap intervals of new - base.",
-        "",
-        legend(comparison.settings.confidence) + ".",
-    ]
-    lines += [f"- {line.strip()}" for line in cannot_fail_lines(comparison.tasks)]
-    lines += [f"- {note}" for note in comparison.notes]
-    return "\n".join(lines) + "\n"
-
-
-def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
-    """Per-task deltas with their paired intervals (error bars), a zero line, regressions red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = comparison.paired
-    if not tasks:
-        raise KoembedError("--plot: no task was paired, nothing to draw")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(tasks) + 1.5))
-    ys = list(range(len(tasks)))[::-1]
-    for y, t in zip(ys, tasks, strict=True):
-        assert t.delta is not None and t.delta_ci is not None
-        color = {"regressed": "tab:red", "improved": "tab:green"}.get(t.verdict, "tab:gray")
-        ax.errorbar(
-            t.delta,
-            y,
-            xerr=[[t.delta - t.delta_ci[0]], [t.delta_ci[1] - t.delta]],
-            fmt="o",
-            color=color,
-            capsize=3,
-        )
-    ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_yticks(ys, [t.column for t in tasks])
-    ax.set_xlabel(f"new - base (points), {comparison.settings.confidence * 100:g}% paired interval")
-    ax.set_title(
-        f"koembed compare: {Path(comparison.new_path).name} vs {Path(comparison.base_path).name}"
-    )
-    fig.tight_layout()
-    fig.savefig(target, dpi=120)
-    plt.close(fig)
-    return target
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    settings = GateSettings(
-        check_confidence(args.confidence, "--confidence"),
-        check_min_effect(args.min_effect, "--min-effect"),
-    )
-    base_record, base_frames = load_run(args.base)
-    new_record, new_frames = load_run(args.new)
-    comparison = compare_records(
-        base_record,
-        base_frames,
-        new_record,
-        new_frames,
-        settings,
-        base_path=args.base,
-        new_path=args.new,
-    )
-    if args.plot:
-        plot_comparison(comparison, args.plot)
-    if args.json:
-        from pytest_koembed.records import write_json
-
-        write_json(comparison.to_dict(), Path(args.json))
-    sys.stdout.write(render_markdown(comparison) if args.markdown else render_text(comparison))
-    return 1 if comparison.regressed else 0
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "compare",
-        help="compare two saved runs task by task (paired test, Holm), without a model",
-        description=(
-            "Compare two run records (--koembed-json / --koembed-save-baseline, each with its "
-            ".examples.parquet sidecar) on the same examples: per task the delta with its paired "
-            "bootstrap interval and a Holm-adjusted p-value, and the verdict. Exit status 1 on "
-            "a significant regression, 0 otherwise, 2 on bad input."
-        ),
-    )
-    p.add_argument("base", metavar="BASE.json", help="the baseline run record")
-    p.add_argument("new", metavar="NEW.json", help="the run record to judge")
-    p.add_argument(
-        "--confidence",
-        default=None,
-        help="confidence level; 1 - it is the false-alarm budget (default 0.95): drops are "
-        "tested one-sided at 1 - LEVEL, Holm over the paired tasks; 0.90 lets two equivalent "
-        "runs be called regressed at most 10%% of the time",
-    )
-    p.add_argument(
-        "--min-effect",
-        default=None,
-        metavar="POINTS",
-        help=f"smallest drop that counts as a regression (default {power.DEFAULT_MIN_EFFECT})",
-    )
-    p.add_argument("--markdown", action="store_true", help="print a GitHub-flavoured table")
-    p.add_argument("--plot", default=None, metavar="PATH.png", help="draw the deltas to PATH")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the comparison as JSON")
-    p.set_defaults(func=_cmd_compare)

@@ -1,4 +1,4 @@
-"""Baselines and the CI gate: per-task verdicts, tolerances, aggregate gates, baseline files.
+"""The CI gate's verdicts: each task against its baseline, paired or by tolerance, and Holm.
 
 What a run is compared with (``--koembed-baseline``):
 
@@ -18,12 +18,12 @@ message ``Ko-StrategyQA regressed: 77.10 < baseline 79.20 - tolerance 1.00``. A 
 cell passes with the verdict "no baseline". A regression against a stale cell only warns
 (:class:`StaleBaselineWarning`, verdict "warned") unless strict.
 
-Aggregate gates (:func:`evaluate_gates`, on the controller after all items): ``weighted=60`` and
-``<category>=75``. A gate passes only on the complete average it names: an errored or not-run task
-makes it "incomplete" and it fails; a partly deselected category (or, for ``weighted``, any
-deselected task) fails too, since the average would be over part of what the threshold means. A
-gate whose tasks were all deselected on purpose (``-k`` / ``-m``) is "not checked" and does not
-fail the run.
+Baseline files, leaderboard rows and tolerances live in ``gate.baselines``, the aggregate gates
+(``--koembed-fail-under``) in ``gate.gates``, and how the verdicts read in
+``reports.verdicts_text`` (every number through ``reports.text``). The verdicts here are data;
+the messages made on the worker (a failing item's reason) use ``protocol.scoring``'s
+``fixed_text`` / ``signed_text`` / ``delta_interval_text``, the same rule ``reports.text`` is
+built on (the layers put ``reports`` above ``gate``).
 
 This module imports neither pytest nor torch nor mteb.
 """
@@ -31,33 +31,50 @@ This module imports neither pytest nor torch nor mteb.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from decimal import Decimal
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.gate.compare import LABELS, GateSettings, delta_text, holm_verdicts, legend
-from pytest_koembed.protocol.averages import average_fields, count_tasks
+from pytest_koembed.gate.baselines import (
+    AUTO_RULE,
+    PAIRED_RULE,
+    RULES,
+    TOLERANCE_RULE,
+    Baseline,
+    BaselineChoice,
+    Tolerances,
+    _dec,
+    _leaderboard_choice,
+    _task_shown,
+    baseline_from_leaderboard,
+    baseline_from_record,
+    baseline_identity,
+    check_sidecar,
+    merge_baseline,
+    parse_baseline_option,
+    parse_tolerances,
+    read_baseline_record,
+)
+from pytest_koembed.gate.compare import LABELS, GateSettings, holm_verdicts
+from pytest_koembed.gate.gates import (
+    Gate,
+    parse_gates,
+)
 from pytest_koembed.protocol.leaderboards import (
-    find_row,
     leaderboards_for_encoder,
     leaderboards_for_suite,
     load_leaderboard,
 )
-from pytest_koembed.protocol.scoring import round_half_up
-from pytest_koembed.protocol.spec import CATEGORIES, Suite
-from pytest_koembed.records import TaskScore, read_run_record, run_suite_name
-from pytest_koembed.stats import bootstrap, permutation, power, rules
-
-DEFAULT_TOLERANCE = 1.0
-"""Points a task may fall below its baseline before it fails. One point covers what a faithful
-re-run of a published row moves by (float noise, PawsX's 0.1-0.2, sib200's ~0.8 mteb offset) and
-is still far below a real regression."""
-
-WEIGHTED_GATE = "weighted"
+from pytest_koembed.protocol.scoring import (
+    delta_interval_text,
+    fixed_text,
+    points_text,
+)
+from pytest_koembed.protocol.spec import Suite
+from pytest_koembed.records import TaskScore
+from pytest_koembed.stats import bootstrap, permutation, rules
 
 # verdicts (TaskScore.verdict)
 PASS = "pass"
@@ -67,258 +84,9 @@ WARNED = "warned"  # below a stale baseline cell, not enforced (no --koembed-str
 NO_BASELINE = "no baseline"
 NOT_PAIRED = "not paired"  # --koembed-rule=paired and the task could not be paired: it fails
 
-# --koembed-rule: how a task is compared with a baseline file
-AUTO_RULE = "auto"  # paired where the baseline's per-example results hold the task, else tolerance
-PAIRED_RULE = "paired"  # every task paired: a task that cannot be paired fails
-TOLERANCE_RULE = "tolerance"  # the tolerance rule only: the per-example results are not read
-RULES = (AUTO_RULE, PAIRED_RULE, TOLERANCE_RULE)
-
 
 class StaleBaselineWarning(UserWarning):
     """A task fell below a baseline cell that is known to be stale (not enforced)."""
-
-
-def _dec(x: float) -> Decimal:
-    return Decimal(repr(float(x)))
-
-
-def points(x: float) -> str:
-    """A number of points as the messages print it: 2 decimals (more if it has more)."""
-    text = f"{x:.2f}"
-    return text if float(text) == x else repr(float(x))
-
-
-def signed(x: float) -> str:
-    return ("+" if x >= 0 else "-") + points(abs(x))
-
-
-def _number(text: str, where: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise KoembedError(f"{where}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise KoembedError(f"{where}: {text!r} must be a finite number >= 0")
-    return value
-
-
-def _items(specs: Iterable[str]) -> list[str]:
-    """The comma- (and whitespace-) separated items of repeated option values."""
-    return [part for spec in specs for part in spec.replace(",", " ").split()]
-
-
-def _category(key: str, suite: Suite | None = None) -> str | None:
-    """The category ``key`` names (any case, ``_average`` suffix allowed): one of CATEGORIES or,
-    for an mteb benchmark suite, one of its other task types (``summarization``)."""
-    folded = key.casefold().removesuffix("_average")
-    extra = [t.category for t in suite.tasks] if suite is not None else []
-    return next((c for c in [*CATEGORIES, *extra] if c.casefold() == folded), None)
-
-
-def _column(key: str, suite: Suite) -> str | None:
-    columns = [t.column for t in suite.tasks]
-    if key in columns:
-        return key
-    folded = [c for c in columns if c.casefold() == key.casefold()]
-    return folded[0] if len(folded) == 1 else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Tolerances
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Points a task may fall below its baseline: per column, else per category, else global."""
-
-    default: float = DEFAULT_TOLERANCE
-    categories: Mapping[str, float] = field(default_factory=dict)
-    columns: Mapping[str, float] = field(default_factory=dict)
-
-    def for_task(self, column: str, category: str) -> float:
-        if column in self.columns:
-            return self.columns[column]
-        return self.categories.get(category, self.default)
-
-    def describe(self) -> str:
-        """``1.00 points (Retrieval 0.50, Ko-StrategyQA 0.20)``."""
-        special = [f"{k} {points(v)}" for k, v in {**self.categories, **self.columns}.items()]
-        return f"{points(self.default)} points" + (f" ({', '.join(special)})" if special else "")
-
-
-def parse_tolerances(specs: Iterable[str], suite: Suite) -> Tolerances:
-    """``["1.0", "retrieval=0.5,Ko-StrategyQA=0.2"]`` -> :class:`Tolerances`; later items win.
-
-    An item is ``POINTS`` (global), ``CATEGORY=POINTS`` (case-insensitive) or ``COLUMN=POINTS``
-    (a task column of ``suite``). Raises a one-line :class:`KoembedError` for anything else.
-    """
-    default = DEFAULT_TOLERANCE
-    categories: dict[str, float] = {}
-    columns: dict[str, float] = {}
-    for item in _items(specs):
-        where = f"--koembed-tolerance {item!r}"
-        key, sep, value = item.rpartition("=")
-        if not sep:
-            default = _number(item, where)
-            continue
-        points_ = _number(value, where)
-        column = _column(key, suite)
-        category = _category(key, suite)
-        if column is not None:
-            columns[column] = points_
-        elif category is not None:
-            categories[category] = points_
-        else:
-            raise KoembedError(
-                f"{where}: {key!r} is neither a category ({', '.join(CATEGORIES)}) nor a task "
-                f"column of suite {suite.name!r}; use POINTS, CATEGORY=POINTS or COLUMN=POINTS"
-            )
-    return Tolerances(default=default, categories=categories, columns=columns)
-
-
-# ---------------------------------------------------------------------------------------------
-# Baselines
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BaselineCell:
-    value: float  # x100, 2 decimals as published / shown
-    stale: str | None = None  # why the cell is stale, None when it is not
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """The values one run is compared with: column -> cell, and where they come from."""
-
-    source: str  # "ko-leaderboard-v1 row 'BAAI/bge-m3'" or "baseline file base.json"
-    cells: Mapping[str, BaselineCell]
-    path: Path | None = None  # the file, for a baseline file
-    # Columns whose per-example results the baseline file's sidecar holds (paired comparison).
-    paired_columns: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BaselineChoice:
-    """The parsed ``--koembed-baseline`` option."""
-
-    mode: str  # "auto" | "leaderboard" | "file" | "none"
-    text: str
-    row: str | None = None  # leaderboard: the row name
-    leaderboard: str | None = None  # leaderboard: one leaderboard name, None = all of the suite's
-    path: Path | None = None  # file
-
-
-def parse_baseline_option(text: str | None, *, base_dir: Path | None = None) -> BaselineChoice:
-    """``auto`` | ``leaderboard:ROW`` | ``leaderboard:NAME:ROW`` | ``none`` | a file path."""
-    text = (text or "auto").strip()
-    if text in ("auto", "none"):
-        return BaselineChoice(mode=text, text=text)
-    if text.startswith("leaderboard:"):
-        rest = text[len("leaderboard:") :].strip()
-        if not rest:
-            raise KoembedError("--koembed-baseline leaderboard:ROW needs a row name")
-        return BaselineChoice(mode="leaderboard", text=text, row=rest)
-    path = Path(text).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    return BaselineChoice(mode="file", text=text, path=path.resolve())
-
-
-def baseline_from_leaderboard(
-    suite: Suite, row: str, *, leaderboard: str | None = None, encoder_type: str | None = None
-) -> Baseline | None:
-    """The row called ``row`` in the suite's shipped leaderboards (the first that has it);
-    with ``encoder_type`` (dense / sparse) only in those that rank that kind of model."""
-    if leaderboard:
-        names = [leaderboard]
-    elif encoder_type:
-        names = leaderboards_for_encoder(suite.name, encoder_type)
-    else:
-        names = leaderboards_for_suite(suite.name)
-    for name in names:
-        lb = load_leaderboard(name)
-        found = find_row(lb, row)
-        if found is not None:
-            cells = {
-                col: BaselineCell(value, found.stale.get(col))
-                for col, value in found.values.items()
-            }
-            return Baseline(source=f"{lb.name} row {found.name!r}", cells=cells)
-    return None
-
-
-def _leaderboard_choice(choice: BaselineChoice, suite: Suite) -> Baseline:
-    """``leaderboard:ROW`` / ``leaderboard:NAME:ROW``, or a one-line error naming near rows."""
-    names = leaderboards_for_suite(suite.name)
-    if not names:
-        raise KoembedError(
-            f"--koembed-baseline {choice.text}: suite {suite.name!r} has no shipped leaderboard"
-        )
-    row = choice.row or ""
-    head, sep, tail = row.partition(":")
-    if sep and head in names:
-        baseline = baseline_from_leaderboard(suite, tail, leaderboard=head)
-        names = [head]
-    else:
-        baseline = baseline_from_leaderboard(suite, row)
-    if baseline is not None:
-        return baseline
-    rows = [r for n in names for r in load_leaderboard(n).rows]
-    near = difflib.get_close_matches(row, rows, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(r) for r in near)}?" if near else ""
-    raise KoembedError(
-        f"--koembed-baseline {choice.text}: no row {row!r} in {', '.join(names)}{hint}"
-    )
-
-
-def read_baseline_record(path: Path) -> dict[str, Any]:
-    """The JSON of a baseline file (a run record); a one-line error if it is not one."""
-    return read_run_record(path, kind="baseline file")
-
-
-def _task_shown(task: Mapping[str, Any], where: str) -> float | None:
-    """A record task's shown value (2 decimals), None when it errored or has none."""
-    if task.get("status", "ok") != "ok":
-        return None
-    value = task.get("shown", task.get("value"))
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise KoembedError(f"{where}: 'shown' must be a finite number, got {value!r}")
-    return round_half_up(float(value), 2)
-
-
-def baseline_from_record(record: Mapping[str, Any], suite: Suite, path: Path) -> Baseline:
-    """The cells of a run record used as a baseline file."""
-    where = f"baseline file {path}"
-    name = run_suite_name(record)
-    if name is not None and name != suite.name:
-        raise KoembedError(f"{where} is for suite {name!r}, this run's suite is {suite.name!r}")
-    columns = {t.column for t in suite.tasks}
-    cells: dict[str, BaselineCell] = {}
-    for i, task in enumerate(record.get("tasks", []), start=1):
-        column = task.get("column") if isinstance(task, Mapping) else None
-        if not isinstance(column, str):
-            raise KoembedError(f"{where}: task #{i} has no 'column'")
-        if column not in columns:
-            raise KoembedError(f"{where}: task {column!r} is not a column of suite {suite.name!r}")
-        value = _task_shown(task, f"{where}, task {column!r}")
-        stale = task.get("stale")
-        if value is not None:
-            cells[column] = BaselineCell(value, str(stale) if stale else None)
-    model = record.get("model")
-    row = model.get("row_name") if isinstance(model, Mapping) else None
-    source = f"baseline file {path}" + (f" (model {row})" if row else "")
-    block = record.get("examples")
-    held = block.get("tasks") if isinstance(block, Mapping) else None
-    paired = tuple(c for c in (held or {}) if c in cells)
-    return Baseline(source=source, cells=cells, path=path, paired_columns=paired)
-
-
-def load_baseline_file(path: Path, suite: Suite) -> Baseline:
-    return baseline_from_record(read_baseline_record(path), suite, path)
 
 
 @dataclass(frozen=True)
@@ -525,7 +293,7 @@ class BaselinePolicy:
     def _judge_paired(self, score: TaskScore, resolution: Resolution) -> Judgement | None:
         if not self._paired_baseline(score, resolution):
             return None
-        from pytest_koembed.gate.compare import bonferroni_verdict, pair_task
+        from pytest_koembed.gate.compare import bonferroni_verdict, pair_task, paired_fields
 
         frames = self.baseline_frames()
         base_frame = frames.get(score.column)
@@ -555,26 +323,14 @@ class BaselinePolicy:
         cell = resolution.baseline.cells[score.column]
         verdict = bonferroni_verdict(test.delta, test.p_value, m, self.gate, test.p_improvement)
         # undefined resamples: bootstrap.percentile_interval's rule; past it, no delta_ci
-        score.delta_ci = test.delta_ci.to_dict() if test.delta_ci.defined else None
-        if test.delta_ci.undefined:
-            why = f"delta_ci: {test.delta_ci.why_undefined('the delta')}"
+        fields = paired_fields(test, m, self.gate)
+        score.delta_ci = fields.delta_ci
+        if fields.delta_ci_note is not None:
+            why = fields.delta_ci_note
             score.ci_note = f"{score.ci_note}; {why}" if score.ci_note else why
-        score.p_value = test.p_value
-        score.p_improvement = test.p_improvement
-        score.swaps = test.to_dict()["swaps"]
-        score.cannot_fail = power.cannot_fail_note(test.n, m, self.gate.alpha, test.max_swaps)
-        score.mde = (
-            None
-            if score.cannot_fail
-            else power.minimum_detectable_effect(
-                test.swap_sd,
-                test.delta_sd,
-                self.gate.alpha / m,
-                test.smallest_p,
-                self.gate.min_effect,
-            )
-        )
-        score.gated_on = test.statistic
+        score.p_value, score.p_improvement = fields.p_value, fields.p_improvement
+        score.swaps, score.cannot_fail = fields.swaps, fields.cannot_fail
+        score.mde, score.gated_on = fields.mde, fields.gated_on
         judgement = Judgement(
             verdict=verdict,
             baseline=cell.value,
@@ -626,12 +382,14 @@ class BaselinePolicy:
         if judgement.message and judgement.verdict in (REGRESSED, WARNED):
             level = f"{self.gate.confidence * 100:g}%"
             said = (
-                f"within this run's {level} interval [{low:.2f}, {high:.2f}]: the gap cannot be "
+                f"within this run's {level} interval [{fixed_text(low)}, {fixed_text(high)}]: "
+                "the gap cannot be "
                 "told from the test set's sampling noise"
                 if inside
-                else f"outside this run's {level} interval [{low:.2f}, {high:.2f}]"
+                else f"outside this run's {level} interval [{fixed_text(low)}, {fixed_text(high)}]"
             )
-            score.verdict_note = f"{judgement.message}; baseline {judgement.baseline:.2f} {said}"
+            base = fixed_text(judgement.baseline)
+            score.verdict_note = f"{judgement.message}; baseline {base} {said}"
 
 
 def make_policy(
@@ -693,91 +451,6 @@ def check_rule(rule: str | None) -> str:
     if text not in RULES:
         raise KoembedError(f"--koembed-rule={rule}: choose one of {', '.join(RULES)}")
     return text
-
-
-def _file_sha256(path: Path) -> str:
-    from pytest_koembed.evaluation.per_example import file_sha256
-
-    return file_sha256(path)
-
-
-def check_sidecar(record: Mapping[str, Any], path: Path, rule: str) -> None:
-    """A baseline file's per-example results (its sidecar) are there and match its checksum.
-
-    Without them the paired rule cannot run and the tolerance rule would judge instead: the
-    exit status would depend on a file that is easy to lose (not committed, not uploaded). So
-    a sidecar that the record names but that is missing or changed is a usage error, unless
-    the rule was chosen (``--koembed-rule=tolerance``). A record that names none (an old or a
-    hand-made baseline) is judged by the tolerance rule under auto, as documented."""
-    block = record.get("examples")
-    name = block.get("file") if isinstance(block, Mapping) else None
-    if not name:
-        if rule == PAIRED_RULE:
-            raise KoembedError(
-                f"--koembed-rule=paired: baseline file {path} holds no per-example results "
-                "(written by hand or by an older version); save the baseline again with "
-                "--koembed-save-baseline, or use --koembed-rule=tolerance"
-            )
-        return
-    sidecar = path.parent / str(name)
-    choose = "restore it (commit the baseline and its sidecar together)" + (
-        "" if rule == PAIRED_RULE else ", or choose the rule: --koembed-rule=tolerance"
-    )
-    if not sidecar.is_file():
-        raise KoembedError(
-            f"baseline file {path} names its per-example results {sidecar}, which is missing: "
-            f"without it the paired rule cannot run; {choose}"
-        )
-    actual = _file_sha256(sidecar)
-    if actual != block.get("sha256"):
-        raise KoembedError(
-            f"per-example results {sidecar} do not match baseline file {path} (sha256 "
-            f"{actual[:12]}..., the baseline says {str(block.get('sha256'))[:12]}...): without "
-            f"them the paired rule cannot run; {choose}"
-        )
-
-
-def baseline_identity(path: Path) -> dict[str, Any]:
-    """What a run was judged against, for its record: the baseline file's path and sha256, its
-    sidecar's sha256, and the git commit it is committed at when it is tracked and unchanged
-    in a git work tree (None elsewhere, e.g. a file taken with ``git show`` into a temp dir)."""
-    info: dict[str, Any] = {"path": str(path), "sha256": None, "sidecar": None, "git_commit": None}
-    try:
-        info["sha256"] = _file_sha256(path)
-        record = read_baseline_record(path)
-    except (OSError, KoembedError):
-        return info
-    block = record.get("examples")
-    if isinstance(block, Mapping) and block.get("file"):
-        info["sidecar"] = {"file": str(block["file"]), "sha256": block.get("sha256")}
-    info["git_commit"] = _git_commit(path)
-    return info
-
-
-def _git_commit(path: Path) -> str | None:
-    """HEAD of the git work tree holding ``path``, when the file is tracked and unchanged."""
-    import subprocess
-
-    def git(*args: str) -> subprocess.CompletedProcess[str] | None:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(path.parent), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    tracked = git("ls-files", "--error-unmatch", "--", path.name)
-    if tracked is None or tracked.returncode != 0:
-        return None
-    changed = git("diff", "--quiet", "HEAD", "--", path.name)
-    if changed is None or changed.returncode != 0:
-        return None
-    head = git("rev-parse", "HEAD")
-    return head.stdout.strip() or None if head is not None and head.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -846,8 +519,8 @@ def judge(
     if value >= base - tol:
         return replace(base_j, verdict=IMPROVED if value > base + tol else PASS, delta=delta)
     message = (
-        f"{column} regressed: {shown:.2f} < baseline {cell.value:.2f} "
-        f"- tolerance {points(tolerance)}"
+        f"{column} regressed: {fixed_text(shown)} < baseline {fixed_text(cell.value)} "
+        f"- tolerance {points_text(tolerance)}"
     )
     if cell.stale is not None:
         message += f" (stale baseline cell: {cell.stale})"
@@ -872,25 +545,24 @@ def paired_message(
 ) -> str:
     """``Kor-STS regressed: 80.10 vs baseline 81.00, delta -0.90 [-1.40, -0.41] (unadjusted 95%
     interval), one-sided p 0.001 x 3 tasks < 0.05 (min effect 0.50)``."""
-    from pytest_koembed.gate.compare import delta_text
-
     interval = (delta_ci["low"], delta_ci["high"]) if delta_ci else None
     scaled = (
         f"Holm-adjusted one-sided p {p_value:.3g}"
         if holm
         else f"one-sided p {p_value:.3g} x {m} tasks"
     )
-    now = f"{shown:.2f}" if shown is not None else "n/a"
+    now = f"{fixed_text(shown)}" if shown is not None else "n/a"
     if gated_on:  # clustering: the delta is the gated statistic's, the values mteb's v-measure
         return (
-            f"{column} regressed: v_measure {now} vs baseline {baseline:.2f} (reported); gated "
-            f"on {gated_on}, delta {delta_text(delta, interval)}, {scaled} < {gate.alpha:g} "
-            f"(min effect {gate.min_effect:.2f})"
+            f"{column} regressed: v_measure {now} vs baseline {fixed_text(baseline)} (reported); "
+            f"gated on {gated_on}, delta {delta_interval_text(delta, interval)}, {scaled} < "
+            f"{gate.alpha:g} "
+            f"(min effect {fixed_text(gate.min_effect)})"
         )
     return (
-        f"{column} regressed: {now} vs baseline {baseline:.2f}, delta "
-        f"{delta_text(delta, interval)} (unadjusted {gate.confidence * 100:g}% interval), "
-        f"{scaled} < {gate.alpha:g} (min effect {gate.min_effect:.2f})"
+        f"{column} regressed: {now} vs baseline {fixed_text(baseline)}, delta "
+        f"{delta_interval_text(delta, interval)} (unadjusted {gate.confidence * 100:g}% interval), "
+        f"{scaled} < {gate.alpha:g} (min effect {fixed_text(gate.min_effect)})"
     )
 
 
@@ -972,7 +644,7 @@ def weighted_paired_delta(
             b, n = pair_examples(base, new, name=column)
         except KoembedError:
             return None
-        from pytest_koembed.stats.rules import task_rule
+        from pytest_koembed.stats.resampling import task_rule
 
         tasks.append((column, score.category, b, n, task_rule(score.value_rule, score.main_score)))
     try:
@@ -996,143 +668,6 @@ def annotate(score: TaskScore, judgement: Judgement, note: str | None = None) ->
     score.tolerance = judgement.tolerance
     score.verdict = judgement.verdict
     score.verdict_note = judgement.message or note
-
-
-# ---------------------------------------------------------------------------------------------
-# Aggregate gates
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Gate:
-    name: str  # "weighted" or a category
-    threshold: float
-
-    @property
-    def label(self) -> str:
-        return "weighted average" if self.name == WEIGHTED_GATE else f"{self.name} average"
-
-
-def parse_gates(specs: Iterable[str], suite: Suite) -> tuple[Gate, ...]:
-    """``["weighted=60,retrieval=75"]`` -> gates (a later item for the same name wins)."""
-    categories = {t.category for t in suite.tasks}
-    gates: dict[str, Gate] = {}
-    for item in _items(specs):
-        where = f"--koembed-fail-under {item!r}"
-        key, sep, value = item.rpartition("=")
-        if not sep or not key:
-            raise KoembedError(f"{where}: expected NAME=POINTS, e.g. weighted=60 or retrieval=75")
-        threshold = _number(value, where)
-        if threshold > 100:
-            raise KoembedError(f"{where}: {value!r} is above 100 points")
-        if key.casefold() in (WEIGHTED_GATE, "weighted_average"):
-            name = WEIGHTED_GATE
-        else:
-            category = _category(key, suite)
-            if category is None or category not in categories:
-                own = dict.fromkeys(t.category for t in suite.tasks)
-                have = ", ".join(
-                    [c for c in CATEGORIES if c in own] + [c for c in own if c not in CATEGORIES]
-                )
-                raise KoembedError(
-                    f"{where}: {key!r} is not 'weighted' nor a category of suite "
-                    f"{suite.name!r} ({have})"
-                )
-            name = category
-        gates[name] = Gate(name, threshold)
-    return tuple(gates.values())
-
-
-@dataclass(frozen=True)
-class GateResult:
-    name: str
-    threshold: float
-    status: str  # "passed" | "failed" | "not checked"
-    value: float | None = None
-    reason: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "failed"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def line(self) -> str:
-        label = WEIGHTED_GATE if self.name == WEIGHTED_GATE else self.name
-        head = f"gate {label} >= {points(self.threshold)}: {self.status.upper()}"
-        return f"{head}, {self.reason}" if self.reason else head
-
-
-def _missing(record: Mapping[str, Any], columns: Sequence[str]) -> list[str]:
-    """Of ``columns`` (selected ones), those that errored or did not run."""
-    tasks = {t["column"]: t for t in record.get("tasks", [])}
-    out = []
-    for column in columns:
-        task = tasks.get(column)
-        if task is None:
-            out.append(f"{column} not run")
-        elif task.get("status") != "ok" or task.get("shown") is None:
-            out.append(f"{column} errored")
-    return out
-
-
-def unchecked_gates(gates: Sequence[Gate], reason: str) -> list[GateResult]:
-    """Every gate as "not checked" (a run that did not finish), with ``reason``."""
-    return [GateResult(gate.name, gate.threshold, "not checked", None, reason) for gate in gates]
-
-
-def evaluate_gates(
-    gates: Sequence[Gate], record: Mapping[str, Any], suite: Suite
-) -> list[GateResult]:
-    """Check each gate on a finished run record (see the module docstring for the rules)."""
-    deselected = set(record.get("deselected", []))
-    averages = record.get("category_averages", {})
-    results = []
-    for gate in gates:
-        columns = [
-            t.column for t in suite.tasks if gate.name == WEIGHTED_GATE or t.category == gate.name
-        ]
-        selected = [c for c in columns if c not in deselected]
-        value = (
-            record.get("weighted_average")
-            if gate.name == WEIGHTED_GATE
-            else averages.get(gate.name)
-        )
-        what = "task" if gate.name == WEIGHTED_GATE else f"{gate.name} task"
-        if not selected:
-            results.append(
-                GateResult(
-                    gate.name, gate.threshold, "not checked", None, f"no {what} selected (-k/-m)"
-                )
-            )
-            continue
-        missing = _missing(record, selected)
-        if missing:
-            reason = f"incomplete ({', '.join(missing)}): never passes on partial data"
-            results.append(GateResult(gate.name, gate.threshold, "failed", None, reason))
-            continue
-        if len(selected) < len(columns):
-            reason = (
-                f"only {len(selected)} of {len(columns)} {what}s selected (-k/-m); the "
-                f"{gate.label} needs them all"
-            )
-            results.append(GateResult(gate.name, gate.threshold, "failed", None, reason))
-            continue
-        if value is None:
-            reason = f"no {gate.label} could be computed"
-            results.append(GateResult(gate.name, gate.threshold, "failed", None, reason))
-            continue
-        short = _dec(gate.threshold) - _dec(value)
-        if short > 0:
-            reason = (
-                f"{gate.label} {value:.2f} is {points(float(short))} short of {gate.threshold:.2f}"
-            )
-            results.append(GateResult(gate.name, gate.threshold, "failed", value, reason))
-        else:
-            reason = f"{gate.label} {value:.2f}"
-            results.append(GateResult(gate.name, gate.threshold, "passed", value, reason))
-    return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1196,178 +731,13 @@ def baseline_block(
 
 def gated_line(score: TaskScore) -> str:
     """One summary line for a task gated on another statistic than its value (clustering)."""
-    from pytest_koembed.gate.compare import delta_text
-
     ci = score.delta_ci
     interval = (ci["low"], ci["high"]) if ci else None
     return (
         f"{score.column}: gated on {score.gated_on} per document (delta "
-        f"{delta_text(score.delta, interval)} points); v_measure reported, its own change is not "
-        "tested (k-means noise; docs/statistics.md)"
+        f"{delta_interval_text(score.delta, interval)} points); v_measure reported, its own change "
+        "is not tested (k-means noise; docs/statistics.md)"
     )
-
-
-def baseline_lines(record: Mapping[str, Any]) -> list[str]:
-    block = record.get("baseline")
-    if not isinstance(block, Mapping):
-        return []
-    if block.get("option") == "none":
-        return [str(note) for note in block.get("no_effect") or []]
-    lines = [f"baseline: {s} ({block.get('settings', '')})" for s in block.get("sources", [])]
-    against = judged_against_line(block.get("judged_against"))
-    if against is not None:
-        lines.append(against)
-    lines += [f"no baseline: {n}" for n in block.get("notes", [])]
-    paired = block.get("paired")
-    if isinstance(paired, Mapping):
-        gate = GateSettings(paired["confidence"], paired["min_effect"])
-        same = "yes" if paired.get("same_rows") else f"no, {len(paired['not_paired'])} not paired"
-        how = gate.describe(paired["tasks"])
-        shard = paired.get("shard")
-        if isinstance(shard, Mapping):  # --koembed-shard: Holm needs every shard's p-values
-            how = (
-                f"shard {shard['label']}: each item at Bonferroni over the run's "
-                f"{shard['bonferroni_m']} paired tasks, {gate.confidence * 100:g}% confidence, "
-                f"min effect {gate.min_effect:.2f} points; Holm over the run is koembed gate's, "
-                "on the merged record"
-            )
-        lines.append(f"paired gate: {how}; baseline {paired.get('file')} (same rows: {same})")
-        lines += [f"  {note}" for note in paired.get("not_paired", [])]
-        lines.append(
-            "  one-sided: drops are tested at the full level and fail the run, improvements are "
-            "a family of their own that never fails; "
-            + legend(gate.confidence).split("; ", 1)[0]
-            + "; p: Holm-adjusted"
-        )
-        for column, why in (paired.get("cannot_fail") or {}).items():
-            lines.append(f"  {column}: {why}")
-        weighted = paired.get("weighted_average")
-        if isinstance(weighted, Mapping) and weighted.get("delta") is not None:
-            ci = weighted.get("delta_ci")
-            interval = (ci["low"], ci["high"]) if isinstance(ci, Mapping) else None
-            lines.append(
-                f"weighted average, paired: {weighted['base']:.2f} -> {weighted['new']:.2f}, "
-                f"delta {delta_text(weighted['delta'], interval)} (unadjusted "
-                f"{gate.confidence * 100:g}% paired bootstrap interval; not tested)"
-            )
-        lines += [f"  {note}" for note in paired.get("gated", [])]
-    if block.get("no_cell"):
-        lines.append("no baseline cell (passed unchecked): " + ", ".join(block["no_cell"]))
-    lines += [str(note) for note in block.get("no_effect") or []]
-    counts: dict[str, int] = {}
-    for task in record.get("tasks", []):
-        verdict = task.get("verdict")
-        if verdict:
-            counts[verdict] = counts.get(verdict, 0) + 1
-    if counts:
-        lines.append("verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
-    for task in record.get("tasks", []):
-        if task.get("verdict") in (REGRESSED, WARNED) and task.get("verdict_note"):
-            lines.append(f"  {task['verdict_note']}")
-    holm_only = paired.get("holm_only") if isinstance(paired, Mapping) else None
-    if holm_only:
-        lines.append(
-            f"{len(holm_only)} regression(s) found by Holm over the run although the item "
-            f"passed: {', '.join(holm_only)} (exit status 1)"
-        )
-    return lines
-
-
-def judged_against_line(info: Any) -> str | None:
-    """``judged against /ws/base.json (sha256 1a2b3c4d5e6f..., sidecar base.examples.parquet
-    sha256 ..., git commit 0123abcd...)``: which file, exactly, the verdicts come from."""
-    if not isinstance(info, Mapping) or not info.get("path"):
-        return None
-    parts = [f"sha256 {str(info.get('sha256'))[:12]}..."]
-    sidecar = info.get("sidecar")
-    if isinstance(sidecar, Mapping):
-        parts.append(f"sidecar {sidecar.get('file')} sha256 {str(sidecar.get('sha256'))[:12]}...")
-    commit = info.get("git_commit")
-    parts.append(f"git commit {commit[:12]}" if commit else "not a committed file")
-    return f"judged against {info['path']} ({', '.join(parts)})"
-
-
-def gate_lines(record: Mapping[str, Any]) -> list[str]:
-    gates = [GateResult(**g) for g in record.get("gates") or []]
-    lines = [g.line() for g in gates]
-    failed = [g for g in gates if g.failed]
-    if failed:
-        lines.append(
-            f"{len(failed)} of {len(gates)} gate(s) failed: "
-            + ", ".join(g.name for g in failed)
-            + " (exit status 1)"
-        )
-    return lines
-
-
-def verdict_cell(task: Mapping[str, Any]) -> str:
-    verdict = task.get("verdict")
-    if not verdict:
-        return ""
-    text = verdict.upper() if verdict == REGRESSED else verdict
-    if task.get("cannot_fail") and task.get("p_value") is not None:
-        text += " (cannot fail)"
-    return text + (" (stale)" if task.get("baseline_stale") else "")
-
-
-# ---------------------------------------------------------------------------------------------
-# Baseline files: update from a run
-# ---------------------------------------------------------------------------------------------
-
-
-def merge_baseline(
-    old: Mapping[str, Any] | None, new: Mapping[str, Any], suite: Suite
-) -> tuple[dict[str, Any], list[str]]:
-    """The updated baseline file and the lines saying what changed.
-
-    Tasks this run scored replace the old cells (a stale mark on them is dropped); the old cells of
-    tasks that errored, did not run or were deselected are kept. Averages are recomputed.
-    """
-    old_tasks = {t["column"]: t for t in (old or {}).get("tasks", []) if isinstance(t, Mapping)}
-    new_tasks = {t["column"]: t for t in new.get("tasks", [])}
-    merged: dict[str, Mapping[str, Any]] = {}
-    changes: list[str] = []
-    counts = {"changed": 0, "new": 0, "unchanged": 0, "kept": 0}
-    for spec in suite.tasks:
-        col = spec.column
-        fresh, before = new_tasks.get(col), old_tasks.get(col)
-        fresh_value = _task_shown(fresh, col) if fresh is not None else None
-        old_value = _task_shown(before, col) if before is not None else None
-        if fresh is not None and fresh_value is not None:
-            merged[col] = {k: v for k, v in fresh.items() if k != "stale"}
-            if old_value is None:
-                counts["new"] += 1
-                changes.append(f"  {col}: new {fresh_value:.2f}")
-            elif old_value != fresh_value or (before and before.get("stale")):
-                counts["changed"] += 1
-                delta = float(_dec(fresh_value) - _dec(old_value))
-                changes.append(
-                    f"  {col}: {old_value:.2f} -> {fresh_value:.2f} ({signed(delta)})"
-                    + (", stale mark dropped" if before and before.get("stale") else "")
-                )
-            else:
-                counts["unchanged"] += 1
-        elif before is not None:
-            merged[col] = before
-            counts["kept"] += 1
-            if fresh is not None:  # it ran and errored
-                kept = f" {old_value:.2f}" if old_value is not None else ""
-                changes.append(f"  {col}: kept{kept}, this run errored")
-    values = {col: _task_shown(task, col) for col, task in merged.items()}
-    scored = {col: "ok" for col, v in values.items() if v is not None}
-    task_counts = count_tasks(suite, scored, values)
-    record = dict(new)
-    record["tasks"] = list(merged.values())
-    record["not_run"] = []
-    record["deselected"] = [t.column for t in suite.tasks if t.column not in merged]
-    record.update(average_fields(suite, new.get("scheme") or suite.scheme, values, task_counts))
-    if record["weighted_average"] is None:
-        record["weighted_average_note"] = (
-            "not computed: the baseline does not cover the whole suite"
-        )
-    record["gates"] = []  # this run's gates say nothing about the merged file
-    head = ", ".join(f"{n} {what}" for what, n in counts.items())
-    return record, [head, *changes]
 
 
 def write_baseline_files(

@@ -132,17 +132,3 @@ def unweighted_categories(suite: Suite, scheme: str) -> list[str]:
         return []
     present = dict.fromkeys(t.category for t in suite.tasks)
     return [c for c in present if c not in needs]
-
-
-def category_text(record: Mapping[str, Any], category: str, fmt: Any) -> str | None:
-    """How the summary shows a category: ``STS 77.32``, ``STS 77.32 (2 of 3 tasks)`` for a
-    partial average, ``STS n/a (0 of 3 tasks)``; None for a category the record does not have."""
-    averages = record.get("category_averages") or {}
-    if category not in averages:
-        return None
-    if category not in (record.get("incomplete_categories") or []):
-        return f"{category} {fmt(averages[category])}"
-    partial = (record.get("partial_category_averages") or {}).get(category)
-    if not partial:  # a record from before partial averages were kept
-        return f"{category} {fmt(None)} (incomplete)"
-    return f"{category} {fmt(partial['value'])} ({partial['tasks']} of {partial['of']} tasks)"

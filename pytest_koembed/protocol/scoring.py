@@ -477,3 +477,37 @@ def format_value(x: float | None) -> str:
         return "-"
     text = repr(round_half_up(x, 2) + 0.0)  # + 0.0 turns -0.0 into 0.0
     return text[:-2] if text.endswith(".0") else text
+
+
+def fixed_text(x: float, ndigits: int = 2) -> str:
+    """The rule every shown number follows: ``x`` rounded half up at ``ndigits`` decimals
+    (:func:`round_half_up`), all of them printed (``76.125`` -> ``76.13``, ``2.5`` -> ``2.50``).
+
+    ``reports.text`` builds every named format on it; the gate's own messages (made on the
+    worker, below ``reports`` in the layers) use it directly.
+    """
+    return f"{round_half_up(x, ndigits) + 0.0:.{ndigits}f}"  # + 0.0: no "-0.00"
+
+
+def signed_text(x: float) -> str:
+    """A delta: ``+1.20``, ``-4.58`` (:func:`fixed_text`'s rule); ``n/a`` for an undefined
+    number."""
+    if not math.isfinite(x):  # never a traceback: an undefined number is shown as such
+        return "n/a"
+    rounded = round_half_up(x, 2)
+    return ("+" if rounded >= 0 else "-") + f"{abs(rounded):.2f}"
+
+
+def delta_interval_text(x: float | None, ci: tuple[float, float] | None) -> str:
+    """A delta with its interval: ``-0.42 [-1.10, +0.31]`` (``""`` without a delta)."""
+    if x is None:
+        return ""
+    text = signed_text(x)
+    return text + (f" [{signed_text(ci[0])}, {signed_text(ci[1])}]" if ci is not None else "")
+
+
+def points_text(x: float) -> str:
+    """A setting in points as the user gave it (a tolerance, a threshold): 2 decimals, more when
+    it has more (``1.00``, ``0.125``)."""
+    text = f"{x:.2f}"
+    return text if float(text) == x else repr(float(x))

@@ -30,14 +30,16 @@ from pytest_koembed.protocol.leaderboards import (
     run_encoder_type,
 )
 from pytest_koembed.protocol.scoring import (
+    Scheme,
+    Summary,
     TaskRow,
     category_average,
-    format_value,
     get_scheme,
     round_half_up,
     summarize,
 )
 from pytest_koembed.protocol.spec import CATEGORIES, Suite
+from pytest_koembed.reports import text
 
 CATEGORY_COLORS = {
     "STS": "#4C72B0",
@@ -161,47 +163,53 @@ def _published(suite: Suite, encoder_type: str) -> tuple[str | None, dict[str, d
     return None, {}
 
 
-def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
-    """The numbers the chart shows, from a run record and its suite."""
-    from pytest_koembed.protocol.tables import entry_from_run
-    from pytest_koembed.reports.publish import run_tables
+@dataclass
+class _RunColumns:
+    """A run record's numbers per task column of its suite, as the chart reads them."""
 
-    scheme_name = str(record.get("scheme") or suite.scheme)
-    scheme = get_scheme(scheme_name)
-    tasks_by_column = {
+    tasks: dict[str, Mapping[str, Any]]  # the record's task entries by column
+    values: dict[str, float | None] = field(default_factory=dict)
+    cis: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    baselines: dict[str, float | None] = field(default_factory=dict)
+    verdicts: dict[str, str | None] = field(default_factory=dict)
+
+
+def _run_columns(record: Mapping[str, Any], suite: Suite) -> _RunColumns:
+    by_column = {
         t["column"]: t
         for t in record.get("tasks") or []
         if isinstance(t, Mapping) and isinstance(t.get("column"), str)
     }
-    run_values: dict[str, float | None] = {}
-    run_cis: dict[str, tuple[float | None, float | None]] = {}
-    baselines: dict[str, float | None] = {}
-    verdicts: dict[str, str | None] = {}
+    run = _RunColumns(by_column)
     for spec in suite.tasks:
-        task = tasks_by_column.get(spec.column, {})
+        task = by_column.get(spec.column, {})
         ok = task.get("status", "ok") == "ok"
-        run_values[spec.column] = _number(task.get("value")) if ok else None
-        run_cis[spec.column] = _ci(task.get("ci")) if ok else (None, None)
-        baselines[spec.column] = _task_baseline(task)
+        run.values[spec.column] = _number(task.get("value")) if ok else None
+        run.cis[spec.column] = _ci(task.get("ci")) if ok else (None, None)
+        run.baselines[spec.column] = _task_baseline(task)
         verdict = task.get("verdict")
-        verdicts[spec.column] = verdict if isinstance(verdict, str) and ok else None
-    run_summary = summarize(
-        [TaskRow(t.column, t.category, run_values[t.column]) for t in suite.tasks], scheme
-    )
-    have_baseline = any(v is not None for v in baselines.values())
-    base_summary = (
-        summarize([TaskRow(t.column, t.category, baselines[t.column]) for t in suite.tasks], scheme)
-        if have_baseline
-        else None
-    )
-    board_name, board = _published(suite, run_encoder_type(record.get("model")))
-    board_summaries = {
-        row: summarize(
-            [TaskRow(t.column, t.category, values.get(t.column)) for t in suite.tasks], scheme
-        )
-        for row, values in board.items()
-    }
+        run.verdicts[spec.column] = verdict if isinstance(verdict, str) and ok else None
+    return run
 
+
+def _summaries(suite: Suite, scheme: Scheme, columns: Mapping[str, float | None]) -> Summary:
+    return summarize(
+        [TaskRow(t.column, t.category, columns.get(t.column)) for t in suite.tasks], scheme
+    )
+
+
+def _average_rows(
+    record: Mapping[str, Any],
+    suite: Suite,
+    scheme: Scheme,
+    run: _RunColumns,
+    board: Mapping[str, Mapping[str, float]],
+) -> list[ChartRow]:
+    """The weighted (or plain) average's row and one per category, with the published spread."""
+    run_summary = _summaries(suite, scheme, run.values)
+    have_baseline = any(v is not None for v in run.baselines.values())
+    base_summary = _summaries(suite, scheme, run.baselines) if have_baseline else None
+    board_summaries = {row: _summaries(suite, scheme, values) for row, values in board.items()}
     categories = [c for c in CATEGORIES if any(t.category == c for t in suite.tasks)]
     averages: list[ChartRow] = []
     category_cis = record.get("category_average_ci")
@@ -222,7 +230,7 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
             )
         )
     for cat in categories:
-        values = [run_values[t.column] for t in suite.tasks if t.category == cat]
+        values = [run.values[t.column] for t in suite.tasks if t.category == cat]
         scored = [v for v in values if v is not None]
         has_average = run_summary.category_averages.get(cat) is not None
         low, high = _ci(category_cis.get(cat)) if has_average else (None, None)
@@ -236,7 +244,7 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
                 is_average=True,
                 # the summary's partial average, same rule (pytest_koembed.protocol.averages)
                 incomplete_note=(
-                    f"{_fixed(category_average(scored) or 0.0) if scored else 'n/a'} over "
+                    f"{text.fixed(category_average(scored) or 0.0) if scored else 'n/a'} over "
                     f"{len(scored)} of {len(values)} tasks"
                 ),
                 ci_low=low,
@@ -244,41 +252,54 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
             )
         )
     for row in averages:
-        scope = [
-            verdicts[t.column]
-            for t in suite.tasks
-            if row.category == "" or t.category == row.category
-        ]
-        row.scope_verdict = _worst_verdict(scope)
-    task_rows = [
+        in_scope = [t for t in suite.tasks if row.category == "" or t.category == row.category]
+        row.scope_verdict = _worst_verdict([run.verdicts[t.column] for t in in_scope])
+    return averages
+
+
+def _task_rows(
+    suite: Suite, run: _RunColumns, board: Mapping[str, Mapping[str, float]]
+) -> list[ChartRow]:
+    """One row per task, category by category."""
+    categories = [c for c in CATEGORIES if any(t.category == c for t in suite.tasks)]
+    return [
         ChartRow(
             spec.column,
             cat,
-            run_values[spec.column],
-            baselines[spec.column],
+            run.values[spec.column],
+            run.baselines[spec.column],
             *_spread([(r, values.get(spec.column)) for r, values in board.items()]),
-            verdict=verdicts[spec.column],
-            ci_low=run_cis[spec.column][0],
-            ci_high=run_cis[spec.column][1],
+            verdict=run.verdicts[spec.column],
+            ci_low=run.cis[spec.column][0],
+            ci_high=run.cis[spec.column][1],
         )
         for cat in categories
         for spec in suite.tasks
         if spec.category == cat
     ]
 
-    model = record.get("model") if isinstance(record.get("model"), Mapping) else {}
-    assert isinstance(model, Mapping)
-    name = str(model.get("row_name") or model.get("name") or "this run")
+
+def _subtitle(
+    record: Mapping[str, Any],
+    suite: Suite,
+    run: _RunColumns,
+    averages: Sequence[ChartRow],
+    board_name: str | None,
+    scheme_name: str,
+) -> str:
+    """``6 of 6 tasks scored · weighted average 20.94 · rank 3 of 40 on ko-leaderboard-v1``."""
+    from pytest_koembed.protocol.tables import entry_from_run
+    from pytest_koembed.reports.publish import run_tables
+
     counts = count_tasks(
         suite,
-        {c: str(t.get("status", "ok")) for c, t in tasks_by_column.items()},
+        {c: str(t.get("status", "ok")) for c, t in run.tasks.items()},
         [t.column for t in suite.tasks if t.column not in set(record.get("deselected") or [])],
     )
-    title = f"{name} on {suite.name}"
     parts = [counts.describe()]
     headline = averages[0] if averages and averages[0].category == "" else None
     if headline is not None and headline.value is not None:
-        parts.append(f"{headline.label.lower()} {format_value(headline.value)}")
+        parts.append(f"{headline.label.lower()} {text.cell(headline.value)}")
     if board_name is not None:
         try:
             tables = run_tables(
@@ -290,26 +311,40 @@ def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
             rank = tables[0].rows[tables[0].runs[0]][-1]
             if rank != "-":
                 parts.append(f"rank {rank} of {len(tables[0].rows)} on {board_name}")
+    return " · ".join(parts)
+
+
+def chart_data(record: Mapping[str, Any], suite: Suite) -> ChartData:
+    """The numbers the chart shows, from a run record and its suite."""
+    scheme_name = str(record.get("scheme") or suite.scheme)
+    scheme = get_scheme(scheme_name)
+    run = _run_columns(record, suite)
+    board_name, board = _published(suite, run_encoder_type(record.get("model")))
+    averages = _average_rows(record, suite, scheme, run, board)
+    model = record.get("model") if isinstance(record.get("model"), Mapping) else {}
+    assert isinstance(model, Mapping)
+    name = str(model.get("row_name") or model.get("name") or "this run")
+    category_cis = record.get("category_average_ci")
     levels = [
         _number(ci.get("level"))
         for ci in [
-            *(t.get("ci") for t in tasks_by_column.values()),
-            *category_cis.values(),
+            *(t.get("ci") for t in run.tasks.values()),
+            *(category_cis.values() if isinstance(category_cis, Mapping) else []),
             record.get("weighted_average_ci"),
         ]
         if isinstance(ci, Mapping)
     ]
-    notes = []
-    if board_name is None:
-        notes.append(f"no published leaderboard for suite {suite.name!r}")
+    have_baseline = any(v is not None for v in run.baselines.values())
     return ChartData(
-        title=title,
-        subtitle=" · ".join(parts),
+        title=f"{name} on {suite.name}",
+        subtitle=_subtitle(record, suite, run, averages, board_name, scheme_name),
         averages=averages,
-        tasks=task_rows,
+        tasks=_task_rows(suite, run, board),
         baseline_label=_baseline_label(record) if have_baseline else None,
         leaderboard=board_name,
-        notes=notes,
+        notes=[]
+        if board_name is not None
+        else [f"no published leaderboard for suite {suite.name!r}"],
         ci_level=next((level for level in levels if level is not None), None),
     )
 
@@ -329,14 +364,10 @@ def clip_note(row: ChartRow, low: float, high: float) -> str | None:
         return None
     parts = []
     if row.ci_low < low:
-        parts.append(f"at {low:g} (low {row.ci_low:.2f})")
+        parts.append(f"at {low:g} (low {text.fixed(row.ci_low)})")
     if row.ci_high > high:
-        parts.append(f"at {high:g} (high {row.ci_high:.2f})")
+        parts.append(f"at {high:g} (high {text.fixed(row.ci_high)})")
     return "interval clipped " + " and ".join(parts) if parts else None
-
-
-def _fixed(value: float) -> str:
-    return f"{round_half_up(value, 2):.2f}"
 
 
 VERDICT_COLORS = {"regressed": "#b00020", "warned": "#c77700", "improved": "#1a7f37"}
@@ -354,27 +385,27 @@ def _delta_text(row: ChartRow) -> tuple[str, str]:
             note = f": {row.incomplete_note}" if row.incomplete_note else ""
             return f"incomplete{note}", "#b00020"
         return "not scored", "#b00020"
-    text = _fixed(row.value)
+    label = text.fixed(row.value)
     if row.baseline is None:
-        return text, "#222222"
+        return label, "#222222"
     delta = round_half_up(row.value, 2) - round_half_up(row.baseline, 2)
     if abs(delta) < 0.005:
-        text = f"{text}  (= baseline)"
+        label = f"{label}  (= baseline)"
     else:
         sign = "+" if delta > 0 else "\u2212"
-        text = f"{text}  ({sign}{abs(delta):.2f})"
+        label = f"{label}  ({sign}{text.fixed(abs(delta))})"
     if row.verdict is not None:
         if row.verdict in ("regressed", "warned"):
-            text += f"  {row.verdict}"
-        return text, VERDICT_COLORS.get(row.verdict, "#222222")
+            label += f"  {row.verdict}"
+        return label, VERDICT_COLORS.get(row.verdict, "#222222")
     if abs(delta) < 0.005:
-        return text, "#222222"
+        return label, "#222222"
     if row.is_average and row.scope_verdict is not None:
         # an average's delta is not a verdict: red only when one of its tasks regressed
         if row.scope_verdict in ("regressed", "warned"):
-            return text, VERDICT_COLORS[row.scope_verdict]
-        return text, "#1a7f37" if delta > 0 else "#222222"
-    return text, "#1a7f37" if delta > 0 else "#b00020"
+            return label, VERDICT_COLORS[row.scope_verdict]
+        return label, "#1a7f37" if delta > 0 else "#222222"
+    return label, "#1a7f37" if delta > 0 else "#b00020"
 
 
 def _x_range(rows: Sequence[ChartRow], *, from_zero: bool) -> tuple[float, float]:
@@ -399,93 +430,118 @@ def _x_range(rows: Sequence[ChartRow], *, from_zero: bool) -> tuple[float, float
 def _draw_rows(ax: Any, rows: Sequence[ChartRow], *, show_best_names: bool, stems: bool) -> None:
     """One row per ChartRow. ``stems``: a line from 0 to each value (a lollipop chart), for
     charts with nothing to compare with, where the axis then starts at 0."""
-    from matplotlib.transforms import blended_transform_factory
-
     ys = list(range(len(rows)))[::-1]  # first row on top
     low, high = _x_range(rows, from_zero=stems)
     for y, row in zip(ys, rows, strict=True):
-        color = CATEGORY_COLORS.get(row.category, WEIGHTED_COLOR)
-        ax.axhspan(y - 0.5, y + 0.5, color="#f4f4f4" if y % 2 else "white", zorder=0)
-        if stems and row.value is not None:
-            ax.plot([0, row.value], [y, y], color=color, linewidth=3, alpha=0.55, zorder=2)
-        if row.low is not None and row.best is not None:
-            ax.plot(
-                [row.low, row.best],
-                [y, y],
-                color="#c8c8c8",
-                linewidth=5,
-                solid_capstyle="round",
-                zorder=1,
-            )
-        if row.median is not None:
-            ax.plot(
-                [row.median],
-                [y],
-                marker="|",
-                markersize=16,
-                markeredgewidth=2.6,
-                color="#222222",
-                linestyle="none",
-                zorder=3,
-            )
-        if row.best is not None:
-            ax.plot(
-                [row.best],
-                [y],
-                marker="*",
-                markersize=13,
-                color="#222222",
-                markeredgecolor="white",
-                markeredgewidth=0.8,
-                linestyle="none",
-                zorder=3,
-            )
-        if row.baseline is not None:
-            ax.plot(
-                [row.baseline],
-                [y],
-                marker="D",
-                markersize=13,
-                markerfacecolor="none",
-                markeredgecolor="#c0392b",
-                markeredgewidth=2.2,
-                linestyle="none",
-                zorder=5,
-            )
+        _draw_marks(ax, y, row, stems=stems)
         if row.value is not None and row.ci_low is not None and row.ci_high is not None:
-            # dark and thin: it must stand out from the category-coloured stem beneath it
-            ci_low, ci_high = max(row.ci_low, low), min(row.ci_high, high)  # drawn on the axis
-            bar = ax.hlines(y, ci_low, ci_high, colors=CI_COLOR, linewidth=1.6, zorder=4)
-            bar.set_gid(CI_GID)
-            for end, past, marker in (
-                (low, row.ci_low < low, "<"),
-                (high, row.ci_high > high, ">"),
-            ):
-                if past:  # an arrow at the axis: the interval goes on beyond it
-                    ax.plot([end], [y], marker=marker, markersize=8, color=CI_COLOR, zorder=4)
-            caps = ax.plot(
-                [ci_low, ci_high],
-                [y, y],
-                marker="|",
-                markersize=9,
-                markeredgewidth=1.6,
-                color=CI_COLOR,
-                linestyle="none",
-                zorder=4,
-            )
-            caps[0].set_gid(CI_GID)
+            _draw_interval(ax, y, row, low, high)
         if row.value is not None:
             ax.plot(
                 [row.value],
                 [y],
                 marker="o",
                 markersize=10,
-                color=color,
+                color=CATEGORY_COLORS.get(row.category, WEIGHTED_COLOR),
                 markeredgecolor="white",
                 markeredgewidth=1.2,
                 linestyle="none",
                 zorder=4,
             )
+    _draw_labels(ax, ys, rows, low, high, show_best_names=show_best_names)
+    _style_axis(ax, ys, rows, low, high)
+
+
+def _draw_marks(ax: Any, y: int, row: ChartRow, *, stems: bool) -> None:
+    """A row's band, stem, published range, median, best and baseline marks."""
+    color = CATEGORY_COLORS.get(row.category, WEIGHTED_COLOR)
+    ax.axhspan(y - 0.5, y + 0.5, color="#f4f4f4" if y % 2 else "white", zorder=0)
+    if stems and row.value is not None:
+        ax.plot([0, row.value], [y, y], color=color, linewidth=3, alpha=0.55, zorder=2)
+    if row.low is not None and row.best is not None:
+        ax.plot(
+            [row.low, row.best],
+            [y, y],
+            color="#c8c8c8",
+            linewidth=5,
+            solid_capstyle="round",
+            zorder=1,
+        )
+    if row.median is not None:
+        ax.plot(
+            [row.median],
+            [y],
+            marker="|",
+            markersize=16,
+            markeredgewidth=2.6,
+            color="#222222",
+            linestyle="none",
+            zorder=3,
+        )
+    if row.best is not None:
+        ax.plot(
+            [row.best],
+            [y],
+            marker="*",
+            markersize=13,
+            color="#222222",
+            markeredgecolor="white",
+            markeredgewidth=0.8,
+            linestyle="none",
+            zorder=3,
+        )
+    if row.baseline is not None:
+        ax.plot(
+            [row.baseline],
+            [y],
+            marker="D",
+            markersize=13,
+            markerfacecolor="none",
+            markeredgecolor="#c0392b",
+            markeredgewidth=2.2,
+            linestyle="none",
+            zorder=5,
+        )
+
+
+def _draw_interval(ax: Any, y: int, row: ChartRow, low: float, high: float) -> None:
+    """The run's interval: dark and thin, so that it stands out from the category-coloured
+    stem beneath it; an arrow where it runs past the axis."""
+    assert row.ci_low is not None and row.ci_high is not None
+    ci_low, ci_high = max(row.ci_low, low), min(row.ci_high, high)  # drawn on the axis
+    bar = ax.hlines(y, ci_low, ci_high, colors=CI_COLOR, linewidth=1.6, zorder=4)
+    bar.set_gid(CI_GID)
+    for end, past, marker in (
+        (low, row.ci_low < low, "<"),
+        (high, row.ci_high > high, ">"),
+    ):
+        if past:  # an arrow at the axis: the interval goes on beyond it
+            ax.plot([end], [y], marker=marker, markersize=8, color=CI_COLOR, zorder=4)
+    caps = ax.plot(
+        [ci_low, ci_high],
+        [y, y],
+        marker="|",
+        markersize=9,
+        markeredgewidth=1.6,
+        color=CI_COLOR,
+        linestyle="none",
+        zorder=4,
+    )
+    caps[0].set_gid(CI_GID)
+
+
+def _draw_labels(
+    ax: Any,
+    ys: Sequence[int],
+    rows: Sequence[ChartRow],
+    low: float,
+    high: float,
+    *,
+    show_best_names: bool,
+) -> None:
+    """The right-hand texts: the header, each row's value and delta, the best model's name."""
+    from matplotlib.transforms import blended_transform_factory
+
     transform = blended_transform_factory(ax.transAxes, ax.transData)
     header = "this run" + (" (vs baseline)" if any(r.baseline is not None for r in rows) else "")
     ax.text(
@@ -499,15 +555,15 @@ def _draw_rows(ax: Any, rows: Sequence[ChartRow], *, show_best_names: bool, stem
         color="#666666",
     )
     for y, row in zip(ys, rows, strict=True):
-        text, color = _delta_text(row)
+        label, color = _delta_text(row)
         clipped = clip_note(row, low, high)
         if clipped is not None:
-            text += f"  [{clipped}]"
+            label += f"  [{clipped}]"
         bold = "bold" if row.category == "" else "normal"
         ax.text(
             1.015,
             y,
-            text,
+            label,
             transform=transform,
             va="center",
             ha="left",
@@ -526,6 +582,12 @@ def _draw_rows(ax: Any, rows: Sequence[ChartRow], *, show_best_names: bool, stem
                 fontsize=8,
                 color="#666666",
             )
+
+
+def _style_axis(
+    ax: Any, ys: Sequence[int], rows: Sequence[ChartRow], low: float, high: float
+) -> None:
+    """Row names in their category's colour, the limits, the grid, no frame."""
     ax.set_yticks(ys)
     ax.set_yticklabels([r.label for r in rows], fontsize=10.5)
     for label, row in zip(ax.get_yticklabels(), rows, strict=True):
@@ -566,8 +628,6 @@ def build_figure(record: Mapping[str, Any], suite: Suite) -> Any:
     check_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     data = chart_data(record, suite)
     n_avg, n_task = len(data.averages), len(data.tasks)
@@ -602,6 +662,25 @@ def build_figure(record: Mapping[str, Any], suite: Suite) -> Any:
     subtitle = data.subtitle + (f" \u00b7 {'; '.join(data.notes)}" if data.notes else "")
     fig.text(0.015, 1 - 0.62 / height, subtitle, fontsize=10.5, color="#444444", va="top")
 
+    handles = _legend_handles(data)
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(0.012, 1 - 0.92 / height),
+        ncol=len(handles),
+        fontsize=9.5,
+        frameon=False,
+        handletextpad=0.3,
+        columnspacing=1.4,
+    )
+    return fig
+
+
+def _legend_handles(data: ChartData) -> list[Any]:
+    """The legend: this run, its interval, the baseline, the published range, median, best."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     handles: list[Any] = [
         Line2D(
             [],
@@ -624,7 +703,7 @@ def build_figure(record: Mapping[str, Any], suite: Suite) -> Any:
                 markeredgewidth=1.6,
                 color=CI_COLOR,
                 linewidth=1.6,
-                label=f"{data.ci_level * 100:.10g}% interval",
+                label=f"{text.level(data.ci_level)} interval",
             )
         )
     if data.baseline_label is not None:
@@ -658,14 +737,4 @@ def build_figure(record: Mapping[str, Any], suite: Suite) -> Any:
                 [], [], marker="*", markersize=11, color="#222222", linestyle="none", label="best"
             ),
         ]
-    fig.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(0.012, 1 - 0.92 / height),
-        ncol=len(handles),
-        fontsize=9.5,
-        frameon=False,
-        handletextpad=0.3,
-        columnspacing=1.4,
-    )
-    return fig
+    return handles

@@ -420,6 +420,28 @@ class Rescored:
         }
 
 
+def _model_notes(m: ModelScores, suite: Suite) -> list[str]:
+    """What the notes say of one model: its own notes, the files made without the leaderboard's
+    de-duplication, its missing tasks, its result files outside the suite."""
+    label = f"{m.name} ({m.directory})"
+    notes = [f"{label}: {n}" for n in m.notes]
+    if m.not_deduplicated:
+        notes.append(
+            f"{label}: {', '.join(m.not_deduplicated)} from mteb result files made without "
+            f"the leaderboard's pair de-duplication (marked {NOT_DEDUPLICATED_MARK})"
+        )
+    if m.missing:
+        notes.append(
+            f"{label}: {len(m.missing)} of {len(suite.tasks)} tasks missing: "
+            + "; ".join(f"{c} ({why})" for c, why in m.missing.items())
+        )
+    if m.ignored:
+        notes.append(
+            f"{label}: ignored result files of tasks outside the suite: " + ", ".join(m.ignored)
+        )
+    return notes
+
+
 def rescore(
     directory: Path,
     suite: Suite,
@@ -456,23 +478,7 @@ def rescore(
         for m in scored
         if all(m is not kept for kept in models)
     ]
-    for m in models:
-        label = f"{m.name} ({m.directory})"
-        notes += [f"{label}: {n}" for n in m.notes]
-        if m.not_deduplicated:
-            notes.append(
-                f"{label}: {', '.join(m.not_deduplicated)} from mteb result files made without "
-                f"the leaderboard's pair de-duplication (marked {NOT_DEDUPLICATED_MARK})"
-            )
-        if m.missing:
-            notes.append(
-                f"{label}: {len(m.missing)} of {len(suite.tasks)} tasks missing: "
-                + "; ".join(f"{c} ({why})" for c, why in m.missing.items())
-            )
-        if m.ignored:
-            notes.append(
-                f"{label}: ignored result files of tasks outside the suite: " + ", ".join(m.ignored)
-            )
+    notes += [note for m in models for note in _model_notes(m, suite)]
     seen: set[str] = set()
     for m in models:  # one model at two revisions: tell the rows apart
         if m.name.casefold() in seen:

@@ -14,14 +14,12 @@ from typing import Any
 import pandas as pd
 
 from pytest_koembed._version import __version__
-from pytest_koembed.gate.compare import DELTA_HEADER, P_HEADER, delta_text, mde_text, p_text
-from pytest_koembed.gate.verdicts import baseline_lines, gate_lines, signed, verdict_cell
-from pytest_koembed.protocol.averages import TaskCounts, average_fields, category_text, count_tasks
-from pytest_koembed.protocol.scoring import SCHEMES, format_value
+from pytest_koembed.protocol.averages import TaskCounts, average_fields, count_tasks
+from pytest_koembed.protocol.scoring import SCHEMES
 from pytest_koembed.protocol.spec import CATEGORIES, Suite
 from pytest_koembed.records import TaskScore
-from pytest_koembed.stats.intervals import describe as describe_intervals
-from pytest_koembed.stats.intervals import interval_text, rank_text
+from pytest_koembed.reports import text
+from pytest_koembed.reports.verdicts_text import baseline_lines, gate_lines
 
 VERSIONED_PACKAGES = ("mteb", "sentence-transformers", "transformers", "torch")
 
@@ -106,16 +104,12 @@ def run_record(
     }
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
 def _value_cell(task: Mapping[str, Any]) -> tuple[str, str]:
     """A scored task's value and its interval (``"76.94"``, ``"±0.85"``), joined by
     :func:`_align_value_cells`."""
     value = task.get("value")
     ci = task.get("ci") if isinstance(value, (int, float)) else None
-    return _fmt(task["shown"]), interval_text(float(value), ci) if ci else ""
+    return text.value(task["shown"]), text.value_interval(float(value), ci) if ci else ""
 
 
 def _align_value_cells(rows: list[dict[str, Any]]) -> None:
@@ -127,17 +121,16 @@ def _align_value_cells(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if isinstance(row.get("value"), tuple):
             value, ci = row["value"]
-            text = value.rjust(width) + (" " + ci.ljust(ci_width) if ci_width else "")
-            row["value"] = text
+            row["value"] = value.rjust(width) + (" " + ci.ljust(ci_width) if ci_width else "")
         elif ci_width and row.get("value") in ("ERROR", "NOT RUN"):
             row["value"] = row["value"].ljust(width + 1 + ci_width)
 
 
-def _with_ci(text: str, value: Any, ci: Any) -> str:
-    """``text`` followed by the interval of ``value``, when there is one."""
+def _with_ci(shown: str, value: Any, ci: Any) -> str:
+    """``shown`` followed by the interval of ``value``, when there is one."""
     if not isinstance(value, (int, float)) or not isinstance(ci, Mapping):
-        return text
-    return f"{text} {interval_text(float(value), ci)}"
+        return shown
+    return f"{shown} {text.value_interval(float(value), ci)}"
 
 
 def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
@@ -151,16 +144,16 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
                 "task": task["column"],
                 "category": task["category"],
                 "value": _value_cell(task) if ok else "ERROR",
-                "baseline": "-" if baseline is None else _fmt(baseline),
+                "baseline": "-" if baseline is None else text.value(baseline),
                 "delta": _delta_cell(task),
-                "p": p_text(task.get("p_adjusted", task.get("p_value"))),
-                "MDE": mde_text(task.get("mde"), task.get("cannot_fail"))
+                "p": text.p(task.get("p_adjusted", task.get("p_value"))),
+                "MDE": text.mde(task.get("mde"), task.get("cannot_fail"))
                 if task.get("p_value") is not None
                 else "",
-                "verdict": verdict_cell(task),
+                "verdict": text.verdict_cell(task),
                 "n": task["n_examples"] if ok else "",
                 "dup": task["duplicates_dropped"] if ok else "",
-                "seconds": f"{task['seconds']:.1f}",
+                "seconds": text.seconds(task["seconds"]),
                 "worker": task.get("worker") or "",
             }
         )
@@ -181,7 +174,7 @@ def task_table(record: Mapping[str, Any]) -> pd.DataFrame:
     columns += worker_columns
     table = pd.DataFrame(rows, columns=columns).fillna("")
     if paired:
-        table = table.rename(columns={"delta": DELTA_HEADER, "p": P_HEADER})
+        table = table.rename(columns={"delta": text.DELTA_HEADER, "p": text.P_HEADER})
     return table
 
 
@@ -191,8 +184,8 @@ def _delta_cell(task: Mapping[str, Any]) -> str:
     if delta is None:
         return ""
     if task.get("p_value") is not None:
-        return delta_text(delta, (ci["low"], ci["high"]) if ci else None)
-    return signed(delta)
+        return text.delta_interval(delta, (ci["low"], ci["high"]) if ci else None)
+    return text.signed(delta)
 
 
 def _aligned(table: pd.DataFrame, left: tuple[str, ...]) -> list[str]:
@@ -263,23 +256,23 @@ def model_line(model: Mapping[str, Any]) -> str:
     name = model.get("row_name") or model.get("name")
     fields = []
     for key, label in _MODEL_FIELDS:
-        text = _shown(model.get(key))
-        if text is not None:
-            fields.append(f"{label} {text}")
+        field_text = _shown(model.get(key))
+        if field_text is not None:
+            fields.append(f"{label} {field_text}")
     if str(_first(model.get("loader"))) not in _BUILTIN_LOADERS:
         for key, value in model.items():
-            text = _shown(value)
-            if key in _NOT_SHOWN or key in dict(_MODEL_FIELDS) or text is None:
+            field_text = _shown(value)
+            if key in _NOT_SHOWN or key in dict(_MODEL_FIELDS) or field_text is None:
                 continue
-            fields.append(f"{key.replace('_', ' ')} {text}")
+            fields.append(f"{key.replace('_', ' ')} {field_text}")
     batch = _batch_note(model).removeprefix(", ")
     if batch:
         fields.append(batch)
-    text = ", ".join(fields)
+    described = ", ".join(fields)
     source = _NAME_SOURCES.get(str(model.get("name_source")))
     if source:
-        text = f"{text}; {source}" if text else source
-    return f"model: {name}" + (f" ({text})" if text else "")
+        described = f"{described}; {source}" if described else source
+    return f"model: {name}" + (f" ({described})" if described else "")
 
 
 def _first(value: Any) -> Any:
@@ -295,7 +288,7 @@ def texts_line(record: Mapping[str, Any]) -> str | None:
     total = sum(int(c.get("total", 0)) for c in counts)
     encoded = sum(int(c.get("encoded", 0)) for c in counts)
     reused = total - encoded
-    percent = f"{100 * reused / total:.0f}%" if total else "0%"
+    percent = text.percent(reused, total)
     line = f"texts: {encoded:,} encoded of {total:,} ({percent} reused)"
     if any("from_disk" in c for c in counts):  # --koembed-cache
         from_disk = sum(int(c.get("from_disk", 0)) for c in counts)
@@ -309,8 +302,8 @@ def mteb_averages_line(record: Mapping[str, Any]) -> str | None:
     block = record.get("mteb_averages")
     if not isinstance(block, Mapping):
         return None
-    parts = [f"{key} {_fmt(block.get(key))}" for key in ("Mean (Task)", "Mean (TaskType)")]
-    parts += [f"{t} {_fmt(v)}" for t, v in (block.get("task_types") or {}).items()]
+    parts = [f"{key} {text.value(block.get(key))}" for key in ("Mean (Task)", "Mean (TaskType)")]
+    parts += [f"{t} {text.value(v)}" for t, v in (block.get("task_types") or {}).items()]
     return "mteb: " + " | ".join(parts)
 
 
@@ -336,12 +329,12 @@ def sparsity_line(record: Mapping[str, Any]) -> str | None:
             vocab.add(sparsity["vocab_size"])
         roles = sparsity.get("by_role") or {}
         split = [
-            f"{role} {roles[role]['mean_active_dims']:.1f}"
+            f"{role} {text.dims(roles[role]['mean_active_dims'])}"
             for role in ("query", "document")
             if isinstance(roles.get(role), Mapping)
         ]
-        text = f"{task['column']} {sparsity['mean_active_dims']:.1f}"
-        parts.append(text + (f" ({', '.join(split)})" if split else ""))
+        line = f"{task['column']} {text.dims(sparsity['mean_active_dims'])}"
+        parts.append(line + (f" ({', '.join(split)})" if split else ""))
     if not parts:
         return None
     of = f", of {next(iter(vocab)):,}" if len(vocab) == 1 else ""
@@ -373,11 +366,11 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     averages = record.get("category_averages") or {}
     ordered = [*CATEGORIES, *(c for c in averages if c not in CATEGORIES)]  # mteb's other types
     texts = [
-        _with_ci(text, averages.get(category), category_cis.get(category))
+        _with_ci(shown, averages.get(category), category_cis.get(category))
         for category in ordered
-        if (text := category_text(record, category, _fmt)) is not None
+        if (shown := text.category(record, category)) is not None
     ]
-    parts = [text for text in texts if text is not None]
+    parts = [shown for shown in texts if shown is not None]
     if parts:
         lines.append("category averages: " + " | ".join(parts))
     scheme = record["scheme"]
@@ -387,7 +380,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     lines.append(
         "weighted average "
         + (
-            _with_ci(format_value(weighted), weighted, record.get("weighted_average_ci"))
+            _with_ci(text.cell(weighted), weighted, record.get("weighted_average_ci"))
             if weighted is not None
             else "n/a"
         )
@@ -397,7 +390,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     mteb_line = mteb_averages_line(record)
     if mteb_line is not None:
         lines.append(mteb_line)
-    ranked = rank_text(record)
+    ranked = text.rank(record)
     if ranked is not None:
         lines.append(ranked)
     reuse = texts_line(record)
@@ -406,7 +399,7 @@ def summary_lines(record: Mapping[str, Any]) -> list[str]:
     sparsity = sparsity_line(record)
     if sparsity is not None:
         lines.append(sparsity)
-    described = describe_intervals(record)
+    described = text.intervals_line(record)
     if described is not None:
         lines.append(described)
     lines.append(model_line(record["model"]))

@@ -27,14 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_koembed.errors import KoembedError
-from pytest_koembed.gate.verdicts import (
-    BaselinePolicy,
-    GateResult,
-    evaluate_gates,
-    finish_paired,
-    unchecked_gates,
-    write_baseline_files,
-)
+from pytest_koembed.gate.gates import GateResult, evaluate_gates, unchecked_gates
+from pytest_koembed.gate.verdicts import BaselinePolicy, finish_paired, write_baseline_files
 from pytest_koembed.protocol.leaderboards import run_encoder_type
 from pytest_koembed.protocol.spec import Suite
 from pytest_koembed.records import TaskScore, read_run_record

@@ -7,7 +7,8 @@ statistics (``stats.bootstrap``, ``stats.rules``), in the shapes the run record 
   evaluation, as ``TaskScore.ci = {"level", "low", "high"}`` (x100, unrounded, like ``value``).
 - :func:`average_fields`: the record's ``intervals``, ``category_average_ci``,
   ``weighted_average_ci`` and ``rank`` fields, resampling every task at once on the controller.
-- :func:`interval_text`: how the summary shows an interval next to its value (``76.94 ±0.85``).
+
+How an interval is shown (``76.94 ±0.85``) is ``reports.text``'s.
 
 Every draw is seeded (:data:`kernels.DEFAULT_SEED`) with the task's column as its stream, so the
 same run gives the same intervals in any process and under any ``-n``.
@@ -33,10 +34,6 @@ DEFAULT_CONFIDENCE = bootstrap.DEFAULT_LEVEL
 RESAMPLES = kernels.DEFAULT_RESAMPLES
 SEED = kernels.DEFAULT_SEED
 METHOD = "percentile bootstrap over examples"
-
-ASYMMETRY = 0.5
-"""An interval whose two sides around the value differ by more than this fraction of its
-half-width is shown as ``[low, high]``, not ``±half-width``."""
 
 
 def _interval_dict(
@@ -240,58 +237,6 @@ def average_fields(
         "weighted_average_ci": weighted_ci,
         "rank": rank_fields(suite, sch.name, run_name, weighted, replicates, level, encoder_type),
     }
-
-
-def interval_text(value: float, ci: Mapping[str, Any] | None) -> str:
-    """What follows a value in the summary: ``±0.85`` (half the interval's width), or
-    ``[74.10, 78.02]`` when the interval is asymmetric about the value (its two sides differ by
-    more than half the half-width, or the value lies outside it); ``""`` without an interval."""
-    if not ci:
-        return ""
-    low, high = float(ci["low"]), float(ci["high"])
-    half = (high - low) / 2.0
-    below, above = value - low, high - value
-    if below < 0 or above < 0 or abs(above - below) > ASYMMETRY * half:
-        return f"[{low:.2f}, {high:.2f}]"
-    return f"±{half:.2f}"
-
-
-def describe(record: Mapping[str, Any]) -> str | None:
-    """``intervals: 95% bootstrap over examples (1000 resamples, seed 0)``, or None when the
-    record has no interval at all."""
-    info = record.get("intervals")
-    has_any = any(t.get("ci") or t.get("ci_note") for t in record.get("tasks") or []) or record.get(
-        "weighted_average_ci"
-    )
-    if not isinstance(info, Mapping) or not has_any:
-        return None
-    level = float(info.get("level", DEFAULT_CONFIDENCE))
-    percent = f"{level * 100:.10g}%"
-    notes = [info.get("note")] + [
-        f"{t.get('column')}: {t['ci_note']}"
-        for t in record.get("tasks") or []
-        if t.get("ci_note") and t.get("status") == "ok"
-    ]
-    note = "; ".join(n for n in notes if n)
-    return (
-        f"intervals: {percent} bootstrap over examples ({info.get('resamples')} resamples, "
-        f"seed {info.get('seed')})" + (f"; {note}" if note else "")
-    )
-
-
-def rank_text(record: Mapping[str, Any]) -> str | None:
-    """``rank 12 of 40 on ko-leaderboard-v1 (95% interval: 9 to 15)``, or None."""
-    rank = record.get("rank")
-    if not isinstance(rank, Mapping) or rank.get("rank") is None:
-        return None
-    text = f"rank {rank['rank']} of {rank['of']} on {rank['leaderboard']}"
-    interval = rank.get("interval")
-    if interval:
-        percent = f"{float(rank.get('level', DEFAULT_CONFIDENCE)) * 100:.10g}%"
-        best, worst = interval
-        span = f"{best}" if best == worst else f"{best} to {worst}"
-        text += f" ({percent} interval: {span})"
-    return text
 
 
 class RunIntervals:
