@@ -644,7 +644,7 @@ def weighted_paired_delta(
             b, n = pair_examples(base, new, name=column)
         except KoembedError:
             return None
-        from pytest_koembed.stats.resampling import task_rule
+        from pytest_koembed.stats.rules import task_rule
 
         tasks.append((column, score.category, b, n, task_rule(score.value_rule, score.main_score)))
     try:

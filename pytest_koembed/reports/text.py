@@ -23,7 +23,7 @@ from pytest_koembed.protocol.scoring import (
     points_text,
     signed_text,
 )
-from pytest_koembed.stats.resampling import DEFAULT_LEVEL as DEFAULT_CONFIDENCE
+from pytest_koembed.stats.bootstrap import DEFAULT_LEVEL as DEFAULT_CONFIDENCE
 
 __all__ = [
     "ASYMMETRY",
