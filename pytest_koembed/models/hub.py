@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.models import fingerprint
 from pytest_koembed.models.dtypes import _one_line
-from pytest_koembed.models.fingerprint import _hub_cache_dir
 
 # Files a Hub download never needs: other runtimes' copies of the weights.
 _HUB_IGNORE = [
@@ -36,6 +36,10 @@ class HubFallbackWarning(UserWarning):
     """The Hub's metadata call failed and a cached snapshot of the model was used instead."""
 
 
+# ``fingerprint._hub_cache_dir`` is looked up on its module, so that one patch of it (tests)
+# reaches both the fingerprint and the message below, as when both lived in one module.
+
+
 def _hub_snapshot(model: str, revision: str | None, hub_failures: list[str] | None = None) -> Path:
     """Download (or find in the local cache) a Hub model; return its snapshot directory.
 
@@ -47,9 +51,10 @@ def _hub_snapshot(model: str, revision: str | None, hub_failures: list[str] | No
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
     errors = _hub_errors()
+    cache = fingerprint._hub_cache_dir()
     unreachable = (
         f"--koembed-model {model!r} is not a local directory, the Hugging Face Hub is "
-        f"unreachable and the model is not in the local cache ({_hub_cache_dir()}); pass a "
+        f"unreachable and the model is not in the local cache ({cache}); pass a "
         f"local model directory instead, or download it first where the Hub is reachable "
         f"(hf download {model})"
     )
