@@ -103,14 +103,27 @@ SCENARIOS: dict[str, Scenario] = {
         steps=(
             Step("model", MODEL),
             Step("save", f"{SAMPLE} --koembed-save-baseline=koembed-baseline.json"),
-            Step("check", f"{SAMPLE} --koembed-baseline=koembed-baseline.json"),
+            Step(
+                "check",
+                f"{SAMPLE} --koembed-baseline=koembed-baseline.json --koembed-tolerance=retrieval=0.5",
+            ),
             Step("short", f"{SAMPLE} --koembed-max-length=16 --koembed-json=short.json"),
             Step("compare", "koembed compare koembed-baseline.json short.json"),
             Step("compare-md", "koembed compare koembed-baseline.json short.json --markdown"),
             Step(
-                "gate-short",
+                "gate-tolerance",
                 "koembed gate short.json --koembed-baseline=koembed-baseline.json"
-                " --koembed-fail-under=weighted=25",
+                " --koembed-rule=tolerance --koembed-fail-under=nli=40,retrieval=40",
+            ),
+            Step(
+                "copy-baseline",
+                "cp koembed-baseline.json old-baseline.json"
+                " && cp koembed-baseline.examples.parquet old-baseline.examples.parquet",
+                show=False,
+            ),
+            Step(
+                "update",
+                "koembed gate short.json --koembed-baseline=old-baseline.json --koembed-update-baseline",
             ),
             Step(
                 "shard-1",
@@ -188,15 +201,8 @@ BLOCKS: dict[str, Block] = {
     "sample-run": Block("sample", (Show("model"), Show("run"))),
     "last-run": Block("sample", (Show("last-run"),)),
     "save-baseline": Block("gate", (Show("model"), Show("save", keep=r"^(baseline written|=+ \d)"))),
-    "check-baseline": Block("gate", (Show("check", keep=SUMMARY, status=True),)),
+    "check-baseline": Block("gate", (Show("check", keep=SUMMARY + "|^note:", status=True),)),
     "toy-failure": Block("toy", (Show("save", keep=r"^baseline written"), Show("regressed", status=True))),
-    "toy-failure-short": Block(
-        "toy",
-        (
-            Show("save", keep=r"^baseline written"),
-            Show("regressed", keep=r"^(task |sample-sts |verdicts:|  sample-sts regressed|FAILED|=+ \d)", status=True),
-        ),
-    ),
     "compare": Block(
         "gate",
         (
@@ -205,7 +211,11 @@ BLOCKS: dict[str, Block] = {
         ),
     ),
     "compare-markdown": Block("gate", (Show("compare-md"),)),
-    "gate-fail-under": Block("gate", (Show("gate-short", keep=r"^(task |sample-|verdicts|gate |\d+ of)", status=True),)),
+    "gate-tolerance": Block(
+        "gate",
+        (Show("gate-tolerance", keep=r"^(task |sample-|baseline:|verdicts|  sample|gate |\d+ of)", status=True),),
+    ),
+    "update-baseline": Block("gate", (Show("update", keep=r"^(baseline |  sample-)"),)),
     "shards": Block(
         "gate",
         (
