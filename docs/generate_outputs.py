@@ -51,11 +51,15 @@ STEP_TIMEOUT_S = 600
 
 @dataclass(frozen=True)
 class Step:
-    """One shell command of a scenario, run with bash in the scenario's directory."""
+    """One shell command of a scenario, run with bash in the scenario's directory.
+
+    Each step runs in a shell of its own; what a shell would carry from one command to the next is
+    carried explicitly: `export NAME=VALUE` sets NAME for the later steps, and `cd DIR` changes
+    the directory they run in.
+    """
 
     name: str
     cmd: str
-    cwd: str = "."  # relative to the scenario's scratch directory
     show: bool = True  # False: set-up that no block shows
 
 
@@ -71,6 +75,7 @@ class Show:
 
     step: str
     keep: str | None = None  # a regex: only lines matching it, `...` for what is left out
+    start: str | None = None  # a regex: from the first line matching it on, `...` before
     status: bool = False  # follow the output with `$ echo $?` and the exit status
 
 
@@ -167,16 +172,9 @@ SCENARIOS: dict[str, Scenario] = {
     "toy": Scenario(
         files=(("examples/custom_encoder", "examples/custom_encoder"),),
         steps=(
-            Step(
-                "save",
-                f"{TOY} --koembed-save-baseline=koembed-baseline.json",
-                cwd="examples/custom_encoder",
-            ),
-            Step(
-                "regressed",
-                f"TOY_MAX_CHARS=8 {TOY} --koembed-baseline=koembed-baseline.json",
-                cwd="examples/custom_encoder",
-            ),
+            Step("cd", "cd examples/custom_encoder"),
+            Step("save", f"{TOY} --koembed-save-baseline=koembed-baseline.json"),
+            Step("regressed", f"TOY_MAX_CHARS=8 {TOY} --koembed-baseline=koembed-baseline.json"),
         ),
     ),
     "cache": Scenario(
@@ -207,12 +205,19 @@ SUMMARY = (
 BLOCKS: dict[str, Block] = {
     "sample-run": Block("sample", (Show("model"), Show("run"))),
     "last-run": Block("sample", (Show("last-run"),)),
-    "save-baseline": Block(
-        "gate", (Show("model"), Show("save", keep=r"^(baseline written|=+ \d)"))
-    ),
+    "save-baseline": Block("gate", (Show("save", keep=r"^(baseline written|=+ \d)"),)),
     "check-baseline": Block("gate", (Show("check", keep=SUMMARY + "|^note:", status=True),)),
     "toy-failure": Block(
-        "toy", (Show("save", keep=r"^baseline written"), Show("regressed", status=True))
+        "toy",
+        (Show("cd"), Show("save", keep=r"^baseline written"), Show("regressed", status=True)),
+    ),
+    "toy-failure-summary": Block(
+        "toy",
+        (
+            Show("cd"),
+            Show("save", keep=r"^baseline written"),
+            Show("regressed", start=r"^=+ koembed summary", status=True),
+        ),
     ),
     "compare": Block(
         "gate",
@@ -326,13 +331,18 @@ def run_scenario(name: str, scenario: Scenario, verbose: bool) -> dict[str, Resu
             )
         env = _env(scratch)
         results: dict[str, Result] = {}
+        cwd = scratch
         for step in scenario.steps:
             t0 = time.monotonic()
+            if step.cmd.startswith("cd "):
+                cwd = (cwd / step.cmd[3:].strip()).resolve()
+                results[step.name] = Result(step.cmd, "", 0)
+                continue
             export = EXPORT_RE.match(step.cmd)
             script = f'{step.cmd}; printf %s "${export["name"]}"' if export else step.cmd
             proc = subprocess.run(
                 ["bash", "-c", script],
-                cwd=scratch / step.cwd,
+                cwd=cwd,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -373,6 +383,9 @@ def render(block: Block, results: dict[str, Result]) -> str:
         res = results[show.step]
         lines.append(f"$ {res.cmd}")
         out = res.output.rstrip("\n").split("\n") if res.output.strip() else []
+        if show.start:
+            first = next(i for i, line in enumerate(out) if re.search(show.start, line))
+            out = ["...", *out[first:]] if first else out
         if show.keep:
             keep = re.compile(show.keep)
             kept: list[str] = []
