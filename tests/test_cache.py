@@ -236,7 +236,7 @@ def test_cache_info_and_clear(
     out = capsys.readouterr().out
     assert f"1 model key(s), {entries} entries" in out
     assert "hashing" in out and "hashing-bigrams-64-v1" in out
-    assert koembed(["cache", "info", "--cache", str(cache), "--model", "other"]) == 2
+    assert koembed(["cache", "info", "--cache", str(cache), "--model", "other"]) == 4
     assert "no embeddings of model 'other' (cached models: hashing)" in capsys.readouterr().err
     (cache.parent / "pytest.ini").write_text("[pytest]\nkoembed_cache = cache\n")
     monkeypatch.chdir(cache.parent)  # the ini file's koembed_cache is the default

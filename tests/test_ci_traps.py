@@ -249,7 +249,7 @@ def test_shards_carry_the_ini_gates_to_koembed_gate(tmp_path: Path) -> None:
     other["gate_settings"] = {"fail_under": ["weighted=50"]}
     Path(paths[1]).write_text(json.dumps(other), encoding="utf-8")
     ret, out = _koembed("merge", *paths, "-o", str(merged))
-    assert ret == 2, out
+    assert ret == 4, out
     assert "are of different gate options (--koembed-fail-under=weighted=99 vs " in out
 
 
@@ -280,7 +280,7 @@ def test_merge_refuses_shards_of_other_max_lengths_and_warns_on_devices(tmp_path
         assert ret == 0, out
         runs[name] = path
     ret, out = _koembed("merge", str(runs["a"]), str(runs["b"]), "-o", str(repo / "m.json"))
-    assert ret == 2, out
+    assert ret == 4, out
     assert (
         f"koembed: error: {runs['a']} and {runs['b']} are of different max lengths (256 vs 16); "
         "the embeddings differ, so the merged averages would be of no run: run every shard with "

@@ -101,10 +101,10 @@ def test_compare_two_saved_runs(
     assert "**REGRESSED**" in md
 
     (pytester.path / "same.examples.parquet").write_bytes(b"changed")
-    assert main(["compare", "base.json", "same.json"]) == 2
+    assert main(["compare", "base.json", "same.json"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "do not match run record same.json" in err[0]
-    assert main(["compare", "base.json", "missing.json"]) == 2
+    assert main(["compare", "base.json", "missing.json"]) == 4
     assert "run record missing.json does not exist" in capsys.readouterr().err
-    assert main(["compare", "base.json", "base.json", "--confidence", "2"]) == 2
+    assert main(["compare", "base.json", "base.json", "--confidence", "2"]) == 4
     assert "--confidence '2' must lie strictly between 0 and 1" in capsys.readouterr().err

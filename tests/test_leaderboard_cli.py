@@ -195,7 +195,7 @@ def test_console_script_subprocess(tmp_path: Path) -> None:
         encoding="utf-8",
         timeout=120,
     )
-    assert missing.returncode == 2
+    assert missing.returncode == 4
     assert missing.stdout == ""
     assert len(missing.stderr.splitlines()) == 1 and "missing.json" in missing.stderr
 
@@ -324,12 +324,12 @@ def test_only_runs_gives_the_run_row_ranked_among_baselines(tmp_path: Path) -> N
 
 
 # ---------------------------------------------------------------------------------------------
-# Bad input: one line on stderr, exit status 2, no traceback
+# Bad input: one line on stderr, exit status 4, no traceback
 # ---------------------------------------------------------------------------------------------
 
 
 def _assert_one_line_error(code: int, out: str, err: str, *needles: str) -> None:
-    assert code == 2
+    assert code == 4
     assert out == ""
     assert len(err.splitlines()) == 1, err
     assert err.startswith("koembed")

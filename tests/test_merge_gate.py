@@ -182,7 +182,7 @@ def test_the_gate_writes_the_reports(runs: dict[str, Any], merged: Path) -> None
 
 
 def _one_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    assert main(list(argv)) == 2
+    assert main(list(argv)) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     return err[0]

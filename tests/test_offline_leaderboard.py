@@ -166,7 +166,7 @@ def test_mirror_without_the_hub_is_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, empty_hf_cache: Path
 ) -> None:
     code = koembed(["mirror", str(tmp_path), "--task", "Kor-STS"])
-    assert code == 2
+    assert code == 4
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "Hub" in err and "--from SRC" in err and "--koembed-data-dir" not in err

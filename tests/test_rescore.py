@@ -280,7 +280,7 @@ def test_errors_are_one_line_with_status_2(
     target = setup(tmp_path)
     directory = target if target.is_dir() or not target.exists() else tmp_path
     code, out, err = run(["rescore", str(directory)], capsys)
-    assert code == 2
+    assert code == 4
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("koembed: error: ")
     assert message in err
@@ -299,7 +299,7 @@ def _write_twice(folder: Path, text: str) -> Path:
 
 def test_name_needs_a_single_model(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["rescore", str(results), "--name", "x"], capsys)
-    assert code == 2 and "--name names one model" in err
+    assert code == 4 and "--name names one model" in err
 
 
 # ---------------------------------------------------------------------------------------------

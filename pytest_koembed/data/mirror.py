@@ -13,8 +13,6 @@ of an mteb benchmark suite (``mteb-kor-v2``, ``mteb:<name>``) are written as mte
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,41 +67,3 @@ def _export_cells(spec: Any, prepared: Any, out_dir: Path) -> list[tuple[str, Pa
         rows = sum(1 for _ in counted.open(encoding="utf-8")) if counted else 0
         written.append((f"{spec.column} [{subset}/{split}]", path, rows, 0))
     return written
-
-
-def _cmd_mirror(args: argparse.Namespace) -> int:
-    source = Path(args.source).expanduser().resolve() if args.source else None
-    if source is not None and not source.is_dir():
-        raise KoembedError(f"--from {args.source}: no such directory")
-    written = mirror_suite(args.suite, Path(args.dir), source=source, columns=args.task)
-    if not written:
-        raise KoembedError(f"suite {args.suite!r} has no mteb task to mirror")
-    for column, path, n, dropped in written:
-        dup = f" ({dropped} repeated pairs dropped)" if dropped else ""
-        sys.stdout.write(f"{column}: {n} examples{dup} -> {path}\n")
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "mirror",
-        help="write a suite's task data to DIR in the local layout (for --koembed-data-dir)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-    )
-    p.add_argument("dir", metavar="DIR", help="where to write DIR/<task>/<subset>/<split>/")
-    p.add_argument("--suite", default="ko-leaderboard-v1", help="suite name or TOML path")
-    p.add_argument(
-        "--task",
-        action="append",
-        default=[],
-        metavar="COLUMN",
-        help="only this task (its leaderboard column; repeatable)",
-    )
-    p.add_argument(
-        "--from",
-        dest="source",
-        default=None,
-        metavar="SRC",
-        help="read a local copy in the layout instead of the Hub",
-    )
-    p.set_defaults(func=_cmd_mirror)

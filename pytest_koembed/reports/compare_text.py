@@ -4,8 +4,6 @@ of the deltas (the comparison itself is ``gate.compare``'s; every number goes th
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,15 +13,9 @@ import pandas as pd
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.gate.compare import (
     Comparison,
-    GateSettings,
     TaskComparison,
-    check_confidence,
-    check_min_effect,
-    compare_records,
-    load_run,
 )
 from pytest_koembed.reports import text
-from pytest_koembed.stats import power
 
 
 def _verdict_cell(t: TaskComparison) -> str:
@@ -172,61 +164,3 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
     fig.savefig(target, dpi=120)
     plt.close(fig)
     return target
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    settings = GateSettings(
-        check_confidence(args.confidence, "--confidence"),
-        check_min_effect(args.min_effect, "--min-effect"),
-    )
-    base_record, base_frames = load_run(args.base)
-    new_record, new_frames = load_run(args.new)
-    comparison = compare_records(
-        base_record,
-        base_frames,
-        new_record,
-        new_frames,
-        settings,
-        base_path=args.base,
-        new_path=args.new,
-    )
-    if args.plot:
-        plot_comparison(comparison, args.plot)
-    if args.json:
-        from pytest_koembed.records import write_json
-
-        write_json(comparison.to_dict(), Path(args.json))
-    sys.stdout.write(render_markdown(comparison) if args.markdown else render_text(comparison))
-    return 1 if comparison.regressed else 0
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "compare",
-        help="compare two saved runs task by task (paired test, Holm), without a model",
-        description=(
-            "Compare two run records (--koembed-json / --koembed-save-baseline, each with its "
-            ".examples.parquet sidecar) on the same examples: per task the delta with its paired "
-            "bootstrap interval and a Holm-adjusted p-value, and the verdict. Exit status 1 on "
-            "a significant regression, 0 otherwise, 2 on bad input."
-        ),
-    )
-    p.add_argument("base", metavar="BASE.json", help="the baseline run record")
-    p.add_argument("new", metavar="NEW.json", help="the run record to judge")
-    p.add_argument(
-        "--confidence",
-        default=None,
-        help="confidence level; 1 - it is the false-alarm budget (default 0.95): drops are "
-        "tested one-sided at 1 - LEVEL, Holm over the paired tasks; 0.90 lets two equivalent "
-        "runs be called regressed at most 10%% of the time",
-    )
-    p.add_argument(
-        "--min-effect",
-        default=None,
-        metavar="POINTS",
-        help=f"smallest drop that counts as a regression (default {power.DEFAULT_MIN_EFFECT})",
-    )
-    p.add_argument("--markdown", action="store_true", help="print a GitHub-flavoured table")
-    p.add_argument("--plot", default=None, metavar="PATH.png", help="draw the deltas to PATH")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the comparison as JSON")
-    p.set_defaults(func=_cmd_compare)

@@ -19,8 +19,6 @@ Plain module: no pytest, no torch, no mteb.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,14 +27,12 @@ from typing import Any
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.gate.gates import GateResult, evaluate_gates, unchecked_gates
 from pytest_koembed.gate.verdicts import BaselinePolicy, finish_paired, write_baseline_files
+
+# pytest's exit statuses, which koembed gate gives for the same outcomes (options.EXIT_STATUSES)
+from pytest_koembed.options import EXIT_FAILED, EXIT_NO_TASKS, EXIT_OK
 from pytest_koembed.protocol.leaderboards import run_encoder_type
 from pytest_koembed.protocol.spec import Suite
 from pytest_koembed.records import TaskScore, read_run_record
-
-# pytest's exit statuses, which koembed gate gives for the same outcomes
-EXIT_OK = 0
-EXIT_FAILED = 1  # pytest.ExitCode.TESTS_FAILED
-EXIT_NO_TASKS = 5  # pytest.ExitCode.NO_TESTS_COLLECTED: every task deselected
 
 # TaskScore fields that hold the comparison with a baseline (``verdicts.annotate`` and the
 # paired test): a saved record's are cleared before ``koembed gate`` judges it again.
@@ -285,21 +281,30 @@ def _abs(value: str | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
-def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line], str | None]:
-    """Judge a saved run record as the pytest run would have: the exit status, the summary's
-    lines and the rows text (``--koembed-row -``). Bad input: a one-line KoembedError."""
+@dataclass
+class _Judging:
+    """What :func:`gate_record` judges: the record, its suite and frames, the policy, the
+    reports and the level, each checked (bad input: a one-line KoembedError)."""
+
+    where: str
+    record: Mapping[str, Any]
+    suite: Suite
+    carried: str
+    frames: dict[str, Any]
+    saved_level: float | None
+    level: float
+    policy: BaselinePolicy
+    reports: Any
+    json_path: Path | None
+
+
+def _judging(path: str | Path, options: GateOptions) -> _Judging:
+    """Read and check a saved run record and the options, before anything is judged."""
     from pytest_koembed import options as check
-    from pytest_koembed.evaluation.per_example import load_examples, write_run_files
-    from pytest_koembed.gate.compare import (
-        GateSettings,
-        check_confidence,
-        check_min_effect,
-        old_paired_method,
-    )
-    from pytest_koembed.gate.verdicts import baseline_block, make_policy
-    from pytest_koembed.records import write_json
+    from pytest_koembed.evaluation.per_example import load_examples
+    from pytest_koembed.gate.compare import GateSettings, check_confidence, check_min_effect
+    from pytest_koembed.gate.verdicts import make_policy
     from pytest_koembed.reports.outputs import ReportOptions
-    from pytest_koembed.stats.intervals import task_ci_and_note
 
     where = f"run record {path}"
     record = read_run_record(path)
@@ -341,22 +346,38 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
     )
     reports.check()
     json_path = _abs(options.json)
-    for option, target in (
-        ("--koembed-json", json_path),
-        ("--koembed-save-baseline", policy.save_path),
-        ("--koembed-row", Path(reports.row) if reports.row not in (None, "-") else None),
-        ("--koembed-model-index", reports.model_index),
-        ("--koembed-plot", reports.plot),
-    ):
-        if target is not None:
-            check.check_output_file(option, target)
-    if reports.results_dir is not None:
-        check.check_output_dir("--koembed-results-dir", reports.results_dir)
+    check.check_outputs(  # every output of the option table: none can be left out
+        {
+            "json": json_path,
+            "save-baseline": policy.save_path,
+            "row": Path(reports.row) if reports.row not in (None, "-") else None,
+            "model-index": reports.model_index,
+            "model-card": reports.model_card,
+            "results-dir": reports.results_dir,
+            "plot": reports.plot,
+        },
+        [("--koembed-baseline", policy.choice.path)]
+        if policy.update and policy.choice.path is not None
+        else [],
+    )
+    return _Judging(
+        where, record, suite, carried, frames, saved_level, level, policy, reports, json_path
+    )
 
+
+def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line], str | None]:
+    """Judge a saved run record as the pytest run would have: the exit status, the summary's
+    lines and the rows text (``--koembed-row -``). Bad input: a one-line KoembedError."""
+    from pytest_koembed.gate.compare import old_paired_method
+    from pytest_koembed.gate.verdicts import baseline_block
+    from pytest_koembed.stats.intervals import task_ci_and_note
+
+    j = _judging(path, options)
+    record, suite, frames, level, policy = j.record, j.suite, j.frames, j.level, j.policy
     scores = {str(t["column"]): cleared(TaskScore.from_dict(t)) for t in record["tasks"]}
     for column, score in scores.items():
         score.examples = frames.get(column)
-        if level != saved_level:
+        if level != j.saved_level:
             score.ci, score.ci_note = task_ci_and_note(
                 score.examples, score.value_rule, column, level, score.main_score
             )
@@ -377,128 +398,51 @@ def gate_record(path: str | Path, options: GateOptions) -> tuple[int, list[Line]
             policy.choice.text, policy.describe(), scores.values(), policy
         )
         out["gates"] = [g.to_dict() for g in gates]
-        if level != saved_level:
+        if level != j.saved_level:
             out = with_intervals(out, suite, frames, level)
         return out
 
-    rejudged = [Line(f"{where}: {old}")] if (old := old_paired_method(record)) else []
+    rejudged = [Line(f"{j.where}: {old}")] if (old := old_paired_method(record)) else []
     results, gates_failed = conclude(
-        policy,
-        scores,
-        suite,
-        lambda: build([]),
-        complete=True,
-        interrupted=None,
-        examples=frames,
+        policy, scores, suite, lambda: build([]), complete=True, interrupted=None, examples=frames
     )
-    final = build(results)
-
-    def write_files(data: Mapping[str, Any], target: Path) -> None:
-        write_run_files(data, target, frames, write_json)
-
-    outputs: list[Line] = []
-    if carried:
-        outputs.append(Line(f"gate options from the run record (its shards'): {carried}"))
-    json_failed = False
-    if json_path is not None:
-        try:
-            write_files(final, json_path)
-        except OSError as exc:
-            json_failed = True
-            outputs.append(Line(f"--koembed-json {json_path}: not written: {one_line(exc)}", True))
-        else:
-            outputs.append(Line(f"run record written to {json_path}"))
-    published = publish(final, suite, reports, policy, write_files)
-    lines, rows_text = summary(final, published, outputs)
-    lines = rejudged + lines
-    if failed_items or gates_failed or published.failed or json_failed:
+    lines, rows_text, not_written = _write_and_summarise(j, build(results))
+    if failed_items or gates_failed or not_written:
         status = EXIT_FAILED
     elif not scores:
         status = EXIT_NO_TASKS
     else:
         status = EXIT_OK
-    return status, lines, rows_text
+    return status, rejudged + lines, rows_text
+
+
+def _write_and_summarise(j: _Judging, final: dict[str, Any]) -> tuple[list[Line], str | None, bool]:
+    """Write the judged record (``--json``), the reports and baseline files; the summary's
+    lines, the rows text, and whether a requested output was not written."""
+    from pytest_koembed.evaluation.per_example import write_run_files
+    from pytest_koembed.records import write_json
+
+    def write_files(data: Mapping[str, Any], target: Path) -> None:
+        write_run_files(data, target, j.frames, write_json)
+
+    outputs: list[Line] = []
+    if j.carried:
+        outputs.append(Line(f"gate options from the run record (its shards'): {j.carried}"))
+    json_failed = False
+    if j.json_path is not None:
+        try:
+            write_files(final, j.json_path)
+        except OSError as exc:
+            json_failed = True
+            outputs.append(
+                Line(f"--koembed-json {j.json_path}: not written: {one_line(exc)}", True)
+            )
+        else:
+            outputs.append(Line(f"run record written to {j.json_path}"))
+    published = publish(final, j.suite, j.reports, j.policy, write_files)
+    lines, rows_text = summary(final, published, outputs)
+    return lines, rows_text, published.failed or json_failed
 
 
 def _first(value: Any) -> Any:
     return value[0] if isinstance(value, list) and value else value
-
-
-def _cmd_gate(args: argparse.Namespace) -> int:
-    options = GateOptions(
-        baseline=args.koembed_baseline,
-        tolerance=args.koembed_tolerance,
-        fail_under=args.koembed_fail_under,
-        strict=args.koembed_strict,
-        confidence=args.koembed_confidence,
-        min_effect=args.koembed_min_effect,
-        rule=args.koembed_rule,
-        save_baseline=args.koembed_save_baseline,
-        update_baseline=args.koembed_update_baseline,
-        row=args.koembed_row,
-        model_index=args.koembed_model_index,
-        model_card=args.koembed_model_card,
-        results_dir=args.koembed_results_dir,
-        plot=args.koembed_plot,
-        json=args.koembed_json,
-        suite=args.koembed_suite,
-    )
-    status, lines, rows_text = gate_record(args.record, options)
-    out = sys.stdout
-    out.write(_section("koembed summary"))
-    for line in lines:
-        out.write(line.text + "\n")
-    if rows_text:
-        out.write(_section("koembed leaderboard rows"))
-        out.write(rows_text)
-    return status
-
-
-def _section(title: str, width: int = 80) -> str:
-    """A section header as pytest draws one: ``==== koembed summary ====``."""
-    return f" {title} ".center(width, "=") + "\n"
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "gate",
-        help="apply the gate and reports to a saved run record, without a model",
-        description=(
-            "Judge a run record (--koembed-json, or koembed merge's) as the pytest run would "
-            "have, with the same options: each task against --koembed-baseline (tolerance rule "
-            "or paired test, then Holm over the run), the --koembed-fail-under gates, and the "
-            "reports. Prints the same koembed summary. Exit status as pytest's: 0 passed, 1 a "
-            "task failed or regressed, a gate failed or an output was not written, 5 no task "
-            "in the record; 2 on bad input."
-        ),
-    )
-    p.add_argument("record", metavar="RUN.json", help="a complete run record")
-    p.add_argument("--koembed-baseline", metavar="auto|leaderboard:ROW|PATH|none")
-    p.add_argument("--koembed-tolerance", action="append", default=[], metavar="[NAME=]POINTS")
-    p.add_argument("--koembed-fail-under", action="append", default=[], metavar="NAME=POINTS")
-    p.add_argument("--koembed-strict", action="store_true")
-    p.add_argument(
-        "--koembed-confidence",
-        default=None,
-        metavar="LEVEL",
-        help="as the plugin's: drops tested one-sided at 1 - LEVEL, Holm over the run; 0.90: an "
-        "unchanged model fails at most 10%% of runs",
-    )
-    p.add_argument("--koembed-min-effect", default=None, metavar="POINTS")
-    p.add_argument("--koembed-rule", default=None, metavar="auto|paired|tolerance")
-    p.add_argument("--koembed-save-baseline", metavar="PATH")
-    p.add_argument("--koembed-update-baseline", action="store_true")
-    p.add_argument("--koembed-row", metavar="PATH|-")
-    p.add_argument("--koembed-model-index", metavar="PATH")
-    p.add_argument("--koembed-model-card", metavar="README.md")
-    p.add_argument("--koembed-results-dir", metavar="DIR")
-    p.add_argument("--koembed-plot", metavar="PATH.png")
-    p.add_argument(
-        "--koembed-json", metavar="PATH", help="write the judged run record (and its sidecar)"
-    )
-    p.add_argument(
-        "--koembed-suite",
-        metavar="NAME|PATH",
-        help="the run's suite, when its file is not where the record says and it is not shipped",
-    )
-    p.set_defaults(func=_cmd_gate)

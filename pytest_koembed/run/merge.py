@@ -25,8 +25,6 @@ Plain module: no pytest, no torch, no mteb.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -414,62 +412,3 @@ def _missing_error(
         f"{len(missing)} selected task(s) in no record: {', '.join(missing)}{absent}; give "
         "every shard's record, or --allow-missing to merge without them"
     )
-
-
-def _cmd_merge(args: argparse.Namespace) -> int:
-    from pytest_koembed.evaluation.per_example import write_run_files
-    from pytest_koembed.records import write_json
-    from pytest_koembed.reports.summary import summary_lines
-
-    out = Path(args.output).expanduser().resolve()
-    if out in {Path(p).expanduser().resolve() for p in args.records}:
-        raise KoembedError(f"-o {args.output} is one of the records to merge; write elsewhere")
-    record, frames, suite, missing = merge_records(
-        args.records, allow_missing=args.allow_missing, suite_option=args.koembed_suite
-    )
-    try:
-        write_run_files(record, out, frames, write_json)
-    except OSError as exc:
-        raise KoembedError(f"-o {out}: not written: {' '.join(str(exc).split())}") from None
-    for warning in record["merged"].get("warnings") or []:
-        sys.stderr.write(f"koembed merge: {warning}\n")
-    for line in summary_lines(record):
-        sys.stdout.write(line + "\n")
-    if missing:
-        sys.stdout.write(f"missing (not run): {', '.join(missing)}\n")
-    scored = len(record["tasks"])
-    sys.stdout.write(
-        f"merged {len(args.records)} run records ({scored} of {len(suite.tasks)} tasks of suite "
-        f"{suite.name}) into {out}\n"
-    )
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "merge",
-        help="merge the run records of a run's shards (--koembed-shard) into one",
-        description=(
-            "Combine the run records of the shards of one run (--koembed-shard K/N, each written "
-            "with --koembed-json, each with its .examples.parquet sidecar) into one run record "
-            "and one sidecar: the values, averages and intervals of the same tasks run in one "
-            "session. Refuses, in one line, records of different models, suites, schemes, data "
-            "sources or package versions, a task recorded twice, a record that is not complete, "
-            "and tasks of the selection that no record holds (unless --allow-missing). Exit "
-            "status 0, or 2 with one line on stderr."
-        ),
-    )
-    p.add_argument("records", nargs="+", metavar="RUN.json", help="the shards' run records")
-    p.add_argument("-o", "--output", required=True, metavar="MERGED.json", help="where to write")
-    p.add_argument(
-        "--allow-missing",
-        action="store_true",
-        help="merge although tasks of the selection are in no record: they are listed as not "
-        "run, and the merged record is not complete (koembed gate refuses it)",
-    )
-    p.add_argument(
-        "--koembed-suite",
-        metavar="NAME|PATH",
-        help="the run's suite, when its file is not where the records say and it is not shipped",
-    )
-    p.set_defaults(func=_cmd_merge)
