@@ -476,6 +476,47 @@ def unmarked_console_blocks(path: Path, text: str) -> list[str]:
     return problems
 
 
+# Reference pages generated from the code's own tables (no scenario to run): the block between
+# <!-- koembed-generated: NAME --> and <!-- /koembed-generated --> is the command's output with its
+# first-level title dropped (the page has its own).
+GENERATED = {"options": [sys.executable, "-m", "pytest_koembed.cli", "options", "--markdown"]}
+GENERATED_RE = re.compile(
+    r"(?P<open><!-- koembed-generated: (?P<id>[\w.-]+) -->\n)(?P<body>.*?)"
+    r"(?P<close><!-- /koembed-generated -->)",
+    re.S,
+)
+
+
+def _reference(name: str) -> str:
+    if name not in GENERATED:
+        raise SystemExit(f"unknown generated block {name!r} (not in GENERATED)")
+    out = subprocess.run(GENERATED[name], capture_output=True, text=True, check=True, cwd=REPO)
+    lines = out.stdout.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def _generated_references(path: Path, text: str, rel: str, check: bool, drifted: list[str]) -> str:
+    def replace(m: re.Match[str]) -> str:
+        new = _reference(m["id"])
+        if m["body"] == new:
+            return m.group(0)
+        drifted.append(m["id"])
+        if check:
+            diff = difflib.unified_diff(
+                m["body"].splitlines(keepends=True),
+                new.splitlines(keepends=True),
+                f"{rel} [{m['id']}] (pasted)",
+                f"{rel} [{m['id']}] (generated)",
+            )
+            sys.stdout.writelines(diff)
+            print(f"{rel}: generated block {m['id']!r} differs from what the code prints")
+        return m["open"] + new + m["close"]
+
+    return GENERATED_RE.sub(replace, text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a block drifted")
@@ -514,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     drifted: list[str] = []
     for path, text in docs.items():
         rel = str(path.relative_to(REPO))
+        text = _generated_references(path, text, rel, args.check, drifted)
 
         def replace(m: re.Match[str], rel: str = rel) -> str:
             block = BLOCKS[m["id"]]
@@ -534,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
             return m["open"] + new + m["close"]
 
         new_text = BLOCK_RE.sub(replace, text)
-        if not args.check and new_text != text:
+        if not args.check and new_text != docs[path]:
             path.write_text(new_text, encoding="utf-8")
             print(f"rewrote {rel}", file=sys.stderr)
     if not args.quiet:

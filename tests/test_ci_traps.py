@@ -365,7 +365,9 @@ def test_pooling_help_and_readme_list_what_the_option_accepts(run_pytest, tmp_pa
     listed = "|".join(POOLINGS[:2] + POOLINGS[3:] + POOLINGS[2:3])  # mean|cls|max|last-token
     assert f"--koembed-pooling={listed}" in help_text
     assert "sentence-transformers model's Pooling module" in help_text
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "options.md").read_text(
+        encoding="utf-8"
+    )
     row = next(line for line in readme.splitlines() if line.startswith("| `--koembed-pooling"))
     assert all(name in row for name in POOLINGS) and "sentence-transformers" in row
 
