@@ -151,7 +151,8 @@ SCENARIOS: dict[str, Scenario] = {
             Step("record", RECORD_ONE_TASK),
             Step(
                 "recompute",
-                "python -c 'from pytest_koembed.evaluation.per_example import load_examples, recompute_value;"
+                "python -c 'from pytest_koembed.evaluation.per_example import"
+                " load_examples, recompute_value;"
                 ' frames = load_examples("koembed-baseline.json");'
                 ' print(recompute_value(frames["sample-sts"], "sts-mean8"))\'',
             ),
