@@ -118,8 +118,8 @@ SCENARIOS: dict[str, Scenario] = {
             Step("compare-md", "koembed compare koembed-baseline.json short.json --markdown"),
             Step(
                 "gate-tolerance",
-                "koembed gate short.json --koembed-baseline=koembed-baseline.json"
-                " --koembed-rule=tolerance --koembed-fail-under=nli=40,retrieval=40",
+                "koembed gate short.json --baseline=koembed-baseline.json"
+                " --rule=tolerance --fail-under=nli=40,retrieval=40",
             ),
             Step(
                 "copy-baseline",
@@ -129,8 +129,8 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             Step(
                 "update",
-                "koembed gate short.json --koembed-baseline=old-baseline.json"
-                " --koembed-update-baseline",
+                "koembed gate short.json --baseline=old-baseline.json"
+                " --update-baseline",
             ),
             Step(
                 "shard-1",
@@ -146,7 +146,7 @@ SCENARIOS: dict[str, Scenario] = {
             Step("merge", "koembed merge shards/koembed-shard-*.json -o koembed-run.json"),
             Step(
                 "gate-merged",
-                "koembed gate koembed-run.json --koembed-baseline=koembed-baseline.json",
+                "koembed gate koembed-run.json --baseline=koembed-baseline.json",
             ),
             Step("record", RECORD_ONE_TASK),
             Step(
