@@ -129,8 +129,7 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             Step(
                 "update",
-                "koembed gate short.json --baseline=old-baseline.json"
-                " --update-baseline",
+                "koembed gate short.json --baseline=old-baseline.json --update-baseline",
             ),
             Step(
                 "shard-1",
