@@ -309,7 +309,11 @@ def _env(scratch: Path) -> dict[str, str]:
     env["COLUMNS"] = "80"
     env["HOME"] = str(scratch / ".home")
     env["HF_HOME"] = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    for var in ("CKPT", "PYTEST_ADDOPTS", "MODEL"):
+    # CI and BUILD_NUMBER make pytest print whole summary lines instead of cutting them at COLUMNS
+    # (its running_on_ci), so the same docs would render differently on a CI machine.
+    for var in ("CKPT", "PYTEST_ADDOPTS", "MODEL", "CI", "BUILD_NUMBER", "PYTEST_PLUGINS"):
+        env.pop(var, None)
+    for var in ("FORCE_COLOR", "PY_COLORS", "NO_COLOR"):
         env.pop(var, None)
     return env
 
