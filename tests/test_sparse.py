@@ -29,42 +29,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def splade_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    """A tiny random SPLADE model saved with ``SparseEncoder.save``."""
-    from sentence_transformers.base.modules import Transformer
-    from sentence_transformers.sparse_encoder import SparseEncoder
-    from sentence_transformers.sparse_encoder.modules import SpladePooling
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    mlm_dir = tmp_path_factory.mktemp("tiny-mlm")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    mlm = BertForMaskedLM(config).eval()
-    with torch.no_grad():  # random logits are ~N(0, 0.1): most fall below 0 and ReLU drops them
-        mlm.cls.predictions.bias.fill_(-0.35)
-    mlm.save_pretrained(str(mlm_dir))
-    tokenizer.save_pretrained(str(mlm_dir))
-    model = SparseEncoder(
-        modules=[
-            Transformer(str(mlm_dir), transformer_task="fill-mask"),
-            SpladePooling(pooling_strategy="max"),
-        ],
-        device="cpu",
-    )
-    path = tmp_path_factory.mktemp("tiny-splade")
-    model.save(str(path))
-    return path
-
-
 # --- loading ----------------------------------------------------------------------------------
 
 

@@ -95,7 +95,9 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
-def model_fields(encoder: Any, info: dict[str, Any]) -> dict[str, Any] | None:
+def model_fields(
+    encoder: Any, info: dict[str, Any], memo: Path | None = None
+) -> dict[str, Any] | None:
     """What the model key is made of, or None when ``encoder`` cannot be cached.
 
     ``info`` is the run record's encoder info (``plugin._encoder_info``). An encoder built by
@@ -127,7 +129,7 @@ def model_fields(encoder: Any, info: dict[str, Any]) -> dict[str, Any] | None:
         # a Hub snapshot not named by its commit: "@main" moves, so hash the files instead
         from pytest_koembed.models.fingerprint import _content_hash
 
-        fingerprint = _content_hash(Path(info["path"]))
+        fingerprint = _content_hash(Path(info["path"]), memo)
     return {
         "kind": "model",
         "fingerprint": fingerprint,
@@ -478,7 +480,9 @@ def open_store(
     if info is None:
         own = getattr(encoder, "info", None)
         info = own.to_dict() if hasattr(own, "to_dict") else dict(own or {})
-    fields = model_fields(encoder, info)
+    from pytest_koembed.models.fingerprint import file_hashes_dir
+
+    fields = model_fields(encoder, info, file_hashes_dir(cache_dir))
     if fields is None:
         return None
     names = {k: info.get(k) for k in ("name", "row_name", "path", "fingerprint") if info.get(k)}

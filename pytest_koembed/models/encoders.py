@@ -101,6 +101,48 @@ class _SparseBackend(_Backend, Protocol):
     def embed_sparse(self, texts: list[str], prompt: str | None, method: str) -> Any: ...
 
 
+class LazyBackend:
+    """A backend that loads its model at the first call that needs it (``models.resolved``): a
+    warm run whose every text is in the embedding cache never loads the weights. ``check`` runs
+    once on the freshly loaded backend (it compares what the load resolved with what was
+    remembered)."""
+
+    def __init__(self, load: Callable[[], _Backend], check: Callable[[], None]) -> None:
+        self._load = load
+        self._check = check
+        self._backend: _Backend | None = None
+        self._failed: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._backend is not None
+
+    def real(self) -> _Backend:
+        if self._failed is not None:
+            raise KoembedError(self._failed)
+        if self._backend is None:
+            started = time.perf_counter()
+            self._backend = self._load()
+            log.info(
+                "loaded the model at its first uncached text in %.1f s",
+                time.perf_counter() - started,
+            )
+            try:
+                self._check()
+            except KoembedError as exc:  # every later call fails too: no vectors under a wrong key
+                self._failed = str(exc)
+                raise
+        return self._backend
+
+    def embed(self, texts: list[str], prompt: str | None) -> np.ndarray:
+        return self.real().embed(texts, prompt)
+
+    def __getattr__(self, name: str) -> Any:  # embed_sparse, model, start_pool, ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.real(), name)
+
+
 # A call on the pool goes in slices of this many batches per device: progress is told after each
 # slice, and the processes wait for one another only at a slice's end.
 _POOL_BATCHES_PER_DEVICE = 8
@@ -139,6 +181,12 @@ class LoadedEncoder:
     @property
     def backend(self) -> _Backend:
         return self._backend
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the weights are loaded (False on a warm run that found every text cached)."""
+        backend = self._backend
+        return backend.loaded if isinstance(backend, LazyBackend) else True
 
     def __repr__(self) -> str:
         i = self.info

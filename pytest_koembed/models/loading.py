@@ -57,11 +57,12 @@ from pytest_koembed.models.dtypes import (
 from pytest_koembed.models.encoders import (
     EncoderInfo,
     EncoderOptions,
+    LazyBackend,
     LoadedEncoder,
     LoadedSparseEncoder,
     _Backend,
 )
-from pytest_koembed.models.fingerprint import _SHA, _content_hash
+from pytest_koembed.models.fingerprint import _SHA, _content_hash, file_hashes_dir
 from pytest_koembed.models.hub import _hub_snapshot
 from pytest_koembed.models.model_files import (
     _checkpoint_dtype,
@@ -74,6 +75,13 @@ from pytest_koembed.models.model_files import (
 )
 from pytest_koembed.models.naming import _HUB_ID, _row_name, local_model_name
 from pytest_koembed.models.pooling import _normalise_pooling
+from pytest_koembed.models.resolved import (
+    apply_resolved,
+    differences,
+    load_key,
+    read_resolved,
+    remember_resolved,
+)
 
 MODEL_TYPES = ("auto", "dense", "sparse")
 
@@ -81,8 +89,14 @@ MODEL_TYPES = ("auto", "dense", "sparse")
 SPARSE_LOADER = "sentence-transformers-sparse"
 
 
-def load_encoder(options: EncoderOptions) -> LoadedEncoder:
-    """Build the encoder ``options`` describe, or raise a one-line ``KoembedError``."""
+def load_encoder(options: EncoderOptions, *, cache_dir: Path | None = None) -> LoadedEncoder:
+    """Build the encoder ``options`` describe, or raise a one-line ``KoembedError``.
+
+    With ``cache_dir`` (``--koembed-cache``) the files' hashes and what loading resolved are
+    remembered there, and an encoder loaded before with the same files and settings comes back
+    with its weights not yet loaded: they load at the first text the cache lacks
+    (``models.resolved``).
+    """
     options, pooling, requested_type = _checked_options(options)
 
     hub_failures: list[str] = []  # a failed Hub metadata call (see _hub_snapshot)
@@ -122,8 +136,9 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
         checkpoint=_checkpoint_dtype(config),
     )
     check_dtype_supported(dtype, device)
+    memo = file_hashes_dir(cache_dir) if cache_dir is not None else None
     if fingerprint is None:
-        fingerprint = _content_hash(path)
+        fingerprint = _content_hash(path, memo)
 
     info = _info(options, path, display, revision, dtype, device, fingerprint, has_st, sparse)
     info.model_type, info.is_decoder = model_type, is_decoder
@@ -134,7 +149,50 @@ def load_encoder(options: EncoderOptions) -> LoadedEncoder:
 
         info.devices = ",".join(devices)
         info.devices_min_texts = options.devices_min_texts or DEFAULT_MIN_TEXTS
-    return _load(path, options, info, pooling, config, devices)
+    if cache_dir is None:
+        return _load(path, options, info, pooling, config, devices)
+    return _load_remembered(path, options, info, pooling, config, devices, cache_dir)
+
+
+def _load_remembered(
+    path: Path,
+    options: EncoderOptions,
+    info: EncoderInfo,
+    pooling: str | None,
+    config: Mapping[str, Any],
+    devices: list[str],
+    cache_dir: Path,
+) -> LoadedEncoder:
+    """The encoder with what an earlier load of the same files and settings resolved, its
+    weights loaded at the first uncached text; else load now and remember what was resolved."""
+    fingerprint = info.fingerprint
+    if fingerprint.startswith("hub:") and not _SHA.fullmatch(fingerprint.rsplit("@", 1)[-1]):
+        fingerprint = _content_hash(path, file_hashes_dir(cache_dir))  # "@main" moves
+    key = load_key(info, options, pooling, fingerprint)
+    remembered = read_resolved(cache_dir, key)
+    if remembered is None:
+        encoder = _load(path, options, info, pooling, config, devices)
+        remember_resolved(cache_dir, key, encoder.info)
+        return encoder
+    fresh = replace(info)  # what a load resolves now, checked against what was remembered
+    apply_resolved(info, remembered)
+
+    def load() -> _Backend:
+        return _load(path, options, fresh, pooling, config, devices).backend
+
+    def check() -> None:
+        changed = differences(remembered, fresh)
+        if changed:
+            raise KoembedError(
+                f"embedding cache {cache_dir}: model {options.model!r} loads with other "
+                f"settings than the cache remembered ({'; '.join(changed)}); its cached "
+                f"vectors may not be this model's: run `koembed cache clear --cache={cache_dir}`"
+            )
+
+    backend = LazyBackend(load, check)
+    if info.loader == SPARSE_LOADER:
+        return LoadedSparseEncoder(info, backend)
+    return LoadedEncoder(info, backend, devices=devices, devices_min_texts=info.devices_min_texts)
 
 
 def _checked_options(options: EncoderOptions) -> tuple[EncoderOptions, str | None, str]:

@@ -155,6 +155,8 @@ def _run_task(request: pytest.FixtureRequest, koembed_encoder: Any, koembed_prom
     finally:
         if status is not None:
             status.clear()  # before pytest writes the item's outcome
+        # False on a warm run whose every text was cached (models.resolved); None: a custom one
+        item.koembed_model_loaded = getattr(koembed_encoder, "model_loaded", None)
     if error is not None:  # failed outside the except block: no chained traceback in the report
         item.koembed_score = failed_score(spec, error, time.perf_counter() - started)
         item.koembed_score.worker = worker_id(request.config)
@@ -454,7 +456,7 @@ def koembed_encoder(request: pytest.FixtureRequest) -> Iterator[Any]:
         devices_min_texts=config.getoption("koembed_devices_min_texts"),
     )
     try:
-        encoder = load_encoder(options)
+        encoder = load_encoder(options, cache_dir=state.cache_dir)
     except KoembedError as exc:
         error = str(exc)
     else:
@@ -514,4 +516,7 @@ def pytest_runtest_makereport(
     info = getattr(item, "koembed_encoder_info", None)
     if info is not None:
         report.koembed_encoder_info = info
+    loaded = getattr(item, "koembed_model_loaded", None)
+    if report.when == "call" and loaded is not None:
+        report.koembed_model_loaded = [worker_id(item.config), loaded]
     return report

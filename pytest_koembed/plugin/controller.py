@@ -75,6 +75,9 @@ class KoembedController:
         info = getattr(report, "koembed_encoder_info", None)
         if info is not None and info not in self.state.encoder_infos:
             self.state.encoder_infos.append(info)
+        loaded = getattr(report, "koembed_model_loaded", None)
+        if loaded is not None:  # [worker, whether its encoder has loaded the weights by now]
+            self.state.model_loaded[str(loaded[0])] = bool(loaded[1])
         self.write(complete=False)
 
     def record(self, *, complete: bool = False) -> dict[str, Any]:
@@ -89,6 +92,7 @@ class KoembedController:
             scheme=state.scheme,
             scores=state.scores,
             encoder_infos=state.encoder_infos,
+            model_loads=sum(state.model_loaded.values()) if state.model_loaded else None,
             selected=state.selected,
             started=state.started,
             complete=complete,

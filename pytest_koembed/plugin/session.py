@@ -38,6 +38,8 @@ class KoembedSession:
     scores: dict[str, TaskScore] = field(default_factory=dict)  # by column
     examples: dict[str, Any] = field(default_factory=dict)  # column -> per-example DataFrame
     encoder_infos: list[dict[str, Any]] = field(default_factory=list)  # one per worker
+    # worker -> whether its encoder loaded the weights (a warm run's may not: models.resolved)
+    model_loaded: dict[str, bool] = field(default_factory=dict)
     selected: list[str] = field(default_factory=list)  # columns collected and not deselected
     policy: BaselinePolicy | None = None  # --koembed-baseline / -tolerance / -fail-under ...
     gate_results: list[GateResult] = field(default_factory=list)  # controller, at the end

@@ -38,11 +38,15 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-def _model_block(model: str, encoder_infos: list[dict[str, Any]]) -> dict[str, Any]:
+def _model_block(
+    model: str, encoder_infos: list[dict[str, Any]], model_loads: int | None = None
+) -> dict[str, Any]:
     """One description of the model; fields that differ between xdist workers become lists."""
     if not encoder_infos:
         return {"name": model, "row_name": model}
     block: dict[str, Any] = dict(encoder_infos[0])
+    if model_loads is not None:
+        block["model_loads"] = model_loads
     for key in block:
         values = []
         for info in encoder_infos:
@@ -69,8 +73,12 @@ def run_record(
     finished: float | None = None,
     baseline: Mapping[str, Any] | None = None,
     gates: Iterable[Mapping[str, Any]] = (),
+    model_loads: int | None = None,
 ) -> dict[str, Any]:
     """Everything a run produced, as JSON-able data, tasks in suite order.
+
+    ``model_loads``: how many processes loaded the model's weights (0 on a warm run whose every
+    text came from the embedding cache; None for an encoder that does not say).
 
     ``complete``: every selected task reported and the session ended normally; ``interrupted``:
     why a session ended early (Ctrl-C, an internal error, ``-x``). ``baseline`` (what the run was
@@ -90,7 +98,7 @@ def run_record(
         "interrupted": interrupted,
         "started": _iso(started),
         "finished": _iso(finished_ts),
-        "model": _model_block(model, encoder_infos),
+        "model": _model_block(model, encoder_infos, model_loads),
         "suite": {"name": suite.name, "path": str(suite.path), "tasks": len(suite.tasks)},
         "scheme": scheme,
         "scheme_description": SCHEMES[scheme].description,
@@ -293,6 +301,8 @@ def texts_line(record: Mapping[str, Any]) -> str | None:
     if any("from_disk" in c for c in counts):  # --koembed-cache
         from_disk = sum(int(c.get("from_disk", 0)) for c in counts)
         line += f"; {from_disk:,} read from the embedding cache"
+        if (record.get("model") or {}).get("model_loads") == 0:
+            line += "; model not loaded"
     return line
 
 
