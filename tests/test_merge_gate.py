@@ -245,3 +245,12 @@ def test_a_shard_judges_its_items_as_the_whole_run_and_leaves_holm_to_the_gate(
     assert "Holm over the run is koembed gate's, on the merged record" in out
     ret, out = _koembed("gate", str(merged), f"--koembed-baseline={root / 'serial.json'}")
     assert ret == 0 and f"paired gate: Holm over {n} tasks" in out
+
+
+def test_merge_counts_the_model_loads_of_every_shard() -> None:
+    """Two shards that loaded the model and a warm one that did not: 2 loads, not [1, 0]."""
+    from pytest_koembed.run.merge import _model_block
+
+    shards = [{"model": {"name": "m", "model_loads": n}} for n in (1, 1, 0)]
+    assert _model_block(shards) == {"name": "m", "model_loads": 2}
+    assert "model_loads" not in _model_block([{"model": {"name": "m"}}])  # a custom encoder

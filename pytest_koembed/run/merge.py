@@ -285,7 +285,11 @@ def _model_block(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             for item in value if isinstance(value, list) else [value]:
                 if item not in seen:
                     seen.append(item)
-    return {k: v[0] if len(v) == 1 else v for k, v in block.items()}
+    merged = {k: v[0] if len(v) == 1 else v for k, v in block.items()}
+    loads = [(r.get("model") or {}).get("model_loads") for r in records]
+    if any(isinstance(n, int) for n in loads):  # processes that loaded the weights, all shards
+        merged["model_loads"] = sum(n for n in loads if isinstance(n, int))
+    return merged
 
 
 def _baseline_block(records: Sequence[Mapping[str, Any]], scores: Sequence[TaskScore]) -> Any:
