@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pytest_koembed.cli import main as koembed
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.models import fingerprint
 from pytest_koembed.models.cache import model_fields
@@ -169,6 +170,11 @@ def test_a_load_that_resolves_otherwise_than_remembered_stops_the_run(
     for _ in range(2):  # and every later call: no vectors under the wrong key
         with pytest.raises(KoembedError, match=r"pooling: 'cls' -> 'mean'.*koembed cache clear"):
             warm.encode(TEXTS)
+    # what the line says to do works: the memo goes with the cache, the next run loads afresh
+    assert koembed(["cache", "clear", f"--cache={tmp_path}"]) == 0
+    assert not (tmp_path / MEMO_DIR).exists()
+    fresh = load_encoder(options, cache_dir=tmp_path)
+    assert fresh.model_loaded and fresh.info.pooling == "mean"
 
 
 def test_a_hub_snapshot_is_remembered_by_its_commit(

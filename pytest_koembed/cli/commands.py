@@ -478,7 +478,7 @@ def _cmd_cache_clear(args: argparse.Namespace) -> int:
     root = _cache_root(args)
     models = select_models(scan_cache(root), args.model, root)
     try:
-        clear_models(models)
+        clear_models(models, root)
     except OSError as exc:
         raise KoembedError(f"embedding cache {root}: cannot clear ({_reason(exc)})") from None
     entries = sum(m.entries for m in models)

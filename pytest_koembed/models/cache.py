@@ -596,10 +596,16 @@ def select_models(models: list[CachedModel], model: str | None, root: Path) -> l
     return chosen
 
 
-def clear_models(models: list[CachedModel]) -> None:
-    """Remove these model keys' directories (a run using them meanwhile encodes again)."""
+def clear_models(models: list[CachedModel], root: Path | None = None) -> None:
+    """Remove these model keys' directories (a run using them meanwhile encodes again), and
+    with ``root`` what the cache remembers of model files and loads (``models.resolved``): a
+    memo only, so the next run of each model loads it and hashes its files once more."""
     for model in models:
         shutil.rmtree(model.path, ignore_errors=False)
+    if root is not None:
+        from pytest_koembed.models.fingerprint import MEMO_DIR
+
+        shutil.rmtree(root / MEMO_DIR, ignore_errors=True)
 
 
 def _ini_cache_dir(start: Path) -> Path | None:
