@@ -33,14 +33,28 @@ The sizes come from
    candidates and clustering sets are counted);
 3. else the mean estimate of the suite's other selected tasks (1 when none has one).
 
-The constants were fitted on the sample suite's per-task ``seconds`` and ``encode_seconds`` of
-serial run records (all-MiniLM-L6-v2, fp32, a 2-core CPU, mteb 2.26), where one
-character-equivalent took 1/CHARS_PER_SECOND s to encode: the encoding rate from
-``encode_seconds``, the overhead from the tasks whose evaluation is only similarities, and the
-k-means and classifier runs from the clustering and classification tasks' seconds beyond their
-encoding (a k-means run of 16,384 points costs as much as encoding about 4,000 characters there).
-They are rough: encoding scales with the model and the device, k-means with the embedding size and
-the CPU's threads, so the estimate ranks tasks well rather than predicting seconds.
+The constants come from the sample suite's per-task ``seconds`` and ``encode_seconds`` in run
+records of all-MiniLM-L6-v2 (fp32, batch 32, no embedding cache) on an otherwise idle 2-core CPU
+with mteb 2.26 (a serial run and two runs of each shard; a task that ran first in its process left
+out, it also pays the imports of mteb's evaluators, about 1.1 s), and from timing pieces alone:
+
+- CHARS_PER_SECOND: STS, pair classification, clustering and classification encoded 19,000 to
+  23,000 character-equivalents per second; the retrieval and reranking passages 11,000;
+- TASK_OVERHEAD, 0.06 s: what pair classification, retrieval and reranking spent beyond their
+  encoding (0.04-0.08 s);
+- KMEANS_RUN, 0.135 s: the clustering task spent 1.41-1.52 s beyond its encoding on its 10 runs
+  (one MiniBatchKMeans of 16,384 x 384 alone, on one thread: 0.09 s);
+- CLASSIFIER_RUN, 0.025 s: the classification task spent 0.31-0.33 s beyond its encoding on its
+  10 logistic regressions;
+- QUERY_COST (2 ms) and PAIRS_PER_UNIT are not fitted (the sample's 26 and 8 queries cost too
+  little to see): a query's top 1,000 and its metrics are Python loops, and torch's scoring
+  with top-k took 0.02-0.04 s per million pairs at 384 dimensions.
+
+They are rough: encoding scales with the model, the device and the texts' length (long passages
+encode slower per character), k-means with the CPU's threads: on a CPU shared with other
+processes a k-means run took 3.4 s instead of 0.1 s, and the clustering task 19-26 s instead of
+1.8 s. The estimate ranks tasks rather than predicting seconds; measured seconds (below) know the
+machine.
 
 **Measured costs** (``--koembed-shard-costs=RECORD``, :func:`read_cost_record`): a run record
 (``--koembed-json``, a shard's, or a merged one from ``koembed merge``) holds each task's
@@ -74,19 +88,19 @@ from pytest_koembed.protocol.spec import TaskSpec
 
 TEXT_OVERHEAD = 32
 """Characters a text costs beyond its own (special tokens, padding, a call's bookkeeping)."""
-TASK_OVERHEAD = 6_000
+TASK_OVERHEAD = 1_200
 """What every task costs beyond encoding: reading its data, mteb's evaluator, the results."""
-KMEANS_RUN = 4_000
+KMEANS_RUN = 2_700
 """One of mteb's k-means runs (16,384 points; fast clustering runs ``n_clusters`` of them)."""
 CLUSTERING_RUNS = 10  # mteb's AbsTaskClustering.n_clusters
-CLASSIFIER_RUN = 1_500
+CLASSIFIER_RUN = 500
 """One logistic regression of a classification task (it runs ``n_experiments`` of them)."""
 CLASSIFIER_RUNS = 10  # mteb's AbsTaskClassification.n_experiments
-QUERY_COST = 60
+QUERY_COST = 40
 """One retrieval or reranking query's top 1,000 and metrics."""
-PAIRS_PER_UNIT = 1_000
+PAIRS_PER_UNIT = 1_500
 """Query x document similarities that cost one character-equivalent."""
-CHARS_PER_SECOND = 30_000
+CHARS_PER_SECOND = 20_000
 """Character-equivalents encoded per second where the constants were fitted (the scale of an
 estimate when no measured task gives one)."""
 
