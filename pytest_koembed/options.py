@@ -327,6 +327,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="K/N",
     ),
     Option(
+        "shard-costs",
+        "with --koembed-shard, split by the measured seconds of each task in RECORD, the "
+        "--koembed-json record of an earlier run of the suite (a merged one too); tasks it lacks "
+        "use their estimated cost, scaled to its seconds",
+        metavar="RECORD",
+        ini="string",
+        ini_path=INI_DIR,
+    ),
+    Option(
         "scheme",
         "weighting scheme for the weighted average (default: the suite's own)",
         metavar="NAME",

@@ -83,3 +83,35 @@ def test_its_commands_are_the_documented_ones(workflow: dict[str, Any]) -> None:
     shard = " ".join(_step(workflow["jobs"]["shard"], "Benchmark one shard")["run"].split())
     assert "--koembed-shard=${{ matrix.shard }}/4" in shard
     assert "examples/github-actions/koembed-sharded.yml" in section
+
+
+def test_the_shards_split_by_the_last_main_runs_seconds(
+    workflow: dict[str, Any], pytester: pytest.Pytester
+) -> None:
+    """A push's gate job keeps its merged record in the cache; every shard job restores the same
+    one and hands it to --koembed-shard-costs, only when it is there (a missing file is bad
+    input)."""
+    gate, shard = workflow["jobs"]["gate"], workflow["jobs"]["shard"]
+    assert _step(gate, "Keep the task seconds for the next split")["run"].split() == [
+        "cp",
+        "koembed-run.json",
+        "koembed-costs.json",
+    ]
+    save = _step(gate, "Save the task seconds")
+    assert save["uses"].startswith("actions/cache/save@")
+    restore = _step(shard, "Restore the last main run's task seconds")
+    assert restore["uses"].startswith("actions/cache/restore@")
+    assert restore["with"]["path"] == save["with"]["path"] == "koembed-costs.json"
+    prefix = restore["with"]["restore-keys"]
+    assert save["with"]["key"].startswith(prefix) and restore["with"]["key"].startswith(prefix)
+    steps = [s.get("name") for s in shard["steps"]]
+    use = _step(shard, "Split by the measured seconds")
+    assert steps.index(use["name"]) < steps.index("Benchmark one shard")
+    assert use["if"] == "hashFiles('koembed-costs.json') != ''"
+    command = _expand(use["run"], 1)
+    assert command.endswith('>> "$GITHUB_ENV"')
+    addopts = shlex.split(command.split(">>")[0])[1].split("=", 1)
+    assert addopts[0] == "PYTEST_ADDOPTS"
+    argv = shlex.split(_expand(_step(shard, "Benchmark one shard")["run"], 1))
+    config = pytester.parseconfig(*argv[3:], addopts[1])
+    assert config.getoption("koembed_shard_costs") == "/ws/koembed-costs.json"

@@ -388,7 +388,8 @@ def pytest_collection_modifyitems_shard(
     from pytest_koembed.run.shards import shard_columns
 
     tasks = [i for i in items if isinstance(i, KoembedItem)]
-    mine, block = shard_columns([i.koembed_spec for i in tasks], state.shard, state.data_dir)
+    specs = [i.koembed_spec for i in tasks]
+    mine, block = shard_columns(specs, state.shard, state.data_dir, state.shard_costs)
     dropped = [i for i in tasks if i.koembed_spec.column not in mine]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
@@ -400,13 +401,14 @@ def pytest_collection_modifyitems_shard(
         workeroutput["koembed_shard"] = block
 
 
-def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str] | None:
     state = config.stash.get(SESSION_KEY, None)
     if state is None or state.shard_block is None:
         return None
-    from pytest_koembed.reports.summary import shard_line
+    from pytest_koembed.reports.summary import shard_line, shard_plan_line
 
-    return f"koembed: {shard_line(state.shard_block)}"
+    plan = shard_plan_line(state.shard_block)
+    return [f"koembed: {line}" for line in (shard_line(state.shard_block), plan) if line]
 
 
 def _check_devices_encoder(session: pytest.Session) -> None:

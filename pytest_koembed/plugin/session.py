@@ -52,6 +52,7 @@ class KoembedSession:
     intervals: Any = None  # intervals.RunIntervals: the averages' intervals, on the controller
     shard: Any = None  # shards.Shard: --koembed-shard K/N
     shard_block: dict[str, Any] | None = None  # the record's "shard": this shard's tasks ...
+    shard_costs: Any = None  # shards.MeasuredCosts: --koembed-shard-costs RECORD
     # Encode once: this worker's embedding store and the encoder object it belongs to.
     embedding_store: Any = None
     store_encoder: Any = None
@@ -246,6 +247,7 @@ def make_session(config: pytest.Config, model: str) -> KoembedSession:
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
     cache_dir = cache_dir_of(config)
+    shard = shard_option(config)
     return KoembedSession(
         model=model,
         cache_dir=cache_dir,
@@ -257,7 +259,8 @@ def make_session(config: pytest.Config, model: str) -> KoembedSession:
         confidence=confidence,
         policy=baseline_policy(config, suite, confidence),
         reports=report_options(config),
-        shard=shard_option(config),
+        shard=shard,
+        shard_costs=shard_costs_option(config, suite, shard),
         # Without named paths pytest would collect the invocation dir or testpaths: the
         # repository's own tests, whose modules may import heavy things. Named paths are asked for.
         benchmark_only=not (
@@ -276,6 +279,30 @@ def shard_option(config: pytest.Config) -> Any:
 
     try:
         return parse_shard(text)
+    except KoembedError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def shard_costs_option(config: pytest.Config, suite: Suite, shard: Any) -> Any:
+    """``--koembed-shard-costs RECORD`` (ini ``koembed_shard_costs``, relative to the ini file)
+    as ``shards.MeasuredCosts``; None without it. A usage error for a record that cannot serve,
+    and for the command-line option without ``--koembed-shard``. The ini value is a default for
+    sharded runs: without ``--koembed-shard`` it is not read."""
+    given = config.getoption("koembed_shard_costs")
+    if shard is None:
+        if given:
+            raise pytest.UsageError(
+                "--koembed-shard-costs needs --koembed-shard K/N: it only chooses how a sharded "
+                "run splits its tasks; add --koembed-shard=K/N or leave --koembed-shard-costs out"
+            )
+        return None
+    path = setting(config, "shard_costs")
+    if not path:
+        return None
+    from pytest_koembed.run.shards import read_cost_record
+
+    try:
+        return read_cost_record(str(path), suite.name)
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
 

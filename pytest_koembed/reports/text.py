@@ -140,6 +140,11 @@ def percent(part: float, total: float) -> str:
     return f"{100 * part / total:.0f}%" if total else "0%"
 
 
+def ratio(x: float) -> str:
+    """A ratio such as a split's imbalance (max / mean): ``1.07``."""
+    return f"{x:.2f}"
+
+
 def seconds(x: float) -> str:
     """A wall time: ``2.7``."""
     return f"{x:.1f}"
