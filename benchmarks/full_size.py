@@ -24,6 +24,20 @@ Then, one after the other, each in its own process (this process only times them
 the plugin; the ``mteb.evaluate`` calls for plain mteb); "process" is the rest of the wall time
 (interpreter start, imports, model load, pytest). One measurement each: on a shared machine read
 the ratios, not the seconds.
+
+Then the encoder's limit:
+
+- the cold run's encoding rate (its distinct texts over the sum of the record's
+  ``encode_seconds``) against raw ``SentenceTransformer.encode`` of the very same texts in a
+  fresh process: the encoder calls the plugin made (replayed with a recording encoder through
+  ``evaluate_task`` and one store, so the same groups of distinct texts with the same prompts),
+  each encoded with ``batch_size=32``, the default threads, and sentence-transformers' own
+  length sorting (the plugin sorts each call by length the same way);
+- the import floor: ``python -c "import mteb"`` and ``python -c "import mteb,
+  sentence_transformers"``, each in a fresh process, best of 3, next to a warm run's time
+  outside the tasks;
+- per run, how many processes loaded the model (the record's ``model.model_loads``, "n/a" where
+  the record has none), encoded / distinct texts, and the thread counts.
 """
 
 from __future__ import annotations
@@ -156,6 +170,72 @@ def plain_mteb(model_dir: str, suite_path: str) -> None:
     print(json.dumps({"evaluation": seconds, "scores": values}))
 
 
+class _Recorder:
+    """Records each call the plugin's adapter makes to the encoder; cheap hashed vectors."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str | None, list[str]]] = []
+
+    def encode(self, texts: list[str], prompt: str | None = None) -> Any:
+        import zlib
+
+        import numpy as np
+
+        self.calls.append((prompt, list(texts)))
+        out = np.full((len(texts), 64), 1e-3, dtype=np.float32)
+        for i, text in enumerate(texts):
+            for gram in (text[j : j + 2] for j in range(max(1, len(text) - 1))):
+                out[i, zlib.crc32(gram.encode()) % 64] += 1.0
+        return out
+
+
+def raw_encode(model_dir: str, suite_path: str, record_path: str) -> None:
+    """Child process: raw ``SentenceTransformer.encode`` of the texts a cold plugin run encoded,
+    in the calls it made them; prints one JSON line (seconds, texts, calls, threads)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from pytest_koembed.evaluation.run import evaluate_task
+    from pytest_koembed.evaluation.threads import CLUSTERING_THREADS
+    from pytest_koembed.models.store import MemoryStore
+    from pytest_koembed.protocol.suite import load_suite
+
+    record = json.loads(Path(record_path).read_text(encoding="utf-8"))
+    prompts = {t["column"]: t.get("prompts") or {} for t in record["tasks"]}
+    recorder, store = _Recorder(), MemoryStore()
+    for spec in load_suite(suite_path).tasks:  # the calls, in the plugin's order
+        evaluate_task(
+            spec, recorder, store=store, prompts=lambda s, role: prompts[s.column].get(role)
+        )
+    model = SentenceTransformer(model_dir, device="cpu")
+    started = time.perf_counter()
+    for prompt, texts in recorder.calls:  # prompt "" as the plugin: no default prompt added
+        model.encode(texts, prompt=prompt or "", batch_size=32, show_progress_bar=False)
+    seconds = time.perf_counter() - started
+    texts = sum(len(t) for _, t in recorder.calls)
+    out = {
+        "seconds": seconds,
+        "texts": texts,
+        "calls": len(recorder.calls),
+        "torch_threads": torch.get_num_threads(),
+        "clustering_threads": CLUSTERING_THREADS,
+    }
+    print(json.dumps(out))
+
+
+def import_floor(repeats: int = 3) -> dict[str, float]:
+    """Seconds of the bare imports in a fresh interpreter, best of ``repeats``."""
+    floor = {}
+    for statement in ("import mteb", "import mteb, sentence_transformers"):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", statement], check=True, capture_output=True)
+            times.append(time.perf_counter() - started)
+        floor[statement] = min(times)
+    return floor
+
+
 def _run(command: list[str], cwd: Path) -> float:
     started = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
@@ -182,14 +262,15 @@ def _plugin(model: str, root: Path, suite: str, cache: Path, record: str) -> dic
     data = json.loads((root / record).read_text(encoding="utf-8"))
     tasks = {t["column"]: t for t in data["tasks"]}
     evaluation = sum(t["seconds"] for t in tasks.values())
-    return {"wall": wall, "evaluation": evaluation, "tasks": tasks}
+    loads = (data.get("model") or {}).get("model_loads")
+    return {"wall": wall, "evaluation": evaluation, "tasks": tasks, "model_loads": loads}
 
 
 def _texts(tasks: dict[str, Any], key: str) -> int:
     return sum(t["texts"][key] for t in tasks.values())
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: shipped MiniLM)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every size")
@@ -198,9 +279,25 @@ def main() -> None:
         "--build-only", type=Path, metavar="DIR", help="write the workload (v1.toml, v2.toml), stop"
     )
     parser.add_argument("--plain-mteb", nargs=2, metavar=("MODEL", "SUITE"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--raw-encode", nargs=3, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def _child(*args: str) -> dict[str, Any]:
+    """Run this script as a child with ``args``; its last line of output, as JSON."""
+    done = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    args = _args()
     if args.plain_mteb:
         plain_mteb(*args.plain_mteb)
+        return
+    if args.raw_encode:
+        raw_encode(*args.raw_encode)
         return
     if args.build_only:
         args.build_only.mkdir(parents=True, exist_ok=True)
@@ -218,47 +315,58 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         build(root, args.scale)
         cache = root / "cache"
-        print(f"model {model}, {os.cpu_count()} CPUs, scale {args.scale}, work in {root}")
+        with open("/proc/loadavg", encoding="ascii") as f:
+            load = f.read().split()[:3]
+        print(
+            f"model {model}, {os.cpu_count()} CPUs, load average {' '.join(load)}, "
+            f"scale {args.scale}, work in {root}"
+        )
 
         started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, __file__, "--plain-mteb", model, str(root / "v1.toml")],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        plain_wall = time.perf_counter() - started
-        plain = json.loads(done.stdout.strip().splitlines()[-1])
+        plain = _child("--plain-mteb", model, str(root / "v1.toml"))
+        plain["wall"] = time.perf_counter() - started
 
-        cold = _plugin(model, root, "v1", cache, "cold.json")
-        warm = _plugin(model, root, "v1", cache, "warm.json")
-        v2 = _plugin(model, root, "v2", cache, "v2.json")
+        runs = {
+            "cold": _plugin(model, root, "v1", cache, "cold.json"),
+            "warm": _plugin(model, root, "v1", cache, "warm.json"),
+            "v2": _plugin(model, root, "v2", cache, "v2.json"),
+        }
+        raw = _child("--raw-encode", model, str(root / "v1.toml"), str(root / "cold.json"))
+        floor = import_floor()
+    _table(plain, runs)
+    _report(plain, runs)
+    _limits(runs, raw, floor)
 
+
+def _table(plain: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
     def row(name: str, wall: float, evaluation: float, encoded: Any) -> None:
         process = wall - evaluation
         print(f"{name:<32}{wall:>9.1f}{evaluation:>12.1f}{process:>10.1f}{encoded:>15}")
 
     print(f"{'run':<32}{'wall s':>9}{'evaluation':>12}{'process':>10}{'texts encoded':>15}")
-    total = _texts(cold["tasks"], "total")
-    row("plain mteb.evaluate", plain_wall, plain["evaluation"], f"{total:,}")
-    for name, run in (("plugin, cold cache", cold), ("plugin, warm cache", warm)):
+    total = _texts(runs["cold"]["tasks"], "total")
+    row("plain mteb.evaluate", plain["wall"], plain["evaluation"], f"{total:,}")
+    for name, key in (
+        ("plugin, cold cache", "cold"),
+        ("plugin, warm cache", "warm"),
+        ("plugin, v2 after v1 (same cache)", "v2"),
+    ):
+        run = runs[key]
         row(name, run["wall"], run["evaluation"], f"{_texts(run['tasks'], 'encoded'):,}")
-    row(
-        "plugin, v2 after v1 (same cache)",
-        v2["wall"],
-        v2["evaluation"],
-        f"{_texts(v2['tasks'], 'encoded'):,}",
-    )
 
+
+def _report(plain: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
+    cold, warm, v2 = runs["cold"], runs["warm"], runs["v2"]
     print()
     print(
         f"cold plugin / plain mteb, evaluation: {cold['evaluation'] / plain['evaluation']:.2f}x"
-        f" (wall {cold['wall'] / plain_wall:.2f}x)"
+        f" (wall {cold['wall'] / plain['wall']:.2f}x)"
     )
     print(
         f"warm / cold, evaluation: {cold['evaluation'] / warm['evaluation']:.1f}x faster"
         f" (wall {cold['wall'] / warm['wall']:.1f}x faster)"
     )
+    total = _texts(cold["tasks"], "total")
     distinct = _texts(cold["tasks"], "distinct")
     print(
         f"cold: encoded / distinct = {_texts(cold['tasks'], 'encoded')} / {distinct}"
@@ -275,6 +383,50 @@ def main() -> None:
             f"  {column}: plugin {task['value']!r} (main score {plugin_main:.6f}),"
             f" plain mteb main score {mteb_main:.6f}, diff {abs(plugin_main - mteb_main):.2g}"
         )
+
+
+def _limits(runs: dict[str, dict[str, Any]], raw: dict[str, Any], floor: dict[str, float]) -> None:
+    """The encoder's rate against raw sentence-transformers, the import floor, model loads,
+    encoded / distinct texts per run, and the threads."""
+    cold, warm = runs["cold"], runs["warm"]
+    encoded = _texts(cold["tasks"], "encoded")
+    seconds = sum(t["encode_seconds"] for t in cold["tasks"].values())
+    plugin_rate, raw_rate = encoded / seconds, raw["texts"] / raw["seconds"]
+    print()
+    print(
+        "the encoder's limit: the cold run's distinct texts against raw SentenceTransformer.encode"
+    )
+    print(
+        f"  plugin, cold: {encoded:,} texts in {seconds:.1f} s of encoder calls"
+        f" = {plugin_rate:.1f} texts/s"
+    )
+    print(
+        f"  raw SentenceTransformer.encode: {raw['texts']:,} texts in {raw['calls']} calls,"
+        f" {raw['seconds']:.1f} s = {raw_rate:.1f} texts/s (same texts: {raw['texts'] == encoded})"
+    )
+    print(f"  plugin / raw rate = {plugin_rate / raw_rate:.3f} (goal >= 0.95)")
+    outside = warm["wall"] - warm["evaluation"]
+    both = floor["import mteb, sentence_transformers"]
+    print(
+        f"import floor (fresh python -c, best of 3): import mteb {floor['import mteb']:.1f} s,"
+        f" import mteb, sentence_transformers {both:.1f} s"
+    )
+    print(
+        f"warm run outside the tasks: {outside:.1f} s = that floor + {outside - both:.1f} s"
+        " (pytest, the plugin, the model load if any, the record)"
+    )
+    for name, run in runs.items():
+        loaded = "n/a" if run["model_loads"] is None else str(run["model_loads"])
+        done = _texts(run["tasks"], "encoded")
+        print(
+            f"{name}: model loads {loaded}; encoded / distinct texts"
+            f" {done:,} / {_texts(run['tasks'], 'distinct'):,}"
+        )
+    print(
+        f"threads: encoding {raw['torch_threads']} (torch in a fresh process, this environment;"
+        f" OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}),"
+        f" clustering scoring capped at {raw['clustering_threads']}"
+    )
 
 
 if __name__ == "__main__":

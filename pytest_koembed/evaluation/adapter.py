@@ -21,6 +21,7 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.evaluation.roles import prompt_role
+from pytest_koembed.evaluation.threads import full_threads
 from pytest_koembed.models.store import EmbeddingStore, StoreKey
 from pytest_koembed.protocol.spec import TaskSpec
 
@@ -136,13 +137,14 @@ class EncoderAdapter(AbsEncoder):
         started = time.perf_counter()
         by_batch = self._progress is not None and _declares_parameter(method, "progress")
         extra: dict[str, Any] = {"progress": self._progress} if by_batch else {}
-        if prompt is None:
-            out = method(texts, **extra)
-        elif _accepts_keyword(method, "prompt"):
-            out = method(texts, prompt=prompt, **extra)
-        else:
-            # The encoder takes no prompt argument: prepend it, as sentence-transformers does.
-            out = method([prompt + text for text in texts], **extra)
+        with full_threads():  # every core, also inside a clustering task's thread cap
+            if prompt is None:
+                out = method(texts, **extra)
+            elif _accepts_keyword(method, "prompt"):
+                out = method(texts, prompt=prompt, **extra)
+            else:
+                # The encoder takes no prompt argument: prepend it, as sentence-transformers does.
+                out = method([prompt + text for text in texts], **extra)
         self.encode_seconds += time.perf_counter() - started
         self.texts_encoded += len(texts)
         if self._progress is not None and not by_batch:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_koembed.errors import KoembedError
+from pytest_koembed.evaluation.threads import CLUSTERING_THREADS, clustering_cap, is_clustering
 from pytest_koembed.models.store import EmbeddingStore, MemoryStore
 from pytest_koembed.protocol.scoring import round_half_up, task_value
 from pytest_koembed.protocol.spec import TaskSpec
@@ -89,16 +90,15 @@ def evaluate_task(
     progress: TaskProgress | None = None,
     store: EmbeddingStore | None = None,
     reuse: bool = True,
+    clustering_threads: int | None = CLUSTERING_THREADS,
 ) -> TaskScore:
     """Evaluate one task and score it by the leaderboard's rule.
 
-    ``progress`` (``evaluation.progress.TaskProgress``) is started with the number of texts
-    to encode once the data is ready, told of every finished batch, and of the texts served
-    from the store (its total shrinks by them).
-    Encode once: ``store`` (the run's ``embedding_store.MemoryStore``) serves texts met before
-    and keeps the ones encoded here; without one, a store for this task alone still encodes each
-    repeated text once. ``reuse=False`` encodes every text mteb asks for, every time.
-    Raises KoembedError (one line) when the data, the encoder or the scores are unusable.
+    ``progress`` (``evaluation.progress.TaskProgress``) is started with the number of texts to
+    encode once the data is ready, and told of every finished batch and of the texts the store
+    served. ``store`` (the run's ``MemoryStore``; by default one for this task) serves texts met
+    before and keeps those encoded here; ``reuse=False`` encodes every text, every time.
+    ``clustering_threads``: ``evaluation.threads``. Raises a one-line KoembedError on bad data.
     """
     from pytest_koembed.data.prepare import prepare_task
 
@@ -120,7 +120,7 @@ def evaluate_task(
         reuse=reuse,
     )
     capture = _capture_examples(prepared.task, spec) if len(spec.cells) == 1 else None
-    result = _run_mteb(adapter, prepared.task, spec, batch_size)
+    result = _run_mteb(adapter, prepared.task, spec, batch_size, clustering_threads)
     if not result.task_results:
         raise KoembedError(f"{spec.column}: mteb returned no result")
     if spec.benchmark is not None:  # scored as mteb scores the task in its benchmark
@@ -200,15 +200,19 @@ def _adapter(
     )
 
 
-def _run_mteb(adapter: Any, task: Any, spec: TaskSpec, batch_size: int) -> Any:
-    """``mteb.evaluate`` of one prepared task; our one-line errors pass through mteb's wrapping,
-    anything else becomes one line naming the task."""
+def _run_mteb(
+    adapter: Any, task: Any, spec: TaskSpec, batch_size: int, clustering_threads: int | None
+) -> Any:
+    """``mteb.evaluate`` of one prepared task (a clustering task's thread pools capped at
+    ``clustering_threads``); our one-line errors pass through mteb's wrapping, anything else
+    becomes one line naming the task."""
     import mteb
 
+    cap = clustering_threads if is_clustering(task) else None
     try:
         # cache=None: mteb's result cache keys only by model, revision and task, so it would
         # silently hand back scores computed on other data.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), clustering_cap(cap):
             # classification: sklearn warns of a label no classifier predicted (its precision
             # is 0 by definition); the scores are mteb's as they are
             warnings.filterwarnings("ignore", message=".* is ill-defined and being set to 0")

@@ -22,6 +22,7 @@ from mteb.models.sentence_transformer_wrapper import (
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.evaluation.roles import prompt_role
 from pytest_koembed.evaluation.sparse import SparsityCounts, checked_sparse, similarity_name
+from pytest_koembed.evaluation.threads import full_threads
 from pytest_koembed.models.store import StoreKey
 from pytest_koembed.protocol.spec import TaskSpec
 
@@ -100,7 +101,8 @@ class SparseAdapter(SparseEncoderWrapper):  # type: ignore[misc]
                 convert_to_sparse_tensor=True,
             )
         started = time.perf_counter()
-        out = method(texts, **kwargs)
+        with full_threads():  # every core, also inside a clustering task's thread cap
+            out = method(texts, **kwargs)
         self.encode_seconds += time.perf_counter() - started
         self.texts_encoded += len(texts)
         if self._progress is not None and not self._loaded:
