@@ -94,9 +94,13 @@ def test_model_type_that_contradicts_the_files_is_one_line(
         check_model_type(str(model), kind)  # agrees: nothing to say
 
 
-def test_model_type_option_is_checked_before_the_run(run_pytest, splade_dir: Path) -> None:
+def test_model_type_option_is_checked_before_the_run(
+    run_pytest, splade_dir: Path, tmp_path: Path
+) -> None:
+    # in an empty directory: splade_dir's parent is the session's base temp, where other tests'
+    # projects (conftest.py, ini files) may lie
     result = run_pytest(
-        splade_dir.parent,
+        tmp_path,
         f"--koembed-model={splade_dir}",
         "--koembed-model-type=dense",
         "--koembed-suite=sample",
