@@ -114,6 +114,7 @@ class Repo:
     gated: bool = False
     private: bool = False
     token: str | None = None  # the token that opens a gated or private repository
+    file_commit: str | None = None  # an inconsistent Hub: resolve's X-Repo-Commit, whatever the sha
 
     def resolve(self, rev: str) -> tuple[Revision, str] | None:
         """The revision a ref names and the commit sha to report for it."""
@@ -375,7 +376,7 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HubError(404, "EntryNotFound", f"{rel} does not exist on {rev!r}")
         start, end = self._range(blob.size)
         headers = {
-            "X-Repo-Commit": sha,
+            "X-Repo-Commit": repo.file_commit or sha,
             "ETag": f'"{blob.etag}"',
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",

@@ -62,6 +62,8 @@ def served(hub_server: Any, minilm_dir: Path, tmp_path_factory: pytest.TempPathF
     hub_server.add_repo("koembed-test/gated", {"main": small}, gated=True, token="hf_right")
     hub_server.add_repo("koembed-test/private", {"main": small}, private=True, token="hf_right")
     hub_server.add_repo("koembed-test/pinned", {"main": small}, any_sha="main")
+    odd = hub_server.add_repo("koembed-test/inconsistent", {"main": small})
+    odd.file_commit = "1" * 40  # its files claim another commit than its API
     data = tmp_path_factory.mktemp("ko-sts-dataset")
     (data / "data").mkdir()
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in KO_ROWS)
@@ -219,6 +221,23 @@ print(json.dumps({{
     }
 
 
+def test_an_inconsistent_commit_is_one_line_naming_it(run_hub: Run, served: Served) -> None:
+    """Found by this server: the snapshot directory is missing, once reported as 'a file'."""
+    code = """
+from pytest_koembed.errors import KoembedError
+from pytest_koembed.models.loading import _locate
+try:
+    print(_locate("koembed-test/inconsistent", None))
+except KoembedError as exc:
+    print(exc)
+"""
+    proc = run_hub(code)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("--koembed-model 'koembed-test/inconsistent': the Hub download left no")
+    assert "X-Repo-Commit may disagree" in line
+
+
 DROP_AT = 20_000_000  # of model.safetensors' 90 MB
 DOWNLOAD_WEIGHTS = """
 import hashlib, json
@@ -238,7 +257,7 @@ def test_a_dropped_download_resumes_with_range(
     repo = "koembed-test/minilm-drop-once"
     # past huggingface_hub's first 10 MiB chunk: what it wrote before the drop is kept
     hub_server.drop_after(repo, "model.safetensors", DROP_AT, times=1)
-    out = _read_json_line(run_hub(DOWNLOAD_WEIGHTS.format(repo=repo)))
+    out = _read_json_line(run_hub(DOWNLOAD_WEIGHTS.format(repo=repo), timeout=120))
     weights = hashlib.sha256((minilm_dir / "model.safetensors").read_bytes()).hexdigest()
     assert out == {"sha256": weights}
     assert _resumed_at(hub_server, repo) == [_resumed_at(hub_server, repo)[0]]
@@ -259,7 +278,7 @@ def test_a_download_that_keeps_dropping_leaves_no_file_and_a_rerun_recovers(
     repo = "koembed-test/minilm-drop-always"
     hub_server.drop_after(repo, "model.safetensors", DROP_AT, times=None)
     try:
-        failed = _read_json_line(run_hub(DOWNLOAD_WEIGHTS.format(repo=repo)))
+        failed = _read_json_line(run_hub(DOWNLOAD_WEIGHTS.format(repo=repo), timeout=120))
     finally:
         hub_server.clear_drops()
     assert failed == {"error": "RemoteProtocolError"}  # httpx: the body ended early
