@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,5 +316,82 @@ def run_pytest() -> Callable[..., PytestRun]:
             timeout=timeout,
         )
         return PytestRun(proc.returncode, proc.stdout + proc.stderr)
+
+    return run
+
+
+# --- the Hub test server (tests/hubserver.py) and its subprocesses --------------------------------
+
+HUB_GUARD_DIR = Path(__file__).parent / "hubguard"  # sitecustomize.py: nothing leaves 127.0.0.1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Variables that would steer a subprocess's Hub clients elsewhere (or offline): never inherited.
+_HUB_ENV_DROP = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "SENTENCE_TRANSFORMERS_", "MTEB_")
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> Iterator[Any]:
+    """A Hub-protocol server on 127.0.0.1 and a free port, one per (xdist worker) session.
+
+    Tests add the repositories they need (``hub_server.add_repo``); ids are per test module.
+    """
+    from hubserver import HubServer
+
+    server = HubServer().start()
+    yield server
+    server.stop()
+
+
+def hub_env(endpoint: str, home: Path) -> dict[str, str]:
+    """A clean environment for a subprocess that talks to ``endpoint`` as its Hub.
+
+    Its own ``HF_HOME`` (and mteb cache) under ``home``, ``HF_ENDPOINT`` the test server,
+    ``HF_HUB_OFFLINE`` unset, telemetry off, no proxy and no token from this machine, the socket
+    guard on ``PYTHONPATH`` (refusing any connection not to 127.0.0.1), then this checkout.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(_HUB_ENV_DROP)
+        and not k.lower().endswith("_proxy")
+        and not k.startswith(("PYTEST_XDIST_", "PYTEST_ADDOPTS"))
+    }
+    env.update(
+        HF_HOME=str(home / "hf-home"),
+        HF_ENDPOINT=endpoint,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_IMPLICIT_TOKEN="1",
+        HF_HUB_ETAG_TIMEOUT="30",
+        MTEB_CACHE=str(home / "mteb-cache"),
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join(
+            [str(HUB_GUARD_DIR), str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    )
+    return env
+
+
+@pytest.fixture
+def run_hub(hub_server: Any, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run a command (``python -c CODE`` by default) against ``hub_server``, in a clean env.
+
+    One ``HF_HOME`` per test (``tmp_path``), so a second call in a test sees the first's cache.
+    """
+
+    def run(
+        code: str | None = None,
+        *,
+        args: list[str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", code] if code is not None else list(args or [])
+        return subprocess.run(
+            command,
+            cwd=cwd or tmp_path,
+            env=hub_env(hub_server.url, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run

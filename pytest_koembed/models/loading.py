@@ -319,6 +319,12 @@ _NOT_A_MODEL = (
 
 
 def _check_model_dir(path: Path, model: str) -> None:
+    if not path.exists():  # only a Hub snapshot: a local path was checked to exist
+        raise KoembedError(
+            f"--koembed-model {model!r}: the Hub download left no snapshot directory ({path}); "
+            "the Hub's commit and its files' X-Repo-Commit may disagree: delete "
+            f"{path.parent.parent} and retry"
+        )
     if not path.is_dir():
         raise KoembedError(
             f"--koembed-model {model!r} is a file, not a model directory; {_NOT_A_MODEL}"
