@@ -68,12 +68,10 @@ def minilm_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    """A 2-layer BERT with random weights, saved as plain transformers (mean pooling expected)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+def _tiny_bert_config(minilm_dir: Path) -> tuple[Any, Any]:
+    """MiniLM's WordPiece tokenizer and a 2-layer, 32-wide BERT config on its vocabulary."""
+    from transformers import AutoTokenizer, BertConfig
 
-    path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -83,6 +81,16 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) ->
         intermediate_size=64,
         max_position_embeddings=128,
     )
+    return tokenizer, config
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """A 2-layer BERT with random weights, saved as plain transformers (mean pooling expected)."""
+    from transformers import BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer, config = _tiny_bert_config(minilm_dir)
     torch.manual_seed(0)
     BertModel(config).eval().save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
@@ -210,18 +218,10 @@ def splade_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Pa
     from sentence_transformers.base.modules import Transformer
     from sentence_transformers.sparse_encoder import SparseEncoder
     from sentence_transformers.sparse_encoder.modules import SpladePooling
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
     mlm_dir = tmp_path_factory.mktemp("tiny-mlm")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    tokenizer, config = _tiny_bert_config(minilm_dir)
     torch.manual_seed(0)
     mlm = BertForMaskedLM(config).eval()
     with torch.no_grad():  # random logits are ~N(0, 0.1): most fall below 0 and ReLU drops them
