@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,6 @@ RESOLVED_FIELDS = (
     "eos_token",
     "append_eos",
 )
-_PACKAGES = ("torch", "transformers", "sentence-transformers", "pytest-koembed")
 
 
 def load_key(
@@ -54,7 +52,8 @@ def load_key(
 ) -> str:
     """sha256 over what decides a load's resolved settings, known before the weights load
     (``fingerprint``: the files' content hash, or a Hub snapshot's commit)."""
-    from pytest_koembed.models.cache import ENCODING_VERSION
+    from pytest_koembed._version import __version__
+    from pytest_koembed.models.cache import ENCODING_VERSION, _versions
 
     fields = {
         "fingerprint": fingerprint,
@@ -67,17 +66,10 @@ def load_key(
         "append_eos": options.append_eos,
         "trust_remote_code": options.trust_remote_code,
         "encoding_version": ENCODING_VERSION,
-        "versions": {name: _version(name) for name in _PACKAGES},
+        "versions": {**_versions(), "pytest-koembed": __version__},
     }
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _resolved_file(cache_dir: Path, key: str) -> Path:
