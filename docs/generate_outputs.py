@@ -164,6 +164,7 @@ SCENARIOS: dict[str, Scenario] = {
             Step("refuse-unset", "pytest --koembed-model=$CKPT --koembed-fail-under=weighted=60"),
             Step("refuse-no-model", "pytest --koembed-fail-under=weighted=60"),
             Step("refuse-space", f"{SAMPLE} --koembed-baseline koembed-baseline.json"),
+            Step("refuse-empty", f"{SAMPLE} --koembed-baseline=$BASELINE"),
             Step("lose-sidecar", "mv koembed-baseline.examples.parquet shards/", show=False),
             Step("refuse-no-sidecar", f"{SAMPLE} --koembed-baseline=koembed-baseline.json"),
         )
@@ -258,6 +259,7 @@ BLOCKS: dict[str, Block] = {
             Show("refuse-unset", status=True),
             Show("refuse-no-model", status=True),
             Show("refuse-space", status=True),
+            Show("refuse-empty", status=True),
             Show("refuse-no-sidecar", status=True),
         ),
     ),
@@ -311,7 +313,15 @@ def _env(scratch: Path) -> dict[str, str]:
     env["HF_HOME"] = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
     # CI and BUILD_NUMBER make pytest print whole summary lines instead of cutting them at COLUMNS
     # (its running_on_ci), so the same docs would render differently on a CI machine.
-    for var in ("CKPT", "PYTEST_ADDOPTS", "MODEL", "CI", "BUILD_NUMBER", "PYTEST_PLUGINS"):
+    for var in (
+        "CKPT",
+        "BASELINE",
+        "PYTEST_ADDOPTS",
+        "MODEL",
+        "CI",
+        "BUILD_NUMBER",
+        "PYTEST_PLUGINS",
+    ):
         env.pop(var, None)
     for var in ("FORCE_COLOR", "PY_COLORS", "NO_COLOR"):
         env.pop(var, None)

@@ -63,6 +63,27 @@ def space_separated(
     return None
 
 
+def empty_value(
+    args: Sequence[str], env_args: Sequence[str], takes_value: Iterable[str]
+) -> str | None:
+    """The one-line refusal of the first ``--koembed-X=`` with nothing after the ``=`` (an
+    unset variable in ``--koembed-baseline=$BASELINE``), which would otherwise read as "not
+    given" and quietly drop a baseline, a cache or a record; None when there is none.
+    ``--koembed-model`` has its own refusal (:func:`model_problem`)."""
+    options = set(takes_value) - {f"{PREFIX}model"}
+    for where, argv in _sources(args, env_args):
+        for arg in argv:
+            if arg == "--":
+                break
+            name, equals, value = arg.partition("=")
+            if equals and name in options and not value.strip():
+                return (
+                    f"{name}= is empty ({where}): give it a value, or leave the option out "
+                    "(an unset shell variable?)"
+                )
+    return None
+
+
 def given_options(args: Sequence[str], env_args: Sequence[str]) -> list[str]:
     """The ``--koembed-*`` option names on the command line and in ``PYTEST_ADDOPTS``."""
     names: list[str] = []

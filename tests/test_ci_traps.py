@@ -80,6 +80,30 @@ def test_an_empty_model_is_a_usage_error_not_a_green_unit_test_run(tmp_path: Pat
     assert "passed" not in out
 
 
+@pytest.mark.parametrize(
+    ("option", "addopts"),
+    [
+        ("--koembed-baseline=", None),  # would read as "no baseline": every task unchecked
+        ("--koembed-shard-costs=", None),  # would split by the estimate, quietly
+        ("--koembed-json= ", None),
+        (None, "--koembed-cache="),
+    ],
+)
+def test_an_empty_option_value_is_a_usage_error_not_an_option_left_out(
+    tmp_path: Path, option: str | None, addopts: str | None
+) -> None:
+    repo = _repo(tmp_path / "repo")
+    args = ["--koembed-model=hashing", "--koembed-suite=sample", "--koembed-shard=1/2"]
+    ret, out = _pytest(repo, *args, *([option] if option else []), addopts=addopts)
+    assert ret == pytest.ExitCode.USAGE_ERROR, out
+    name = (option or addopts or "").split("=")[0]
+    where = "in PYTEST_ADDOPTS" if addopts else "on the command line"
+    assert _error_lines(out) == [
+        f"ERROR: {name}= is empty ({where}): give it a value, or leave the option out "
+        "(an unset shell variable?)"
+    ]
+
+
 def test_koembed_options_without_a_model_are_a_usage_error(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo")
     ret, out = _pytest(repo, "--koembed-suite=sample", "--koembed-json=run.json")

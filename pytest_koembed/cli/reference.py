@@ -42,7 +42,8 @@ def pytest_options_markdown() -> list[str]:
     lines = [
         "## pytest options",
         "",
-        "Write a value with `=` (`--koembed-suite=sample`): a value after a space is refused.",
+        "Write a value with `=` (`--koembed-suite=sample`): a value after a space is refused, and "
+        "so is an empty one (`--koembed-baseline=`, an unset variable).",
         "",
         "| option | ini key | type | default | help |",
         "|---|---|---|---|---|",

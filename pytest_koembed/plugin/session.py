@@ -64,7 +64,8 @@ SESSION_KEY = pytest.StashKey[KoembedSession]()
 
 def check_invocation(config: pytest.Config) -> None:
     """How the options were written (``invocation``): a usage error for a space-separated
-    ``--koembed-*`` value, an empty ``--koembed-model``, or ``--koembed-*`` options on the
+    ``--koembed-*`` value, an empty ``--koembed-X=`` value (the model's own message for
+    ``--koembed-model``), or ``--koembed-*`` options on the
     command line / in PYTEST_ADDOPTS without a model. An ini ``addopts`` is left alone."""
     from pytest_koembed import invocation
 
@@ -73,6 +74,8 @@ def check_invocation(config: pytest.Config) -> None:
     args = [str(a) for a in config.invocation_params.args]
     env_args = invocation.addopts_args(os.environ.get("PYTEST_ADDOPTS"))
     problem = invocation.space_separated(args, env_args, table.value_options())
+    if problem is None:
+        problem = invocation.empty_value(args, env_args, table.value_options())
     if problem is None:
         problem = invocation.model_problem(config.getoption("koembed_model"), args, env_args)
     if problem is not None:
