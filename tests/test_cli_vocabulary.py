@@ -247,3 +247,21 @@ def test_a_suite_name_in_the_ini_file_is_a_name(
     result = pytester.runpytest("--koembed-model=m", "--collect-only", "-q")
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["koembed::STS::sample-sts"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["gate", "run.json", "--baseline="],  # would read as "auto": every task unchecked
+        ["compare", "a.json", "b.json", "--confidence= "],
+        ["cache", "info", "--cache="],
+    ],
+)
+def test_an_empty_flag_value_is_bad_input_not_the_flag_left_out(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag = next(a for a in argv if "=" in a).split("=")[0]
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{flag}= is empty: give it a value, or leave the option out" in err
+    assert "Traceback" not in err

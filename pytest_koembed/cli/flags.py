@@ -44,6 +44,26 @@ def _deprecated_action(parser: argparse.ArgumentParser, action: str, new: str) -
     return Deprecated
 
 
+def _refusing_empty(flag: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` whose value type refuses an empty value (``--baseline=`` from an unset
+    variable), which would otherwise read as the option left out (the pytest side:
+    ``invocation.empty_value``)."""
+    if kwargs.get("action") not in ("store", "append"):
+        return kwargs
+    convert = kwargs.get("type") or str
+
+    def non_empty(value: str) -> Any:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(
+                f"{flag}= is empty: give it a value, or leave the option out (an unset shell "
+                "variable?)"
+            )
+        return convert(value)
+
+    non_empty.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
+    return dict(kwargs, type=non_empty)
+
+
 def add_setting(
     parser: argparse.ArgumentParser,
     name: str,
@@ -55,7 +75,7 @@ def add_setting(
     sentence appended to the table's help for this subcommand; ``deprecated`` are old
     spellings kept as hidden aliases."""
     option = BY_NAME[name]
-    kwargs = option.argparse_kwargs(cli=True)
+    kwargs = _refusing_empty(option.cli_flag, option.argparse_kwargs(cli=True))
     if note:
         kwargs["help"] = f"{kwargs['help']}; {note}"
     parser.add_argument(option.cli_flag, **kwargs)
@@ -75,7 +95,7 @@ def add_local(
 ) -> None:
     """Add a flag only this subcommand has: ``--NAME`` (and ``short`` spellings), dest
     ``NAME`` with dashes as underscores unless ``dest`` says otherwise."""
-    kwargs = option.argparse_kwargs(cli=True)
+    kwargs = _refusing_empty(option.cli_flag, option.argparse_kwargs(cli=True))
     kwargs["dest"] = dest or option.name.replace("-", "_")
     if required:
         kwargs["required"] = True
