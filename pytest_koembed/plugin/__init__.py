@@ -74,7 +74,13 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_koembed.stats.intervals import RunIntervals
 
         session.intervals = RunIntervals(session.confidence)
-        config.pluginmanager.register(KoembedController(config, session), "koembed-controller")
+        controller = KoembedController(config, session)
+        config.pluginmanager.register(controller, "koembed-controller")
+        from pytest_koembed.plugin import html_report
+
+        if html_report.wanted(config):  # pytest-html installed and --html given
+            report = html_report.KoembedHtmlReport(controller)
+            config.pluginmanager.register(report, html_report.PLUGIN_NAME)
     worker = worker_id(config)
     if worker:
         share_cpu_threads()

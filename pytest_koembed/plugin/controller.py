@@ -20,6 +20,10 @@ class KoembedController:
     def __init__(self, config: pytest.Config, state: KoembedSession) -> None:
         self.config = config
         self.state = state
+        # True once pytest_sessionfinish has judged the run (Holm, gates) and written its files:
+        # the pytest-html page (plugin.html_report) is written after, by pytest-html's trylast
+        # pytest_sessionfinish, which pluggy calls after this plain one.
+        self.finished = False
 
     @property
     def journal(self) -> Path | None:
@@ -230,12 +234,25 @@ class KoembedController:
             and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
         ):
             session.exitstatus = pytest.ExitCode.OK  # more shards than tasks: an empty shard
+        self.finished = True
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from pytest_koembed.run.finish import Line, summary
-
         if self.config.option.collectonly:
             return
+        lines, rows_text = self.summary()
+        terminalreporter.ensure_newline()  # else the first line after the header is blank
+        terminalreporter.section("koembed summary")
+        for line in lines:
+            terminalreporter.write_line(line.text, red=line.red)
+        if rows_text:
+            terminalreporter.section("koembed leaderboard rows")
+            terminalreporter.write(rows_text)
+
+    def summary(self) -> tuple[list[Any], str | None]:
+        """The ``koembed summary`` lines (``finish.Line``) and the rows text for the terminal
+        (``--koembed-row -``); the pytest-html page shows the same lines."""
+        from pytest_koembed.run.finish import Line, summary
+
         state = self.state
         outputs = []
         json_error = state.write_errors.get("--koembed-json")
@@ -247,14 +264,7 @@ class KoembedController:
         if journal_error is not None:
             outputs.append(Line(f"note: pytest cache copy of the run record {journal_error}"))
         outputs += [Line(note) for note in _loading_notes(self.config, state.model)]
-        lines, rows_text = summary(self.record(complete=state.complete), state.published, outputs)
-        terminalreporter.ensure_newline()  # else the first line after the header is blank
-        terminalreporter.section("koembed summary")
-        for line in lines:
-            terminalreporter.write_line(line.text, red=line.red)
-        if rows_text:
-            terminalreporter.section("koembed leaderboard rows")
-            terminalreporter.write(rows_text)
+        return summary(self.record(complete=state.complete), state.published, outputs)
 
 
 def _loading_notes(config: pytest.Config, model: str) -> list[str]:

@@ -623,6 +623,15 @@ def plot_run(record: Mapping[str, Any], suite: Suite, path: Path) -> Path:
     return path
 
 
+def chart_png(record: Mapping[str, Any], suite: Suite) -> bytes:
+    """The run's chart as PNG bytes (the pytest-html report embeds them)."""
+    import io
+
+    buffer = io.BytesIO()
+    build_figure(record, suite).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def build_figure(record: Mapping[str, Any], suite: Suite) -> Any:
     """The run's chart as a matplotlib ``Figure`` (Agg canvas; axes: averages, then tasks)."""
     check_matplotlib()
