@@ -269,7 +269,7 @@ def section_html(
     """The koembed section below pytest-html's summary: averages, verdicts, charts, text."""
     suite = record.get("suite") or {}
     model = record.get("model") or {}
-    head = f"koembed: suite {suite.get('name')}, model {model.get('name')}"
+    head = f"koembed: suite {suite.get('name')}, model {model.get('row_name') or model.get('name')}"
     parts = [
         _STYLE,
         f'<div id="{SECTION_ID}">',
