@@ -171,6 +171,7 @@ def test_a_passing_run_says_passed_with_its_tables_and_chart(browser: Any, pages
     assert banner.is_displayed()
     assert banner.get_attribute("data-status") == html.PASSED
     assert banner.text.startswith("koembed gate: passed")
+    assert "no baseline: --koembed-baseline auto: suite 'sample' has no shipped" in banner.text
     _check_common(browser, page, console)
     assert set(_result_cells(browser)) == {"Passed"}
 

@@ -75,6 +75,10 @@ def run_verdict(record: Mapping[str, Any], failures: Iterable[str] = ()) -> RunV
     holm_only = set(paired.get("holm_only") or []) if isinstance(paired, Mapping) else set()
     gates = [GateResult(**g) for g in record.get("gates") or []]
     notes = [g.line() for g in gates if g.status == "not checked"]
+    block = record.get("baseline") or {}
+    notes += [f"no baseline: {note}" for note in block.get("notes") or []]  # passed unchecked
+    if block.get("no_cell"):
+        notes.append("no baseline cell (passed unchecked): " + ", ".join(block["no_cell"]))
     if not record.get("complete"):
         why = record.get("interrupted") or "not every selected task reported"
         return RunVerdict(INCOMPLETE, (f"the run did not finish: {why}",), tuple(notes))
