@@ -103,39 +103,46 @@ def served(hub_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Served:
     return Served(datasets, local)
 
 
-@pytest.fixture(scope="module")
-def hub_runs(
-    served: Served, hub_server: Any, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Run]:
-    """Each suite's fixture tasks, data from the server (one ``HF_HOME`` per suite)."""
-    root = tmp_path_factory.mktemp("hub-runs")
-    return {
-        suite: koembed_run(hub_server.url, root / suite, plugin_args(suite, minilm_dir))
-        for suite in SUITES
-    }
+class Runs:
+    """Each suite's fixture tasks, run once when first asked for: data from the server (one
+    ``HF_HOME`` per suite), or the same selection from the local layout, offline. Lazy, so that
+    an xdist worker given one of this module's tests runs only what that test needs."""
+
+    def __init__(self, served: Served, endpoint: str, model: Path, root: Path) -> None:
+        self.served, self.endpoint, self.model, self.root = served, endpoint, model, root
+        self._done: dict[tuple[str, str], Run] = {}
+
+    def hub(self, suite: str) -> Run:
+        return self._run("hub", suite)
+
+    def local(self, suite: str) -> Run:
+        return self._run("local", suite)
+
+    def _run(self, where: str, suite: str) -> Run:
+        if (where, suite) not in self._done:
+            extra = [f"--koembed-data-dir={self.served.local}"] if where == "local" else []
+            self._done[where, suite] = koembed_run(
+                self.endpoint,
+                self.root / where / suite,
+                plugin_args(suite, self.model, *extra),
+                offline=where == "local",
+            )
+        return self._done[where, suite]
 
 
 @pytest.fixture(scope="module")
-def local_runs(
+def runs(
     served: Served, hub_server: Any, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Run]:
-    """The same selections from the local layout, offline."""
-    root = tmp_path_factory.mktemp("local-runs")
-    data = f"--koembed-data-dir={served.local}"
-    return {
-        suite: koembed_run(
-            hub_server.url, root / suite, plugin_args(suite, minilm_dir, data), offline=True
-        )
-        for suite in SUITES
-    }
+) -> Runs:
+    return Runs(served, hub_server.url, minilm_dir, tmp_path_factory.mktemp("runs"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("suite", SUITES)
 def test_each_suite_from_the_hub_equals_the_local_layout(
-    suite: str, hub_runs: dict[str, Run], local_runs: dict[str, Run], hub_server: Any
+    suite: str, runs: Runs, hub_server: Any
 ) -> None:
-    hub, local = hub_runs[suite], local_runs[suite]
+    hub, local = runs.hub(suite), runs.local(suite)
     assert hub.ret == 0, hub.output[-6000:]
     assert local.ret == 0, local.output[-6000:]
     assert sorted(hub.tasks()) == sorted(FIXTURE_TASKS[suite])
@@ -182,12 +189,12 @@ def mirrors(
 @pytest.mark.slow
 @pytest.mark.parametrize("suite", MIRRORED)
 def test_a_mirror_of_the_server_runs_offline_with_the_same_values(
-    suite: str, mirrors: dict[str, tuple[Run, Path, Run]], hub_runs: dict[str, Run]
+    suite: str, mirrors: dict[str, tuple[Run, Path, Run]], runs: Runs
 ) -> None:
     made, mirror, run = mirrors[suite]
     assert made.ret == 0, made.output[-4000:]
     assert run.ret == 0, run.output[-6000:]
-    assert run.compared() == hub_runs[suite].compared()
+    assert run.compared() == runs.hub(suite).compared()
     metas = sorted(mirror.glob("*/*/*/koembed-mirror.json"))
     # every split folder says where its rows came from: the repo id at the revision mteb pins
     assert len(metas) == len(FIXTURE_TASKS[suite]), metas
@@ -252,7 +259,7 @@ def test_a_dataset_download_dropped_halfway_then_a_rerun_recovers(
     hub_server: Any,
     minilm_dir: Path,
     tmp_path: Path,
-    local_runs: dict[str, Run],
+    runs: Runs,
 ) -> None:
     args = plugin_args("ko-leaderboard-v1", minilm_dir, k="KLUE-STS")
     size = (served.directory("klue/klue") / DROPPED).stat().st_size
@@ -274,5 +281,5 @@ def test_a_dataset_download_dropped_halfway_then_a_rerun_recovers(
     assert not list((tmp_path / "hf-home" / "datasets").rglob("*.arrow"))  # nothing prepared
     rerun = koembed_run(hub_server.url, tmp_path, args)  # the same HF_HOME
     assert rerun.ret == 0, rerun.output[-4000:]
-    expected = local_runs["ko-leaderboard-v1"].compared()["KLUE-STS"]
+    expected = runs.local("ko-leaderboard-v1").compared()["KLUE-STS"]
     assert rerun.compared() == {"KLUE-STS": expected}
