@@ -193,6 +193,7 @@ def test_a_mirror_of_the_server_runs_offline_with_the_same_values(
 ) -> None:
     made, mirror, run = mirrors[suite]
     assert made.ret == 0, made.output[-4000:]
+    assert "KLUE-TC [default/validation]: 12 examples -> " in made.output, made.output
     assert run.ret == 0, run.output[-6000:]
     assert run.compared() == runs.hub(suite).compared()
     metas = sorted(mirror.glob("*/*/*/koembed-mirror.json"))
