@@ -266,6 +266,19 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def _klue(directory: Path) -> None:
     """klue/klue: configs sts, nli, ynat (parquet per split, ClassLabel features kept)."""
+    _klue_sts(directory)
+    _klue_nli_ynat(directory)
+    _readme(
+        directory,
+        {
+            "sts": {s: f"sts/{s}-00000-of-00001.parquet" for s in ("train", "validation")},
+            "nli": {"validation": "nli/validation-00000-of-00001.parquet"},
+            "ynat": {s: f"ynat/{s}-00000-of-00001.parquet" for s in ("train", "validation")},
+        },
+    )
+
+
+def _klue_sts(directory: Path) -> None:
     from datasets import ClassLabel, Features, Value
 
     sts_features = Features(
@@ -296,6 +309,11 @@ def _klue(directory: Path) -> None:
             },
             sts_features,
         )
+
+
+def _klue_nli_ynat(directory: Path) -> None:
+    from datasets import ClassLabel, Features, Value
+
     nli_features = Features(
         {
             "guid": Value("string"),
@@ -337,14 +355,6 @@ def _klue(directory: Path) -> None:
             },
             ynat_features,
         )
-    _readme(
-        directory,
-        {
-            "sts": {s: f"sts/{s}-00000-of-00001.parquet" for s in ("train", "validation")},
-            "nli": {"validation": "nli/validation-00000-of-00001.parquet"},
-            "ynat": {s: f"ynat/{s}-00000-of-00001.parquet" for s in ("train", "validation")},
-        },
-    )
 
 
 def _sib200(directory: Path) -> None:
