@@ -432,7 +432,7 @@ def test_classification_and_reranking_of_the_benchmark_score_as_mteb(
     reranking = tasks["MIRACLReranking"]
     assert reranking["category"] == "Reranking" and reranking["main_score"] == "ndcg_at_10"
     assert reranking["value"] == pytest.approx(100 * expected["MIRACLReranking"], abs=1e-6)
-    assert reranking["sizes"] == {"queries": 2, "documents": 18, "qrels": 3}
+    assert reranking["sizes"] == {"queries": 2, "documents": 18, "qrels": 3, "candidates": 9}
     assert reranking["source"].startswith("hub:")
 
 

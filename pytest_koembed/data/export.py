@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "export_task",
+    "write_mirror_meta",
 ]
 
 
@@ -209,6 +210,16 @@ def _export_retrieval(kind: str, data_split: Any, directory: Path) -> None:
 
 def _write_mirror_meta(directory: Path, spec: TaskSpec, prepared: PreparedTask) -> None:
     """:data:`MIRROR_META` for rows :func:`export_task` just wrote from ``prepared``."""
+    write_mirror_meta(
+        directory, spec, prepared.source, dict(prepared.sizes), prepared.duplicates_dropped
+    )
+
+
+def write_mirror_meta(
+    directory: Path, spec: TaskSpec, source: str, sizes: dict[str, int], duplicates_dropped: int
+) -> None:
+    """Write :data:`MIRROR_META` in ``directory``: where its rows were read (``source``:
+    ``hub:<dataset>@<revision>`` or ``local:<dir>``), what was written, the pairs dropped."""
     from pytest_koembed._version import __version__
 
     meta = {
@@ -216,9 +227,9 @@ def _write_mirror_meta(directory: Path, spec: TaskSpec, prepared: PreparedTask) 
         "task": spec.task,
         "subset": spec.subset,
         "split": spec.split,
-        "source": prepared.source,
-        "sizes": dict(prepared.sizes),
-        "duplicates_dropped": prepared.duplicates_dropped,
+        "source": source,
+        "sizes": sizes,
+        "duplicates_dropped": duplicates_dropped,
         "written_by": f"pytest-koembed {__version__}",
     }
     path = directory / MIRROR_META

@@ -55,13 +55,33 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
         errors.append(DatasetsError)
     except ImportError:  # pragma: no cover
         pass
-    try:
-        import httpx
-
-        errors.append(httpx.HTTPError)
-    except ImportError:  # pragma: no cover
-        pass
+    errors.extend(_http_client_errors())
     return tuple(errors)
+
+
+def _http_client_errors() -> list[type[BaseException]]:
+    """The network errors of the HTTP client huggingface_hub downloads with: ``httpx``, or
+    ``httpx2`` (huggingface_hub 2.x), whose errors are no ``OSError`` (a connection dropped
+    halfway is its ``RemoteProtocolError``)."""
+    import importlib
+
+    names = ["httpx", "httpx2"]
+    try:
+        from huggingface_hub.errors import Response
+
+        names.insert(0, Response.__module__.split(".")[0])
+    except ImportError:  # pragma: no cover - an older huggingface_hub
+        pass
+    found: list[type[BaseException]] = []
+    for name in dict.fromkeys(names):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        error = getattr(module, "HTTPError", None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            found.append(error)
+    return found
 
 
 def _short_reason(exc: BaseException) -> str:

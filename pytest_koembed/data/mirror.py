@@ -8,7 +8,8 @@ and normalises it (the same reader the plugin uses). Pairs are written de-duplic
 the number of repeated pairs dropped goes into ``koembed-mirror.json`` next to the rows
 (``data.layout.MIRROR_META``), so that a run from the mirror still reports them. The tasks
 of an mteb benchmark suite (``mteb-kor-v2``, ``mteb:<name>``) are written as mteb has them, every
-(subset, split) the benchmark keeps, nothing de-duplicated.
+(subset, split) the benchmark keeps, nothing de-duplicated, each folder with its
+``koembed-mirror.json`` too (its ``source``: the Hub dataset and revision the rows came from).
 """
 
 from __future__ import annotations
@@ -51,19 +52,29 @@ def mirror_suite(
     return written
 
 
+# The file of a split folder whose lines are its examples, and what they count.
+_COUNTED = {
+    "pairs.jsonl": "pairs",
+    "texts.jsonl": "texts",
+    "queries.jsonl": "queries",
+    "test.jsonl": "texts",
+}
+
+
 def _export_cells(spec: Any, prepared: Any, out_dir: Path) -> list[tuple[str, Path, int, int]]:
     """Every (subset, split) of an mteb benchmark's task to its own folder, rows as mteb has them
-    (nothing was de-duplicated, so no ``koembed-mirror.json`` is needed)."""
+    (nothing de-duplicated), each with its ``koembed-mirror.json``: where the rows came from."""
     from dataclasses import replace
 
-    from pytest_koembed.data.export import export_task
+    from pytest_koembed.data.export import export_task, write_mirror_meta
 
     written = []
     for subset, split in spec.cells:
         cell = replace(spec, split=split, subset=subset)
         path = export_task(cell, prepared.task, out_dir)
-        examples = [path / n for n in ("pairs.jsonl", "texts.jsonl", "queries.jsonl")]
-        counted = next((f for f in examples if f.is_file()), None)
-        rows = sum(1 for _ in counted.open(encoding="utf-8")) if counted else 0
+        counted = next((n for n in _COUNTED if (path / n).is_file()), None)
+        rows = sum(1 for _ in (path / counted).open(encoding="utf-8")) if counted else 0
+        sizes = {_COUNTED[counted]: rows} if counted else {}
+        write_mirror_meta(path, cell, prepared.source, sizes, 0)
         written.append((f"{spec.column} [{subset}/{split}]", path, rows, 0))
     return written

@@ -12,10 +12,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_koembed.data.hub import _hub_errors, _load_hub, _short_reason
+from pytest_koembed.data.hub import _hub_errors, _load_hub, _pair_table, _short_reason
 from pytest_koembed.data.layout import layout_dir
 from pytest_koembed.data.local import _load_local, _prepare_custom
-from pytest_koembed.data.tasks import PreparedTask, _get_mteb_task, _inject
+from pytest_koembed.data.tasks import (
+    _LEGACY,
+    PreparedTask,
+    _cross_validation,
+    _embedded_count,
+    _get_mteb_task,
+    _inject,
+    _kind_of,
+    _pc_columns,
+    _sts_columns,
+    _train_encoded,
+)
 from pytest_koembed.errors import HubDownloadError, KoembedError
 
 if TYPE_CHECKING:
@@ -60,25 +71,49 @@ def _merged(into: Any, other: Any) -> Any:
     return type(into)(merged) if type(into) is not dict else merged
 
 
-def _cell_sizes(data: Any) -> dict[str, int]:
-    """What one loaded (subset, split) cell holds, as far as it can be told generically."""
-    if isinstance(data, Mapping) and "queries" in data and "corpus" in data:
-        relevant = data.get("relevant_docs") or {}
+def _cell_sizes(task: AbsTask, kind: str | None, cell: Any, train: Any) -> dict[str, int]:
+    """What one loaded (subset, split) cell holds, counted as the single-task paths count it:
+    pairs (also when mteb holds them as one row of lists), texts and sets, queries."""
+    if kind in ("Retrieval", "Reranking"):
+        relevant = cell.get("relevant_docs") or {}
         with_qrels = {q for q, docs in relevant.items() if len(docs) > 0}
-        return {
-            "queries": sum(1 for q in data["queries"]["id"] if q in with_qrels),
-            "documents": len(data["corpus"]),
+        sizes = {
+            "queries": sum(1 for q in cell["queries"]["id"] if q in with_qrels),
+            "documents": len(cell["corpus"]),
             "qrels": sum(len(relevant[q]) for q in with_qrels),
         }
+        top_ranked = cell.get("top_ranked") if kind == "Reranking" else None
+        if top_ranked:
+            sizes["candidates"] = sum(len(top_ranked.get(q, [])) for q in with_qrels)
+        return sizes
+    if kind in ("STS", "PairClassification"):
+        columns = [*_sts_columns(task), "score"] if kind == "STS" else list(_pc_columns(task))
+        table, _ = _pair_table(cell, columns)
+        return {"pairs": len(table[columns[0]])}
+    if kind == "Clustering":
+        return {"texts": _embedded_count(task, len(cell)), "sets": 1}
+    if kind == _LEGACY:
+        texts = cell[task.input_column_name]  # type: ignore[attr-defined]
+        return {"texts": sum(len(t) for t in texts), "sets": len(texts)}
+    if kind == "Classification":
+        label = task.label_column_name  # type: ignore[attr-defined]
+        labels = set(cell[label]) | (set(train[label]) if train is not None else set())
+        return {
+            "texts": len(cell),
+            "train": len(train) if train is not None else 0,
+            "train_encoded": _train_encoded(task, train) if train is not None else 0,
+            "labels": len(labels),
+        }
     try:
-        return {"rows": len(data)}
+        return {"rows": len(cell)}
     except TypeError:
         return {}
 
 
-def _benchmark_sizes(task: AbsTask, spec: TaskSpec) -> dict[str, int]:
-    """The loaded data's sizes summed over the benchmark's cells (best effort)."""
+def _benchmark_sizes(task: AbsTask, spec: TaskSpec) -> tuple[int, dict[str, int]]:
+    """The examples scored and the loaded data's sizes, summed over the benchmark's cells."""
     dataset: Any = task.dataset
+    kind = _kind_of(task)
     sizes: dict[str, int] = {}
     for subset, split in spec.cells:
         where = dataset
@@ -86,9 +121,13 @@ def _benchmark_sizes(task: AbsTask, spec: TaskSpec) -> dict[str, int]:
             where = where[subset]
         if not isinstance(where, Mapping) or split not in where:
             continue
-        for key, n in _cell_sizes(where[split]).items():
+        train = None
+        if kind == "Classification" and not _cross_validation(task):
+            train = where.get(task.train_split)  # type: ignore[attr-defined]
+        for key, n in _cell_sizes(task, kind, where[split], train).items():
             sizes[key] = sizes.get(key, 0) + n
-    return sizes
+    counted = next((k for k in ("pairs", "texts", "queries", "rows") if k in sizes), None)
+    return (sizes[counted] if counted else 0), sizes
 
 
 def _prepare_benchmark(spec: TaskSpec, data_dir: Path | None) -> PreparedTask:
@@ -118,8 +157,7 @@ def _prepare_benchmark(spec: TaskSpec, data_dir: Path | None) -> PreparedTask:
                 f"cannot load {path} for {spec.task} through mteb ({_short_reason(exc)}); "
                 "a local copy can be given with --koembed-data-dir DIR"
             ) from exc
-        sizes = _benchmark_sizes(task, spec)
-        n = sizes.get("queries", sizes.get("rows", 0))
+        n, sizes = _benchmark_sizes(task, spec)
         source = f"hub:{path}@{task.metadata.dataset.get('revision', '')}"
         return PreparedTask(task, n, sizes, 0, source)
     root = Path(data_dir)
