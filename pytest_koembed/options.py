@@ -517,6 +517,14 @@ OPTIONS: tuple[Option, ...] = (
         ini="string",
     ),
     Option(
+        "split",
+        "test [default] = the suite's own splits (the leaderboard's test splits); dev = each "
+        "task's development split where the suite names one (dev_split; the others are left "
+        "out): select checkpoints on dev, report the chosen one on test",
+        choices=("test", "dev"),
+        default="test",
+    ),
+    Option(
         "checkpoint",
         "the checkpoint's name in the run record and the history (default: read from the model "
         "path, checkpoint-5000 / step_5000 / epoch-3, and its trainer_state.json); its step "

@@ -109,6 +109,7 @@ class HistoryTable:
     scheme: str
     split: str
     best: int | None = None  # index of the observed best row
+    selected_on_dev: str | None = None  # a test table: the row of the checkpoint dev selected
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -306,6 +307,7 @@ def table_dict(table: HistoryTable) -> dict[str, Any]:
         "best": None if best is None else best.run.label,
         "tie_group": [r.run.label for r in table.tie_group],
         "winner": None if winner is None else winner.run.label,
+        "selected_on_dev": table.selected_on_dev,
         "tie_test": {
             "test": "one-sided paired randomisation test of the weighted average against the "
             "observed best (permutation.weighted_paired_test), Holm over the other rows",

@@ -90,7 +90,8 @@ def best_lines(table: HistoryTable) -> list[str]:
     level = text.level(table.settings.confidence)
     rule = (
         f"one-sided paired test of the weighted average, Holm over the {n - 1} other "
-        f"checkpoints, at {level}, min effect {text.fixed(table.settings.min_effect)} points"
+        f"checkpoint{'s' if n > 2 else ''}, at {level}, min effect "
+        f"{text.fixed(table.settings.min_effect)} points"
     )
     group = table.tie_group
     if table.winner is not None:
@@ -108,7 +109,13 @@ def best_lines(table: HistoryTable) -> list[str]:
         f"picking the best of {n} checkpoints is a post-selection: the best's own values are the "
         f"largest of {n} noisy estimates and read high, and its interval does not cover the choice"
     )
-    if table.many_on_test:
+    if table.selected_on_dev is not None:
+        row = next(r for r in table.rows if r.run.label == table.selected_on_dev)
+        lines.append(
+            f"selected on the dev split: {row.run.label}; reported on {table.split}: weighted "
+            f"{_value_cell(row.values[WEIGHTED])} (this table's own best is not the selection)"
+        )
+    elif table.many_on_test:
         lines.append(
             f"these are the suite's test splits (the leaderboard's): selecting the best of {n} "
             "checkpoints on them overfits to the benchmark; select on a development split "

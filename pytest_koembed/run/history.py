@@ -98,13 +98,12 @@ def kind_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """What runs must share to be rows of one table: suite, scheme, data source, interval
     level and split (``test``, ``dev``)."""
     info = record.get("intervals")
-    splits = sorted({str(t.get("split")) for t in record.get("tasks") or [] if t.get("split")})
     return {
         "suite": run_suite_name(record),
         "scheme": record.get("scheme"),
         "data source": data_source(record),
         "interval level": info.get("level") if isinstance(info, Mapping) else None,
-        "split": str(record.get("split") or ",".join(splits) or "test"),
+        "split": str(record.get("split") or "test"),  # --koembed-split; older records: test
     }
 
 
@@ -310,7 +309,22 @@ def history_tables(
         table = build_history(rows, settings, tasks=tasks, split=split)
         table.notes = list(notes)
         tables.append(table)
+    _selected_on_dev(tables)
     return tables
+
+
+def _selected_on_dev(tables: Sequence[HistoryTable]) -> None:
+    """With dev and test runs: the checkpoint the dev table selects, and its test row."""
+    dev = next((t for t in tables if t.split == "dev"), None)
+    if dev is None or dev.best is None:
+        return
+    chosen = dev.rows[dev.best].run.checkpoint.get("name")
+    for table in tables:
+        if table is dev:
+            continue
+        rows = [r for r in table.rows if r.run.checkpoint.get("name") == chosen]
+        if rows:
+            table.selected_on_dev = rows[-1].run.label
 
 
 def plot_history_dir(directory: Path, path: Path, *, suite: str | None = None) -> Path:
