@@ -498,6 +498,39 @@ OPTIONS: tuple[Option, ...] = (
         ini="string",
         cli_raw=True,
     ),
+    Option(
+        "history",
+        "add this run (if complete: every task of the suite scored, not a shard, not "
+        "interrupted) to the checkpoint history in DIR, one record and sidecar per run, safe "
+        "for concurrent jobs; koembed history DIR shows the checkpoints",
+        metavar="DIR",
+        ini="string",
+        ini_path=INI_DIR,
+        output="dir",
+    ),
+    Option(
+        "history-keep-examples",
+        "with --koembed-history: keep the per-example sidecars of the last N runs of each kind "
+        "(and of the best by the weighted average); older runs keep their record (default 10)",
+        metavar="N",
+        type=positive_int,
+        ini="string",
+    ),
+    Option(
+        "split",
+        "test [default] = the suite's own splits (the leaderboard's test splits); dev = each "
+        "task's development split where the suite names one (dev_split; the others are left "
+        "out): select checkpoints on dev, report the chosen one on test",
+        choices=("test", "dev"),
+        default="test",
+    ),
+    Option(
+        "checkpoint",
+        "the checkpoint's name in the run record and the history (default: read from the model "
+        "path, checkpoint-5000 / step_5000 / epoch-3, and its trainer_state.json); its step "
+        "orders the history",
+        metavar="NAME",
+    ),
 )
 """Every ``--koembed-*`` option, in ``pytest --help`` order."""
 

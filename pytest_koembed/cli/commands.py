@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_koembed.cli.flags import add_local, add_setting
+from pytest_koembed.cli.history import register_history
 from pytest_koembed.errors import KoembedError
 from pytest_koembed.options import EXIT_FAILED, EXIT_OK, Option
 from pytest_koembed.protocol.scoring import SCHEMES
@@ -551,6 +552,7 @@ SUBCOMMANDS = [
     register_mirror,
     register_compare,
     register_merge,
+    register_history,
     register_gate,
     register_cache,
     register_options,

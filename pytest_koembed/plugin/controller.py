@@ -108,6 +108,9 @@ class KoembedController:
             else None,
             gates=[g.to_dict() for g in state.gate_results],
         )
+        record["split"] = state.split
+        if state.checkpoint:
+            record["checkpoint"] = dict(state.checkpoint)
         if state.shard_block is not None:
             record["shard"] = state.shard_block
             record["gate_settings"] = gate_settings(self.config)  # for koembed gate
@@ -225,6 +228,8 @@ class KoembedController:
                 self.write_files,
             )
             failed = failed or state.published.failed
+        if state.history_dir is not None:
+            failed = self._add_to_history() or failed
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if (
@@ -235,6 +240,30 @@ class KoembedController:
         ):
             session.exitstatus = pytest.ExitCode.OK  # more shards than tasks: an empty shard
         self.finished = True
+
+    def _add_to_history(self) -> bool:
+        """``--koembed-history DIR``: add a complete run (``run.history``); True when it could
+        not be written (a requested output: exit status 1). An incomplete run is one line."""
+        from pytest_koembed.errors import KoembedError
+        from pytest_koembed.run.finish import Line
+        from pytest_koembed.run.history import add_run, why_not_added
+
+        state = self.state
+        assert state.history_dir is not None
+        record = self.record(complete=state.complete)
+        why = why_not_added(record)
+        if why is not None:
+            state.history_line = Line(f"history: not added to {state.history_dir}: {why}")
+            return False
+        try:
+            added = add_run(state.history_dir, record, state.examples, state.history_keep)
+        except (KoembedError, OSError) as exc:
+            state.history_line = Line(f"history: not written: {_reason(exc)}", red=True)
+            return True
+        pruned = f"; {len(added.pruned)} older sidecar(s) pruned" if added.pruned else ""
+        name = state.checkpoint.get("name")
+        state.history_line = Line(f"history: run of {name} added as {added.path}{pruned}")
+        return False
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.config.option.collectonly:
@@ -263,6 +292,8 @@ class KoembedController:
         journal_error = state.write_errors.get("journal")
         if journal_error is not None:
             outputs.append(Line(f"note: pytest cache copy of the run record {journal_error}"))
+        if state.history_line is not None:
+            outputs.append(state.history_line)
         outputs += [Line(note) for note in _loading_notes(self.config, state.model)]
         return summary(self.record(complete=state.complete), state.published, outputs)
 

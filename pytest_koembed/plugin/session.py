@@ -57,6 +57,12 @@ class KoembedSession:
     embedding_store: Any = None
     store_encoder: Any = None
     cache_dir: Path | None = None  # --koembed-cache (None: off); see embedding_cache
+    # --koembed-history DIR, its retention and the checkpoint block (``run.checkpoints``)
+    split: str = "test"  # --koembed-split: test, or dev (the suite's dev_split of each task)
+    history_dir: Path | None = None
+    history_keep: int = 10
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    history_line: Any = None  # finish.Line: what became of the run in the history
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
@@ -220,8 +226,13 @@ def make_session(config: pytest.Config, model: str) -> KoembedSession:
     :func:`check_options`'s."""
     from pytest_koembed.protocol.scoring import SCHEMES
 
+    split = config.getoption("koembed_split") or "test"
     try:
         suite = load_suite(setting(config, "suite") or "ko-leaderboard-v1")
+        if split == "dev":
+            from pytest_koembed.protocol.spec import dev_suite
+
+            suite = dev_suite(suite)
     except KoembedError as exc:
         raise pytest.UsageError(str(exc)) from None
     scheme = config.getoption("koembed_scheme") or suite.scheme
@@ -251,7 +262,14 @@ def make_session(config: pytest.Config, model: str) -> KoembedSession:
         raise pytest.UsageError(str(exc)) from None
     cache_dir = cache_dir_of(config)
     shard = shard_option(config)
+    history_dir, history_keep = history_options(config)
+    from pytest_koembed.run.checkpoints import identify
+
     return KoembedSession(
+        split=split,
+        history_dir=history_dir,
+        history_keep=history_keep,
+        checkpoint=identify(model, config.getoption("koembed_checkpoint")),
         model=model,
         cache_dir=cache_dir,
         suite=suite,
@@ -271,6 +289,24 @@ def make_session(config: pytest.Config, model: str) -> KoembedSession:
             or config.args_source == pytest.Config.ArgsSource.ARGS
         ),
     )
+
+
+def history_options(config: pytest.Config) -> tuple[Path | None, int]:
+    """``--koembed-history DIR`` (ini ``koembed_history``, relative to the ini file) and
+    ``--koembed-history-keep-examples N``; a usage error for a bad N."""
+    from pytest_koembed.run.history import DEFAULT_KEEP_EXAMPLES
+
+    directory = setting(config, "history")
+    keep = setting(config, "history_keep_examples")
+    try:
+        count = int(keep) if keep is not None else DEFAULT_KEEP_EXAMPLES
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise pytest.UsageError(
+            f"--koembed-history-keep-examples {keep!r}: give a positive whole number, e.g. 10"
+        )
+    return (Path(directory).expanduser().resolve() if directory else None), count
 
 
 def shard_option(config: pytest.Config) -> Any:
@@ -325,6 +361,7 @@ def check_options(config: pytest.Config, session: KoembedSession) -> None:
         "model-card": reports.model_card,
         "results-dir": reports.results_dir,
         "plot": reports.plot,
+        "history": session.history_dir,
     }
     extra = []
     if policy is not None and policy.update and policy.choice.path is not None:

@@ -55,6 +55,9 @@ class TaskSpec:
     benchmark: str | None = None
     splits: tuple[str, ...] = ()  # benchmark tasks: all the splits; ``split`` joins them by ","
     subsets: tuple[str, ...] = ()  # benchmark tasks: all the subsets; ``subset`` likewise
+    # A development split of the task (suite key ``dev_split``), where one exists: what
+    # ``--koembed-split=dev`` scores instead of ``split``, to select checkpoints on.
+    dev_split: str | None = None
 
     @property
     def cells(self) -> tuple[tuple[str, str], ...]:
@@ -87,3 +90,23 @@ class Suite:
             if spec.column == column:
                 return spec
         raise KoembedError(f"suite {self.name!r} has no task {column!r}")
+
+
+SPLITS = ("test", "dev")
+"""``--koembed-split``: ``test`` (the suite's own splits, the leaderboard's) or ``dev``."""
+
+
+def dev_suite(suite: Suite) -> Suite:
+    """The suite on its development splits (``--koembed-split=dev``): each task that names a
+    ``dev_split`` scored on it; tasks without one are left out (the weighted average needs the
+    scheme's categories, so a suite names dev splits for those). One line when none has one."""
+    from dataclasses import replace
+
+    tasks = tuple(replace(t, split=t.dev_split) for t in suite.tasks if t.dev_split)
+    if not tasks:
+        raise KoembedError(
+            f"--koembed-split=dev: suite {suite.name!r} names no development split (dev_split "
+            "in a [[tasks]] entry); run it on its test splits (--koembed-split=test) or add "
+            "dev_split to a suite file of your own"
+        )
+    return replace(suite, tasks=tasks)

@@ -145,6 +145,7 @@ def _task_spec(entry: Any, i: int, path: Path, seen: set[str]) -> TaskSpec:
         "value",
         "type",
         "data",
+        "dev_split",
     }
     if unknown:
         raise KoembedError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -182,4 +183,5 @@ def _task_spec(entry: Any, i: int, path: Path, seen: set[str]) -> TaskSpec:
         value_rule=value_rule,
         custom_type=custom_type,
         data_dir=data_dir,
+        dev_split=_field(entry, "dev_split", where) if "dev_split" in entry else None,
     )

@@ -355,6 +355,7 @@ def _judging(path: str | Path, options: GateOptions) -> _Judging:
             "model-card": reports.model_card,
             "results-dir": reports.results_dir,
             "plot": reports.plot,
+            "history": None,  # koembed gate adds no run to a history
         },
         [("--koembed-baseline", policy.choice.path)]
         if policy.update and policy.choice.path is not None
