@@ -8,6 +8,7 @@ as a plain transformers checkpoint (no sentence-transformers files).
 
 from __future__ import annotations
 
+import json
 import os
 
 # Before anything imports huggingface_hub: the Hub is never reached from the tests.
@@ -82,6 +83,26 @@ def _tiny_bert_config(minilm_dir: Path) -> tuple[Any, Any]:
         max_position_embeddings=128,
     )
     return tokenizer, config
+
+
+@pytest.fixture(scope="session")
+def minilm_checkpoint(minilm_dir: Path) -> Callable[..., Path]:
+    """``make(parent, name, global_step=None)``: a checkpoint folder ``parent/name`` of the real
+    all-MiniLM-L6-v2 (its files linked, not copied), with an HF Trainer ``trainer_state.json``
+    when ``global_step`` is given: a stand-in for a training run's checkpoint."""
+
+    def make(parent: Path, name: str, global_step: int | None = None) -> Path:
+        folder = parent / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in minilm_dir.iterdir():
+            if not (folder / item.name).exists():
+                (folder / item.name).symlink_to(item)
+        if global_step is not None:
+            state = {"global_step": global_step, "epoch": global_step / 2000, "log_history": []}
+            (folder / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
+        return folder
+
+    return make
 
 
 @pytest.fixture(scope="session")
