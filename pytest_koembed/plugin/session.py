@@ -57,6 +57,7 @@ class KoembedSession:
     embedding_store: Any = None
     store_encoder: Any = None
     cache_dir: Path | None = None  # --koembed-cache (None: off); see embedding_cache
+    model_location: Any = None  # models.loading.Location: a Hub id, resolved before any task
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
