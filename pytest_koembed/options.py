@@ -99,7 +99,7 @@ def check_pooling(pooling: str | None) -> None:
 
 def check_model_type(model: str, model_type: str | None) -> None:
     """``--koembed-model-type dense|sparse`` agrees with a local model directory's own files
-    (a Hub model is checked when it is loaded)."""
+    (a Hub id is checked once its snapshot is had, before any task runs: the plugin)."""
     from pytest_koembed.models.loading import check_model_type as check
 
     check(model, model_type or "auto")

@@ -579,9 +579,11 @@ def test_a_path_that_does_not_exist(tmp_path: Path):
     assert "no such directory" in message
 
 
-def test_a_hub_id_with_the_hub_unreachable():
+def test_a_hub_id_offline_and_not_cached():
+    """HF_HUB_OFFLINE=1 here (conftest): offline on purpose, not "the Hub is unreachable"."""
     message = _one_line_error(EncoderOptions(model="koembed-tests/definitely-not-cached"))
-    assert "unreachable" in message and "local model directory" in message
+    assert "HF_HUB_OFFLINE is set" in message and "unreachable" not in message
+    assert "run once with the Hub reachable" in message and "local model directory" in message
 
 
 def _write_custom_model(path: Path, tiny_bert_dir: Path) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,18 +89,49 @@ MODEL_TYPES = ("auto", "dense", "sparse")
 SPARSE_LOADER = "sentence-transformers-sparse"
 
 
-def load_encoder(options: EncoderOptions, *, cache_dir: Path | None = None) -> LoadedEncoder:
+@dataclass(frozen=True)
+class Location:
+    """Where a model's files are (:func:`locate_model`): a local directory or a Hub snapshot."""
+
+    path: Path
+    display: str  # the name the model is shown by, before the dtype suffix
+    revision: str | None  # the Hub commit; None for a local directory
+    fingerprint: str | None  # ``hub:<id>@<commit>``; None for a local one (hashed later)
+    hub_failures: tuple[str, ...] = ()  # a failed Hub metadata call (see _hub_snapshot)
+
+
+def is_hub_id(model: str) -> bool:
+    """Whether ``model`` names a Hub repository (not an existing path, shaped like an id)."""
+    text = model.strip()
+    if not text or Path(text).expanduser().exists():
+        return False
+    return not text.startswith((".", "/", "~", "\\")) and bool(_HUB_ID.fullmatch(text))
+
+
+def locate_model(model: str, revision: str | None) -> Location:
+    """The model's files: a local directory as it is, a Hub id downloaded (or found in the
+    cache) at ``revision``; a one-line KoembedError when they cannot be had."""
+    hub_failures: list[str] = []
+    found = _locate(model, revision, hub_failures)
+    return Location(*found, hub_failures=tuple(hub_failures))
+
+
+def load_encoder(
+    options: EncoderOptions, *, cache_dir: Path | None = None, location: Location | None = None
+) -> LoadedEncoder:
     """Build the encoder ``options`` describe, or raise a one-line ``KoembedError``.
 
     With ``cache_dir`` (``--koembed-cache``) the files' hashes and what loading resolved are
     remembered there, and an encoder loaded before with the same files and settings comes back
     with its weights not yet loaded: they load at the first text the cache lacks
-    (``models.resolved``).
+    (``models.resolved``). ``location``: the model's files, already located (the plugin
+    resolves a Hub id before anything runs).
     """
     options, pooling, requested_type = _checked_options(options)
-
-    hub_failures: list[str] = []  # a failed Hub metadata call (see _hub_snapshot)
-    path, display, revision, fingerprint = _locate(options.model, options.revision, hub_failures)
+    if location is None:
+        location = locate_model(options.model, options.revision)
+    path, display, revision = location.path, location.display, location.revision
+    fingerprint, hub_failures = location.fingerprint, location.hub_failures
     name_source = "hub" if revision is not None else local_model_name(path)[1]
     devices: list[str] = []
     if options.devices:
@@ -425,12 +456,13 @@ def _sparse_wanted(
     )
 
 
-def check_model_type(model: str, model_type: str) -> None:
+def check_model_type(model: str, model_type: str, path: Path | None = None) -> None:
     """A one-line KoembedError when ``model_type`` (dense | sparse) contradicts the files of the
-    local model directory ``model``; reads JSON only. Anything else is checked at load time."""
+    local model directory ``model`` (or ``path``, a Hub id's snapshot); reads JSON only.
+    Anything else is checked at load time."""
     if model_type == "auto":
         return
-    path = Path(model).expanduser()
+    path = path or Path(model).expanduser()
     if not path.is_dir():
         return
     modules = _read_modules(path) if (path / "modules.json").is_file() else []

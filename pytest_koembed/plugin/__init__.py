@@ -377,6 +377,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state.selected = [i.koembed_spec.column for i in session.items if isinstance(i, KoembedItem)]
     if session.config.getoption("koembed_devices"):
         _check_devices_encoder(session)
+    _locate_hub_model(session, state)
     if state.policy is not None:  # the paired gate's Bonferroni factor on this worker
         whole = state.shard_block["selected"] if state.shard_block else state.selected
         state.policy.selected = tuple(whole)  # a shard's items are judged as in the whole run
@@ -417,9 +418,9 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str] | None:
     return [f"koembed: {line}" for line in (shard_line(state.shard_block), plan) if line]
 
 
-def _check_devices_encoder(session: pytest.Session) -> None:
-    """``--koembed-devices`` needs the plugin's own encoder: a usage error when a conftest
-    overrides ``koembed_encoder`` (its object knows nothing of the pool)."""
+def _encoder_override(session: pytest.Session) -> str | None:
+    """Where a conftest overrides ``koembed_encoder`` (`` (conftest.py:12)``, or ``""`` when
+    the place is unknown); None when the items use the plugin's own encoder."""
     for item in session.items:
         if not isinstance(item, KoembedItem):
             continue
@@ -428,13 +429,47 @@ def _check_devices_encoder(session: pytest.Session) -> None:
         func = getattr(defs[-1], "func", None) if defs else None
         if func is not None and getattr(func, "__module__", __name__) != __name__:
             code = getattr(func, "__code__", None)
-            where = f" ({Path(code.co_filename).name}:{code.co_firstlineno})" if code else ""
-            raise pytest.UsageError(
-                f"--koembed-devices: the koembed_encoder fixture is overridden{where}; the "
-                "multi-device pool works with the plugin's own sentence-transformers encoder "
-                "only: drop --koembed-devices, or spread the work over devices in your encoder"
-            )
-        return  # every item resolves the same session fixture
+            return f" ({Path(code.co_filename).name}:{code.co_firstlineno})" if code else ""
+        return None  # every item resolves the same session fixture
+    return None
+
+
+def _check_devices_encoder(session: pytest.Session) -> None:
+    """``--koembed-devices`` needs the plugin's own encoder: a usage error when a conftest
+    overrides ``koembed_encoder`` (its object knows nothing of the pool)."""
+    where = _encoder_override(session)
+    if where is not None:
+        raise pytest.UsageError(
+            f"--koembed-devices: the koembed_encoder fixture is overridden{where}; the "
+            "multi-device pool works with the plugin's own sentence-transformers encoder "
+            "only: drop --koembed-devices, or spread the work over devices in your encoder"
+        )
+
+
+def _locate_hub_model(session: pytest.Session, state: KoembedSession) -> None:
+    """A Hub id is downloaded (or found in the cache) once the tasks are known, before any
+    runs: an unknown, gated or private repository, a wrong revision, a failed download or
+    an empty offline cache is one usage-error line, not an error per task. Not for
+    ``--collect-only``, a custom encoder, no selected task, or an xdist worker (whose
+    errors the controller would not show as one line: the encoder fixture reports them)."""
+    from pytest_koembed.models.loading import check_model_type, is_hub_id, locate_model
+
+    config = session.config
+    if (
+        not state.selected
+        or config.option.collectonly
+        or is_worker(config)
+        or not is_hub_id(state.model)
+        or _encoder_override(session) is not None
+    ):
+        return
+    try:
+        location = locate_model(state.model, config.getoption("koembed_revision"))
+        model_type = config.getoption("koembed_model_type") or "auto"
+        check_model_type(state.model, model_type, location.path)
+    except KoembedError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    state.model_location = location
 
 
 @pytest.fixture(scope="session")
@@ -464,7 +499,7 @@ def koembed_encoder(request: pytest.FixtureRequest) -> Iterator[Any]:
         devices_min_texts=config.getoption("koembed_devices_min_texts"),
     )
     try:
-        encoder = load_encoder(options, cache_dir=state.cache_dir)
+        encoder = load_encoder(options, cache_dir=state.cache_dir, location=state.model_location)
     except KoembedError as exc:
         error = str(exc)
     else:

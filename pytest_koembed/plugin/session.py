@@ -63,6 +63,7 @@ class KoembedSession:
     history_keep: int = 10
     checkpoint: dict[str, Any] = field(default_factory=dict)
     history_line: Any = None  # finish.Line: what became of the run in the history
+    model_location: Any = None  # models.loading.Location: a Hub id, resolved before any task
 
 
 SESSION_KEY = pytest.StashKey[KoembedSession]()
