@@ -187,6 +187,29 @@ SCENARIOS: dict[str, Scenario] = {
             Step("clear", "koembed cache clear --cache .koembed-cache"),
         )
     ),
+    # A checkpoint history: stand-in checkpoints (max lengths) and an unchanged repeat.
+    "history": Scenario(
+        steps=(
+            Step("model", MODEL),
+            Step(
+                "ck-1000",
+                f"{SAMPLE} --koembed-history=history --koembed-checkpoint=step-1000"
+                " --koembed-max-length=8 --koembed-cache=.c",
+            ),
+            Step(
+                "ck-2000",
+                f"{SAMPLE} --koembed-history=history --koembed-checkpoint=step-2000"
+                " --koembed-max-length=16 --koembed-cache=.c",
+            ),
+            Step(
+                "ck-2000-again",
+                f"{SAMPLE} --koembed-history=history --koembed-checkpoint=step-2000"
+                " --koembed-max-length=16 --koembed-cache=.c",
+            ),
+            Step("history", "koembed history history"),
+            Step("history-md", "koembed history history --markdown"),
+        )
+    ),
     "cli": Scenario(
         steps=(
             Step("model", MODEL),
@@ -273,6 +296,17 @@ BLOCKS: dict[str, Block] = {
             Show("clear"),
         ),
     ),
+    "history": Block(
+        "history",
+        (
+            Show("model"),
+            Show("ck-1000", keep=r"^(history|=+ \d)"),
+            Show("ck-2000", keep=r"^(history|=+ \d)"),
+            Show("ck-2000-again", keep=r"^(history|=+ \d)"),
+            Show("history", status=True),
+        ),
+    ),
+    "history-markdown": Block("history", (Show("history-md"),)),
     "collect-mteb": Block("cli", (Show("model"), Show("collect-mteb"))),
     "leaderboard-retrieval": Block("cli", (Show("leaderboard-retrieval"),)),
 }
@@ -429,6 +463,8 @@ _NORMALISE = [
     ),
     (re.compile(r'"sha256": "[0-9a-f]{64}"'), '"sha256": "<hash>"'),
     (re.compile(r"\b(encoded|written|reused) in [\d:.]+ ?s\b"), r"\1 in <time>"),
+    # A history's run files are named by time and a random tag (run/history.py).
+    (re.compile(r"\b\d{8}T\d{6}\.\d{6}Z--[\w.-]+?--[0-9a-f]{8}\b"), "<run>"),
 ]
 
 

@@ -68,6 +68,7 @@ def pages(run_pytest: Any, minilm_dir: Path, tmp_path_factory: pytest.TempPathFa
     work = tmp_path_factory.mktemp("html-report")
     (work / MARKUP_DIR).mkdir()
     common = [f"--koembed-model={minilm_dir}", "--koembed-suite=sample", "--koembed-cache=cache"]
+    common.append("--koembed-history=history")  # the second page shows a history of two runs
     out = {}
     for name, args in {
         "passed": ["--koembed-save-baseline=base.json"],
@@ -279,3 +280,13 @@ def test_the_hooks_register_only_with_pytest_html_and_html(
     assert pytester.parseconfigure(*args).pluginmanager.get_plugin(PLUGIN_NAME) is None
     config = pytester.parseconfigure(*args, "--html=page.html")
     assert config.pluginmanager.get_plugin(PLUGIN_NAME) is not None
+
+
+def test_the_history_chart_of_koembed_history_is_on_the_page(pages: Any, browser: Any) -> None:
+    """With --koembed-history, the page shows the history's chart, this run included."""
+    assert len(list((pages.failed.path.parent / "history").glob("[!.]*.json"))) == 2
+    browser.get(pages.failed.path.as_uri())
+    chart = browser.find_element("id", "koembed-history-chart")
+    assert chart.get_attribute("src").startswith("data:image/png;base64,")
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth"
+    assert browser.execute_script(loaded, chart) > 0

@@ -24,10 +24,29 @@ def wanted(config: pytest.Config) -> bool:
     return bool(config.getoption("htmlpath", None)) and config.pluginmanager.hasplugin("html")
 
 
-def history_chart(config: pytest.Config) -> Path | None:
-    """The hook point for ``--koembed-history``: the PNG of the history chart to show on the page
-    (``reports.html.history_chart_html``), or None. Nothing draws one yet."""
-    return None
+def history_chart(controller: KoembedController) -> Path | str | None:
+    """With ``--koembed-history DIR``: the history chart of DIR (this run's split, this run
+    included once it was added), drawn to a temporary PNG for ``reports.html.history_chart_html``;
+    a reason (str) when it cannot be drawn; None without a history."""
+    import tempfile
+
+    from pytest_koembed.errors import KoembedError
+    from pytest_koembed.gate.compare import GateSettings
+    from pytest_koembed.reports.history_plot import plot_history
+    from pytest_koembed.run.history import history_tables
+
+    state = controller.state
+    if state.history_dir is None:
+        return None
+    try:
+        tables = history_tables([str(state.history_dir)], GateSettings(), suite=state.suite.name)
+        table = next((t for t in tables if t.split == state.split), None)
+        if table is None:
+            return f"no run of the {state.split} split in the history {state.history_dir}"
+        out = Path(tempfile.mkdtemp(prefix="koembed-html-")) / "history.png"
+        return plot_history(table, out)
+    except (KoembedError, ImportError) as exc:
+        return f"history chart not drawn: {exc}"
 
 
 class KoembedHtmlReport:
@@ -66,7 +85,7 @@ class KoembedHtmlReport:
                 [(line.text, line.red) for line in lines],
                 chart=chart,
                 chart_note=note,
-                history_png=history_chart(controller.config),
+                history_png=history_chart(controller),
             )
         )
 

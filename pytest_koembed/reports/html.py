@@ -233,14 +233,14 @@ def chart_html(
     return f'<img id="{element_id}" alt="{html.escape(alt)}" src="{png_data_uri(png)}"/>'
 
 
-def history_chart_html(png_path: Path | None) -> str:
-    """The hook point for ``--koembed-history``: its chart (a PNG file), inline; ``""`` without.
-
-    Whoever draws the history chart passes its PNG here (``plugin.html_report.history_chart``
-    says where the path comes from)."""
+def history_chart_html(png_path: Path | str | None) -> str:
+    """The ``--koembed-history`` chart (a PNG file), inline; a str is why there is none (shown);
+    ``""`` without a history (``plugin.html_report.history_chart`` draws it)."""
     if png_path is None:
         return ""
     element_id = "koembed-history-chart"
+    if isinstance(png_path, str):
+        return "<h3>History</h3>" + chart_html(None, png_path, element_id=element_id)
     try:
         png = Path(png_path).read_bytes()
     except OSError as exc:
@@ -268,7 +268,7 @@ def section_html(
     *,
     chart: bytes | None = None,
     chart_note: str | None = None,
-    history_png: Path | None = None,
+    history_png: Path | str | None = None,
 ) -> str:
     """The koembed section below pytest-html's summary: averages, verdicts, charts, text."""
     suite = record.get("suite") or {}
