@@ -218,7 +218,7 @@ def test_keys_ignore_row_order_and_pair_order(
 
 
 def _lines(task_dir: Path) -> list[str]:
-    path = next(task_dir.glob("*/*/*.jsonl"))
+    path = next(task_dir.glob("*/test/*.jsonl"))  # the scored split (dev rows lie beside it)
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
